@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import vla_pipeline.compat  # noqa: F401  (must precede model construction)
 from lerobot.policies.pi05 import modeling_pi05
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy, PI05Pytorch
+
+import vla_pipeline.compat  # noqa: F401  (must precede model construction)
 
 DIMS_FILENAME = "vla_model_dims.json"
 

@@ -72,17 +72,19 @@ def compute_reference_outputs(model, tensors: dict[str, torch.Tensor], num_steps
     }
 
 
-def compare_with_reference(path: Path) -> list[OutputError]:
-    """Build the model the reference describes, run it, and return the max abs error per output."""
-    meta, tensors = load_reference(path)
-    atol = TOLERANCES[meta["dtype"]]
-    model = build_reference_model(meta, tensors)
-    outputs = compute_reference_outputs(model, tensors, meta["num_inference_steps"])
+def compute_errors(outputs: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], atol: float) -> list[OutputError]:
     errors = []
     for name, actual in outputs.items():
         expected = tensors[f"out/{name}"]
         if actual.shape != expected.shape:
             raise ValueError(f"output {name}: shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
-        err = (actual.float() - expected.float()).abs().max().item()
-        errors.append(OutputError(name, err, atol))
+        errors.append(OutputError(name, (actual.float() - expected.float()).abs().max().item(), atol))
     return errors
+
+
+def compare_with_reference(path: Path) -> list[OutputError]:
+    """Build the model the reference describes, run it, and return the max abs error per output."""
+    meta, tensors = load_reference(path)
+    model = build_reference_model(meta, tensors)
+    outputs = compute_reference_outputs(model, tensors, meta["num_inference_steps"])
+    return compute_errors(outputs, tensors, TOLERANCES[meta["dtype"]])

@@ -1,0 +1,140 @@
+"""``vla``: the library's entry points outside DVC (same functions the stages call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on the hub; real runs unset it explicitly
+
+
+def _load_params(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"params file {p} not found; pass --params PATH (default: params.yaml)")
+    return yaml.safe_load(p.read_text())
+
+
+def cmd_check_compat(args) -> int:
+    from vla_pipeline.compat.reference import compare_with_reference
+
+    errors = compare_with_reference(Path(args.reference))
+    for e in errors:
+        print(f"{e.name:>18}: max abs error {e.max_abs_error:.3e} (atol {e.atol:g}) {'ok' if e.ok else 'MISMATCH'}")
+    ok = all(e.ok for e in errors)
+    print("compat: PASS" if ok else "compat: FAIL")
+    return 0 if ok else 1
+
+
+def cmd_validate(args) -> int:
+    from vla_pipeline.validate import ValidateConfig, validate_dataset
+
+    report = validate_dataset(ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report)))
+    print(f"validation ok: {report.summary}; report: {args.report}")
+    return 0
+
+
+def cmd_norms(args) -> int:
+    from vla_pipeline.norms import NormsConfig, save_norm_stats
+
+    cfg = NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out), args.val_fraction, args.seed)
+    print(f"frozen stats: {save_norm_stats(cfg)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from vla_pipeline.policy import PolicyConfig
+    from vla_pipeline.train import TrainConfig, train
+
+    p = _load_params(args.params)
+    t = p["train"]
+    scalars = ("steps", "batch_size", "lr", "warmup_steps", "decay_steps", "decay_lr", "weight_decay",
+               "grad_clip_norm", "num_workers", "log_every", "save_every", "device")
+    cfg = TrainConfig(
+        dataset_root=Path(p["base"]["dataset_root"]), contract_path=Path(p["base"]["contract"]),
+        norms_dir=Path(p["norms"]["out_dir"]), validation_report=Path(p["validate"]["report"]),
+        out_dir=Path(args.out or t["out_dir"]), live_dir=Path(t["live_dir"]),
+        policy=PolicyConfig.from_params(p["policy"]), seed=int(p["base"]["seed"]),
+        wandb_project=t["wandb"]["project"], wandb_mode=t["wandb"]["mode"], **{k: t[k] for k in scalars},
+    )
+    print(f"final checkpoint: {train(cfg)}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from vla_pipeline.evaluate import EvaluateConfig, evaluate
+
+    cfg = EvaluateConfig(Path(args.checkpoint), Path(args.dataset), Path(args.norms), Path(args.out),
+                         stride=args.stride, noise_seed=args.noise_seed)
+    print(json.dumps(evaluate(cfg), indent=2))
+    return 0
+
+
+def cmd_make_demo(args) -> int:
+    from vla_pipeline.demo import DemoConfig, make_demo_dataset
+
+    print(f"demo dataset: {make_demo_dataset(DemoConfig(root=Path(args.out), num_episodes=args.episodes))}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vla", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("check-compat", help="compare Pi0.5 on stock transformers with reference vectors")
+    s.add_argument("reference", help="a .safetensors file of shared/testdata (its .json beside it)")
+    s.set_defaults(func=cmd_check_compat)
+
+    s = sub.add_parser("validate", help="validate a LeRobotDataset v3.0 against an action contract")
+    s.add_argument("dataset")
+    s.add_argument("--contract", required=True)
+    s.add_argument("--report", default="validation_report.json")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("norms", help="split episodes and freeze normalization statistics")
+    s.add_argument("dataset")
+    s.add_argument("--contract", required=True)
+    s.add_argument("--out", default="norms")
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_norms)
+
+    s = sub.add_parser("train", help="fine-tune Pi0.5 as the train stage does, from a params file")
+    s.add_argument("--params", default="params.yaml")
+    s.add_argument("--out", help="output directory (default: train.out_dir)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint on the validation split")
+    s.add_argument("checkpoint")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--norms", required=True, help="directory with stats.json and split.json")
+    s.add_argument("--out", default="eval")
+    s.add_argument("--stride", type=int, default=3)
+    s.add_argument("--noise-seed", type=int, default=0)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("make-demo", help="write the synthetic LeKiwi demo dataset")
+    s.add_argument("out")
+    s.add_argument("--episodes", type=int, default=24)
+    s.set_defaults(func=cmd_make_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from vla_pipeline.errors import USER_ERRORS
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

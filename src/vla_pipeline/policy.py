@@ -1,0 +1,89 @@
+"""LeRobot's Pi0.5 policy config and pre/post processors for an arm-only contract, fed with the
+frozen statistics (never the dataset's ``meta/stats.json``)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+from lerobot.policies.pi05 import processor_pi05
+from lerobot.policies.pi05.configuration_pi05 import PI05Config
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+from vla_pipeline.model import ModelDims
+
+PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What the train stage needs to build the policy (params section ``policy``)."""
+
+    dims: ModelDims | None = None  # None: LeRobot's full size (gemma_2b + gemma_300m)
+    tokenizer: str = "local"  # "local": the project's offline tokenizer; else a hub id or directory
+    chunk_size: int = 10
+    n_action_steps: int = 10
+    num_inference_steps: int = 10
+    tokenizer_max_length: int = 48
+    dtype: str = "float32"
+    normalization: str = "QUANTILES"  # or MEAN_STD
+
+    @classmethod
+    def from_params(cls, p: dict) -> PolicyConfig:
+        dims = ModelDims.from_dict(p["dims"]) if p.get("size", "full") == "tiny" else None
+        keys = ("tokenizer", "chunk_size", "n_action_steps", "num_inference_steps", "tokenizer_max_length", "dtype",
+                "normalization")
+        return cls(dims=dims, **{k: p[k] for k in keys if k in p})
+
+
+def make_pi05_config(
+    cfg: PolicyConfig, n_joints: int, cameras: dict[str, tuple[int, int, int]], device: str, **overrides
+) -> PI05Config:
+    """LeRobot's ``PI05Config`` with the contract's arm-only features; ``overrides`` sets further PI05Config fields."""
+    mode = NormalizationMode[cfg.normalization]
+    if cfg.dims is not None:  # a tiny vision tower may take smaller images than the full 224x224
+        overrides.setdefault("image_resolution", (cfg.dims.vision.image_size, cfg.dims.vision.image_size))
+    return PI05Config(
+        chunk_size=cfg.chunk_size,
+        n_action_steps=cfg.n_action_steps,
+        num_inference_steps=cfg.num_inference_steps,
+        tokenizer_max_length=cfg.tokenizer_max_length,
+        dtype=cfg.dtype,
+        device=device,
+        input_features={
+            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(n_joints,)),
+            **{k: PolicyFeature(type=FeatureType.VISUAL, shape=s) for k, s in cameras.items()},
+        },
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(n_joints,))},
+        normalization_mapping={"VISUAL": NormalizationMode.IDENTITY, "STATE": mode, "ACTION": mode},
+        **overrides,
+    )
+
+
+@contextlib.contextmanager
+def _tokenizer_source(name: str):
+    """Make LeRobot's Pi0.5 processor factory load its tokenizer from ``name``."""
+    original = processor_pi05.TokenizerProcessorStep
+    processor_pi05.TokenizerProcessorStep = lambda **kw: original(**{**kw, "tokenizer_name": name})
+    try:
+        yield
+    finally:
+        processor_pi05.TokenizerProcessorStep = original
+
+
+def make_processors(config: PI05Config, stats: dict, tokenizer: str | Path):
+    """LeRobot's own Pi0.5 pre/post processors with the frozen ``stats`` and the given tokenizer."""
+    with _tokenizer_source(str(tokenizer)):
+        return processor_pi05.make_pi05_pre_post_processors(config, dataset_stats=stats)
+
+
+def resolve_tokenizer(cfg: PolicyConfig, build_dir: Path) -> str:
+    """A tokenizer name or directory; ``local`` builds the project's offline tokenizer into ``build_dir``."""
+    if cfg.tokenizer != "local":
+        return cfg.tokenizer
+    from vla_pipeline.tokenizer import make_local_tokenizer
+
+    vocab = cfg.dims.vocab_size if cfg.dims is not None else 257152
+    return str(make_local_tokenizer(Path(build_dir), vocab_size=vocab))

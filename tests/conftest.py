@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny demo dataset, the shipped contract, the tiny policy params, and one
+short end-to-end run (validate -> norms -> train) that several test modules reuse."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = REPO.parent / "shared" / "testdata"
+CONTRACT = REPO / "contracts" / "lekiwi_arm.yaml"
+
+
+@pytest.fixture(scope="session")
+def params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    """6 short episodes at 32x40: small enough for every test, real LeRobot v3.0 on disk."""
+    from vla_pipeline.demo import DemoConfig, make_demo_dataset
+
+    root = tmp_path_factory.mktemp("data") / "demo"
+    return make_demo_dataset(
+        DemoConfig(root=root, num_episodes=6, min_length=20, max_length=32, image_height=32, image_width=40)
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: Path
+    report: Path
+    norms: Path
+    train: Path
+    live: Path
+    checkpoint: Path
+
+
+def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
+    from vla_pipeline.policy import PolicyConfig
+    from vla_pipeline.train import TrainConfig
+
+    values = dict(
+        dataset_root=dataset, contract_path=CONTRACT, norms_dir=work / "norms",
+        validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
+        policy=PolicyConfig.from_params(params["policy"]), steps=4, batch_size=4, warmup_steps=1,
+        decay_steps=4, num_workers=0, log_every=2, wandb_mode="offline",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(params, demo_dataset, tmp_path_factory) -> Run:
+    """validate -> norms -> 4 train steps of the tiny Pi0.5, as the DVC stages run them."""
+    from vla_pipeline.norms import NormsConfig, save_norm_stats
+    from vla_pipeline.train import train
+    from vla_pipeline.validate import ValidateConfig, validate_dataset
+
+    work = tmp_path_factory.mktemp("run")
+    validate_dataset(ValidateConfig(demo_dataset, CONTRACT, work / "report.json"))
+    save_norm_stats(NormsConfig(demo_dataset, CONTRACT, work / "norms", val_fraction=0.34))
+    cfg = make_train_config(params, demo_dataset, work)
+    checkpoint = train(cfg)
+    return Run(demo_dataset, work / "report.json", work / "norms", work / "train", work / "live", checkpoint)

@@ -1,0 +1,73 @@
+"""Frozen stats: exact, train-split only, deterministic, hash-linked, and what LeRobot normalizes with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+from vla_pipeline.data import column_array, load_frames
+from vla_pipeline.demo import ARM_JOINTS, LEKIWI_NAMES
+from vla_pipeline.norms import (
+    NormsConfig,
+    compute_feature_stats,
+    compute_norm_stats,
+    compute_split,
+    make_processor_stats,
+)
+
+from conftest import CONTRACT
+
+
+def test_split_is_deterministic_disjoint_and_complete() -> None:
+    eps = list(range(10))
+    a = compute_split(eps, 0.2, seed=3)
+    assert a == compute_split(eps, 0.2, seed=3)
+    assert a != compute_split(eps, 0.2, seed=4)
+    assert sorted(a["train"] + a["val"]) == eps and len(a["val"]) == 2
+    with pytest.raises(ValueError, match="at least 2 episodes"):
+        compute_split([0], 0.2, 0)
+
+
+def test_stats_are_exact_over_train_split_only(demo_dataset, tmp_path) -> None:
+    doc, split = compute_norm_stats(NormsConfig(demo_dataset, CONTRACT, tmp_path, val_fraction=0.34))
+    frames = load_frames(demo_dataset)
+    train = frames[frames["episode_index"].isin(split["train"])]
+    arm = [LEKIWI_NAMES.index(j) for j in ARM_JOINTS]
+    actions = column_array(train, "action")[:, arm]
+    stats = doc["features"][ACTION]
+    np.testing.assert_allclose(stats["mean"], actions.mean(0))
+    np.testing.assert_allclose(stats["q01"], np.quantile(actions, 0.01, axis=0))
+    np.testing.assert_allclose(stats["q99"], np.quantile(actions, 0.99, axis=0))
+    assert stats["count"][0] == len(train) < len(frames)
+    assert set(doc["features"]) == {ACTION, OBS_STATE}
+    assert len(doc["features"][OBS_STATE]["mean"]) == 6
+
+
+def test_constant_joint_warns_by_name() -> None:
+    values = np.stack([np.linspace(0, 1, 50), np.full(50, 7.0)], axis=1)
+    with pytest.warns(UserWarning, match="joint 'gripper' is \\(near-\\)constant"):
+        stats = compute_feature_stats(values, ["pan", "gripper"])
+    assert stats["q01"][1] == stats["q99"][1] == 7.0
+
+
+def test_processor_uses_frozen_stats_not_meta_stats(demo_dataset, tmp_path) -> None:
+    """Corrupting the dataset's own meta/stats.json changes nothing: it is never read."""
+    import shutil
+
+    doc, _ = compute_norm_stats(NormsConfig(demo_dataset, CONTRACT, tmp_path))
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_dataset, copy)
+    meta_stats = copy / "meta" / "stats.json"
+    broken = json.loads(meta_stats.read_text())
+    for feature in broken.values():
+        for k in feature:
+            feature[k] = np.full_like(np.asarray(feature[k], dtype=float), 1e6).tolist()
+    meta_stats.write_text(json.dumps(broken))
+    doc_copy, _ = compute_norm_stats(NormsConfig(copy, CONTRACT, tmp_path / "b"))
+    assert doc_copy["features"] == doc["features"]
+    stats = make_processor_stats(doc)
+    assert torch.equal(stats[ACTION]["q99"], torch.tensor(doc["features"][ACTION]["q99"], dtype=torch.float32))

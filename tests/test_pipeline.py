@@ -1,0 +1,89 @@
+"""The DVC workflows a user runs, on a copy of this repository with shrunk params:
+`dvc repro`, `dvc exp run -S train.lr=...`, `dvc metrics diff`, and stage isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TRACKED_DIRS = ("src", "stages", "contracts", ".dvc")
+TRACKED_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def _shrink(params: dict) -> dict:
+    params["demo"].update(num_episodes=6, min_length=20, max_length=32, image_height=32, image_width=40)
+    params["norms"]["val_fraction"] = 0.34
+    params["train"].update(steps=6, batch_size=4, warmup_steps=1, decay_steps=6, num_workers=0, log_every=2)
+    params["evaluate"]["stride"] = 4
+    return params
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clone") / "repo"
+    root.mkdir()
+    for d in TRACKED_DIRS:
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+    for f in TRACKED_FILES:
+        shutil.copy(REPO / f, root / f)
+    params = _shrink(yaml.safe_load((root / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
+    _run(["dvc", "repro"], root)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], root)
+    return root
+
+
+def test_repro_produces_every_artifact(repo: Path) -> None:
+    assert json.loads((repo / "artifacts/validation/report.json").read_text())["ok"]
+    stats = json.loads((repo / "artifacts/norms/stats.json").read_text())
+    assert len(stats["features"]["action"]["q01"]) == 6  # arm-only
+    last = (repo / "artifacts/train/last_checkpoint.txt").read_text().strip()
+    assert (repo / "artifacts/train" / last / "model.safetensors").is_file()
+    metrics = json.loads((repo / "artifacts/eval/metrics.json").read_text())
+    assert {"action_mse", "baseline_hold_mse"} <= set(metrics)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
+
+
+def test_evaluate_params_do_not_retrain(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["stride"] = 5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_run(["dvc", "status", "--json"], repo))
+        assert set(status) == {"evaluate"}
+    finally:
+        _run(["git", "checkout", "params.yaml"], repo)
+
+
+def test_exp_run_changes_lr_and_metrics_diff_shows_it(repo: Path) -> None:
+    _run(["dvc", "exp", "run", "-S", "train.lr=1e-3"], repo)
+    last = (repo / "artifacts/train/last_checkpoint.txt").read_text().strip()
+    resolved = json.loads((repo / "artifacts/train" / last / "train_config.json").read_text())
+    assert resolved["lr"] == pytest.approx(1e-3)
+    diff = _run(["dvc", "metrics", "diff", "--json"], repo)
+    changed = json.loads(diff)["artifacts/eval/metrics.json"]
+    assert changed["action_mse"]["diff"] != 0
+    assert changed.get("baseline_hold_mse", {}).get("diff", 0) == 0  # same held-out data, same baseline
+    assert "action_mse" in _run(["dvc", "metrics", "diff"], repo)

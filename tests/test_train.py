@@ -1,0 +1,62 @@
+"""Training runs LeRobot's Pi0.5 with the frozen stats, logs, saves, and refuses bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from lerobot.processor import NormalizerProcessorStep
+from lerobot.utils.constants import ACTION
+
+from vla_pipeline.checkpoint import TRAIN_CONFIG_FILE, find_last, load_checkpoint
+from vla_pipeline.norms import NormsConfig, save_norm_stats
+from vla_pipeline.train import TrainInputError, train
+
+from conftest import CONTRACT, make_train_config
+
+
+def test_run_logs_and_saves_resolved_config(tiny_run) -> None:
+    assert find_last(tiny_run.train) == tiny_run.checkpoint
+    metrics = json.loads((tiny_run.live / "metrics.json").read_text())
+    assert metrics["step"] == 4 and "loss" in metrics["train"]
+    resolved = json.loads((tiny_run.checkpoint / TRAIN_CONFIG_FILE).read_text())
+    assert resolved["steps"] == 4 and resolved["policy"]["dims"]["vocab_size"] == 512
+    assert list((tiny_run.train / "wandb").glob("offline-run-*")), "W&B offline run missing"
+
+
+def test_checkpoint_processors_hold_the_frozen_stats(tiny_run) -> None:
+    ckpt = load_checkpoint(tiny_run.checkpoint)
+    frozen = json.loads((tiny_run.norms / "stats.json").read_text())["features"][ACTION]
+    normalizer = next(s for s in ckpt.preprocessor.steps if isinstance(s, NormalizerProcessorStep))
+    for key in ("q01", "q99"):
+        assert torch.allclose(normalizer._tensor_stats[ACTION][key], torch.tensor(frozen[key], dtype=torch.float32))
+
+
+def test_refuses_stats_of_another_dataset_version(params, tiny_run, tmp_path) -> None:
+    copy = tmp_path / "ds"
+    shutil.copytree(tiny_run.dataset, copy)
+    (copy / "meta" / "info.json").write_text((copy / "meta" / "info.json").read_text() + "\n")
+    cfg = make_train_config(params, copy, tmp_path, norms_dir=tiny_run.norms, validation_report=tiny_run.report)
+    with pytest.raises(TrainInputError, match="dvc repro norms"):
+        train(cfg)
+
+
+def test_refuses_failed_validation(params, tiny_run, tmp_path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"ok": False}))
+    save_norm_stats(NormsConfig(tiny_run.dataset, CONTRACT, tmp_path / "norms"))
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, validation_report=report)
+    with pytest.raises(TrainInputError, match="dvc repro validate"):
+        train(cfg)
+
+
+def test_lr_param_is_the_lr_used(params, tiny_run, tmp_path) -> None:
+    save_norm_stats(NormsConfig(tiny_run.dataset, CONTRACT, tmp_path / "norms"))
+    shutil.copy(tiny_run.report, tmp_path / "report.json")
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, steps=2, lr=7e-4, warmup_steps=0, decay_steps=2,
+                            log_every=1, wandb_mode="disabled")
+    train(cfg)
+    lrs = (tmp_path / "live" / "plots" / "metrics" / "train" / "lr.tsv").read_text().splitlines()
+    assert float(lrs[1].split("\t")[-1]) == pytest.approx(7e-4)
