@@ -1,11 +1,15 @@
-"""Read params.yaml for the stage scripts (the library never reads it itself)."""
+"""Shared by the stage scripts: read params.yaml (the library never reads it) and run a stage
+so that a user error ends with its message and exit code 1, never a traceback."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+from vla_pipeline.errors import run_entry_point
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,12 +18,5 @@ def load_params(path: Path = ROOT / "params.yaml") -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def run(main) -> None:
-    """Run a stage; known input errors end with their message, never a traceback."""
-    from vla_pipeline.errors import USER_ERRORS
-
-    try:
-        main()
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+def run(main: Callable[[dict], None]) -> None:
+    sys.exit(run_entry_point(lambda: main(load_params())))

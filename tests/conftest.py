@@ -47,17 +47,17 @@ class Run:
 
 
 def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
-    from vla_pipeline.policy import PolicyConfig
+    """params.yaml's train config, shrunk (4 steps, batch 4) and pointed at ``work``."""
     from vla_pipeline.train import TrainConfig
 
     values = dict(
         dataset_root=dataset, contract_path=CONTRACT, norms_dir=work / "norms",
         validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
-        policy=PolicyConfig.from_params(params["policy"]), steps=4, batch_size=4, warmup_steps=1,
-        decay_steps=4, num_workers=0, log_every=2, wandb_mode="offline",
+        wandb_dir=work / "wandb", steps=4, batch_size=4, warmup_steps=1, decay_steps=4, num_workers=0,
+        log_every=2,
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_params(params, **values)
 
 
 @pytest.fixture(scope="session")

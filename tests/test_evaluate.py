@@ -42,3 +42,17 @@ def test_evaluate_is_repeatable(tiny_run, tmp_path) -> None:
     assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == first
     assert {"action_mse", "baseline_hold_mse", "action_mse_normalized"} <= set(first)
     assert first["n_valid_steps"] > 0
+
+
+def test_evaluate_refuses_another_split(tiny_run, tmp_path) -> None:
+    import shutil
+
+    from vla_pipeline.errors import CheckpointError
+
+    norms = tmp_path / "norms"
+    shutil.copytree(tiny_run.norms, norms)
+    split = json.loads((norms / "split.json").read_text())
+    split["train"], split["val"] = split["train"][1:], split["val"] + split["train"][:1]
+    (norms / "split.json").write_text(json.dumps(split))
+    with pytest.raises(CheckpointError, match="could score training episodes"):
+        evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, norms, tmp_path / "out"))

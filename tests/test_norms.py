@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.data import column_array, load_frames
@@ -16,7 +15,6 @@ from vla_pipeline.norms import (
     compute_feature_stats,
     compute_norm_stats,
     compute_split,
-    make_processor_stats,
 )
 
 from conftest import CONTRACT
@@ -69,5 +67,3 @@ def test_processor_uses_frozen_stats_not_meta_stats(demo_dataset, tmp_path) -> N
     meta_stats.write_text(json.dumps(broken))
     doc_copy, _ = compute_norm_stats(NormsConfig(copy, CONTRACT, tmp_path / "b"))
     assert doc_copy["features"] == doc["features"]
-    stats = make_processor_stats(doc)
-    assert torch.equal(stats[ACTION]["q99"], torch.tensor(doc["features"][ACTION]["q99"], dtype=torch.float32))

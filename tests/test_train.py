@@ -23,7 +23,7 @@ def test_run_logs_and_saves_resolved_config(tiny_run) -> None:
     assert metrics["step"] == 4 and "loss" in metrics["train"]
     resolved = json.loads((tiny_run.checkpoint / TRAIN_CONFIG_FILE).read_text())
     assert resolved["steps"] == 4 and resolved["policy"]["dims"]["vocab_size"] == 512
-    assert list((tiny_run.train / "wandb").glob("offline-run-*")), "W&B offline run missing"
+    assert list((tiny_run.train.parent / "wandb" / "wandb").glob("offline-run-*")), "W&B offline run missing"
 
 
 def test_checkpoint_processors_hold_the_frozen_stats(tiny_run) -> None:
@@ -60,3 +60,48 @@ def test_lr_param_is_the_lr_used(params, tiny_run, tmp_path) -> None:
     train(cfg)
     lrs = (tmp_path / "live" / "plots" / "metrics" / "train" / "lr.tsv").read_text().splitlines()
     assert float(lrs[1].split("\t")[-1]) == pytest.approx(7e-4)
+
+
+def test_policy_size_typo_is_refused(params) -> None:
+    from vla_pipeline.errors import ConfigError
+    from vla_pipeline.policy import PolicyConfig
+
+    with pytest.raises(ConfigError, match=r"policy.size.*\['tiny', 'full'\]"):
+        PolicyConfig.from_params({**params["policy"], "size": "tinny"})
+
+
+def test_batch_larger_than_split_is_refused_not_hung(params, tiny_run, tmp_path) -> None:
+    from vla_pipeline.errors import ConfigError
+
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms,
+                            validation_report=tiny_run.report, batch_size=10_000)
+    with pytest.raises(ConfigError, match="fewer than train.batch_size=10000"):
+        train(cfg)
+
+
+def test_truncated_prompt_is_refused(params, tiny_run, tmp_path) -> None:
+    from vla_pipeline.errors import ConfigError
+
+    policy = {**params["policy"], "tokenizer_max_length": 12}
+    cfg = make_train_config({**params, "policy": policy}, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms,
+                            validation_report=tiny_run.report, wandb_mode="disabled")
+    with pytest.raises(ConfigError, match="tokenizer_max_length=12"):
+        train(cfg)
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["validate"]["report"] = str(tmp_path / "missing_report.json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(tmp_path / "params.yaml")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1
+    assert "error: validation report" in result.stderr and "dvc repro validate" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ from lerobot.processor.converters import policy_action_to_transition, transition
 from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
 from safetensors.torch import load_file
 
+from vla_pipeline.errors import CheckpointError
 from vla_pipeline.model import load_dims, make_pi05_policy, save_dims
 
 PRETRAINED_DIR = "pretrained_model"
@@ -22,10 +23,6 @@ CONTRACT_FILE = "contract.yaml"
 STATS_FILE = "norm_stats.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 LAST_FILE = "last_checkpoint.txt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or does not match the model it is loaded into."""
 
 
 @dataclass
@@ -55,8 +52,14 @@ def save_checkpoint(
     shutil.copyfile(contract_path, tmp / CONTRACT_FILE)
     (tmp / STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
     (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if final.exists():  # replace without a moment where no complete checkpoint exists
+        old = final.with_name(PRETRAINED_DIR + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
     return final
 
 
@@ -67,7 +70,8 @@ def load_policy_weights(policy, directory: Path) -> None:
         raise CheckpointError(f"{path} not found: the checkpoint has no weights")
     state = load_file(str(path))
     missing, unexpected = policy.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not _is_tied_to_loaded(policy, k, state)]
+    params = policy.state_dict(keep_vars=True)
+    missing = [k for k in missing if not _is_tied_to_loaded(params, k, state)]
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: {len(state)} tensors, {len(missing)} missing keys (e.g. {missing[:3]}), "
@@ -75,9 +79,8 @@ def load_policy_weights(policy, directory: Path) -> None:
         )
 
 
-def _is_tied_to_loaded(model, key: str, loaded: dict) -> bool:
+def _is_tied_to_loaded(params: dict, key: str, loaded: dict) -> bool:
     """safetensors stores a tied weight once (PaliGemma's embed_tokens is its lm_head)."""
-    params = model.state_dict(keep_vars=True)
     ptr = params[key].data_ptr()
     return any(k in loaded and params[k].data_ptr() == ptr for k in params if k != key)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on the hub; real runs unset it explicitly
+from vla_pipeline.errors import run_entry_point
 
 
 def _load_params(path: str) -> dict:
@@ -48,21 +47,10 @@ def cmd_norms(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from vla_pipeline.policy import PolicyConfig
     from vla_pipeline.train import TrainConfig, train
 
-    p = _load_params(args.params)
-    t = p["train"]
-    scalars = ("steps", "batch_size", "lr", "warmup_steps", "decay_steps", "decay_lr", "weight_decay",
-               "grad_clip_norm", "num_workers", "log_every", "save_every", "device")
-    cfg = TrainConfig(
-        dataset_root=Path(p["base"]["dataset_root"]), contract_path=Path(p["base"]["contract"]),
-        norms_dir=Path(p["norms"]["out_dir"]), validation_report=Path(p["validate"]["report"]),
-        out_dir=Path(args.out or t["out_dir"]), live_dir=Path(t["live_dir"]),
-        policy=PolicyConfig.from_params(p["policy"]), seed=int(p["base"]["seed"]),
-        wandb_project=t["wandb"]["project"], wandb_mode=t["wandb"]["mode"], **{k: t[k] for k in scalars},
-    )
-    print(f"final checkpoint: {train(cfg)}")
+    overrides = {"out_dir": Path(args.out)} if args.out else {}
+    print(f"final checkpoint: {train(TrainConfig.from_params(_load_params(args.params), **overrides))}")
     return 0
 
 
@@ -70,7 +58,7 @@ def cmd_evaluate(args) -> int:
     from vla_pipeline.evaluate import EvaluateConfig, evaluate
 
     cfg = EvaluateConfig(Path(args.checkpoint), Path(args.dataset), Path(args.norms), Path(args.out),
-                         stride=args.stride, noise_seed=args.noise_seed)
+                         stride=args.stride, noise_seed=args.noise_seed, device=args.device)
     print(json.dumps(evaluate(cfg), indent=2))
     return 0
 
@@ -116,6 +104,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="eval")
     s.add_argument("--stride", type=int, default=3)
     s.add_argument("--noise-seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("make-demo", help="write the synthetic LeKiwi demo dataset")
@@ -127,13 +116,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from vla_pipeline.errors import USER_ERRORS
-
-    try:
-        return args.func(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_entry_point(lambda: args.func(args))
 
 
 if __name__ == "__main__":

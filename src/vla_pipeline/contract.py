@@ -9,9 +9,7 @@ from pathlib import Path
 
 import yaml
 
-
-class ContractError(ValueError):
-    """The contract file is malformed, or a dataset does not match it."""
+from vla_pipeline.errors import ContractError
 
 
 @dataclass(frozen=True)

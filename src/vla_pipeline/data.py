@@ -45,10 +45,11 @@ def column_array(frames: pd.DataFrame, key: str) -> np.ndarray:
 
 
 def compute_dataset_fingerprint(root: Path) -> str:
-    """sha256 over the data and meta files (path and content) that define the frames."""
+    """sha256 over the data, meta and video files (path and content) that define the frames."""
     root = Path(root)
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("data/**/*.parquet"), *root.glob("meta/**/*")]):
+    files = [*root.glob("data/**/*.parquet"), *root.glob("meta/**/*"), *root.glob("videos/**/*")]
+    for path in sorted(files):
         if path.is_file():
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -100,9 +101,14 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
 
 
 def make_dataset(
-    root: Path, contract: Contract, episodes: list[int], chunk_size: int, image_transforms=None
+    root: Path, contract: Contract, episodes: list[int], chunk_size: int, tolerance_s: float = 1e-3,
+    image_transforms=None,
 ) -> ArmOnlyDataset:
-    """LeRobot's dataset over ``episodes`` with an action chunk of ``chunk_size`` per frame."""
+    """LeRobot's dataset over ``episodes`` with an action chunk of ``chunk_size`` per frame.
+
+    ``tolerance_s`` is LeRobot's timestamp tolerance (video frames, delta timestamps); use the
+    validate stage's, so a dataset that passed validation never fails mid-training.
+    """
     info = load_info(root)
     fps = info["fps"]
     dataset = LeRobotDataset(
@@ -110,6 +116,7 @@ def make_dataset(
         root=root,
         delta_timestamps={contract.action_key: [i / fps for i in range(chunk_size)]},
         image_transforms=image_transforms,
+        tolerance_s=tolerance_s,
         video_backend=VIDEO_BACKEND,
     )
     return ArmOnlyDataset(dataset, contract, episodes)

@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from vla_pipeline.errors import ConfigError
+from vla_pipeline.params import param
+
 if TYPE_CHECKING:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -96,6 +99,15 @@ class DemoConfig:
     image_width: int = 128
     fps: int = 30
     seed: int = 0
+
+    @classmethod
+    def from_params(cls, p: dict) -> DemoConfig:
+        ints = ("num_episodes", "min_length", "max_length", "image_height", "image_width", "fps", "seed")
+        return cls(
+            root=param(p, "demo.root", Path),
+            repo_id=param(p, "demo.repo_id", str),
+            **{k: param(p, f"demo.{k}", int) for k in ints},
+        )
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,7 @@ def simulate_episode(rng: np.random.Generator, task: str, length: int, fps: int)
 def simulate_episodes(cfg: DemoConfig) -> list[Episode]:
     """All episodes of the dataset, drawn from one numpy Generator seeded with ``cfg.seed``."""
     if not 1 <= cfg.min_length <= cfg.max_length:
-        raise ValueError(f"need 1 <= min_length <= max_length, got {cfg.min_length}, {cfg.max_length}")
+        raise ConfigError(f"need 1 <= min_length <= max_length, got {cfg.min_length}, {cfg.max_length}")
     rng = np.random.default_rng(cfg.seed)
     tasks = assign_tasks(rng, cfg.num_episodes)
     lengths = rng.integers(cfg.min_length, cfg.max_length + 1, size=cfg.num_episodes)

@@ -19,7 +19,7 @@ from lerobot.policies.pi05 import modeling_pi05
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy, PI05Pytorch
 
-import vla_pipeline.compat  # noqa: F401  (must precede model construction)
+from vla_pipeline import compat  # installs the layer; it patches classes, so import order is free
 
 DIMS_FILENAME = "vla_model_dims.json"
 
@@ -111,12 +111,14 @@ def _size_context(dims: ModelDims | None):
 
 def make_pi05_model(config: PI05Config, dims: ModelDims | None = None) -> PI05Pytorch:
     """LeRobot's ``PI05Pytorch``; full size when ``dims`` is None."""
+    compat.require()
     with _size_context(dims):
         return PI05Pytorch(config)
 
 
 def make_pi05_policy(config: PI05Config, dims: ModelDims | None = None) -> PI05Policy:
     """LeRobot's ``PI05Policy``; full size when ``dims`` is None."""
+    compat.require()
     with _size_context(dims):
         return PI05Policy(config)
 

@@ -16,6 +16,8 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from vla_pipeline import __version__
 from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import column_array, compute_dataset_fingerprint, feature_names, load_frames, load_info
+from vla_pipeline.errors import ConfigError
+from vla_pipeline.params import param
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 STATS_FILE = "stats.json"
@@ -31,13 +33,23 @@ class NormsConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    @classmethod
+    def from_params(cls, p: dict) -> NormsConfig:
+        return cls(
+            dataset_root=param(p, "base.dataset_root", Path),
+            contract_path=param(p, "base.contract", Path),
+            out_dir=param(p, "norms.out_dir", Path),
+            val_fraction=param(p, "norms.val_fraction", float),
+            seed=param(p, "norms.split_seed", int),
+        )
+
 
 def compute_split(episodes: list[int], val_fraction: float, seed: int) -> dict[str, list[int]]:
     """Deterministic episode-level split; at least one episode on each side."""
     if len(episodes) < 2:
-        raise ValueError(f"need at least 2 episodes to split into train and validation, got {len(episodes)}")
+        raise ConfigError(f"need at least 2 episodes to split into train and validation, got {len(episodes)}")
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"norms.val_fraction must be in (0, 1), got {val_fraction}")
+        raise ConfigError(f"norms.val_fraction must be in (0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(sorted(episodes))
     n_val = min(len(order) - 1, max(1, round(len(order) * val_fraction)))
     return {"train": sorted(int(e) for e in order[n_val:]), "val": sorted(int(e) for e in order[:n_val])}
@@ -100,12 +112,19 @@ def save_norm_stats(cfg: NormsConfig) -> Path:
     return out / STATS_FILE
 
 
+def load_split(out_dir: Path) -> dict[str, list[int]]:
+    path = Path(out_dir) / SPLIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"episode split {path} not found; run `dvc repro norms` first")
+    split = json.loads(path.read_text())
+    return {"train": split["train"], "val": split["val"]}
+
+
 def load_norm_stats(out_dir: Path) -> tuple[dict, dict[str, list[int]]]:
     out = Path(out_dir)
     if not (out / STATS_FILE).is_file():
         raise FileNotFoundError(f"frozen stats {out / STATS_FILE} not found; run `dvc repro norms` first")
-    split = json.loads((out / SPLIT_FILE).read_text())
-    return json.loads((out / STATS_FILE).read_text()), {"train": split["train"], "val": split["val"]}
+    return json.loads((out / STATS_FILE).read_text()), load_split(out)
 
 
 def make_processor_stats(doc: dict) -> dict[str, dict[str, torch.Tensor]]:

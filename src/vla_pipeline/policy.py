@@ -12,7 +12,9 @@ from lerobot.policies.pi05 import processor_pi05
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.utils.constants import ACTION, OBS_STATE
 
+from vla_pipeline.errors import ConfigError
 from vla_pipeline.model import ModelDims
+from vla_pipeline.params import at_least, choice, param
 
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 
@@ -32,10 +34,21 @@ class PolicyConfig:
 
     @classmethod
     def from_params(cls, p: dict) -> PolicyConfig:
-        dims = ModelDims.from_dict(p["dims"]) if p.get("size", "full") == "tiny" else None
-        keys = ("tokenizer", "chunk_size", "n_action_steps", "num_inference_steps", "tokenizer_max_length", "dtype",
-                "normalization")
-        return cls(dims=dims, **{k: p[k] for k in keys if k in p})
+        """From the ``policy`` section; every key is required (params.yaml is the one source)."""
+        size = choice(param(p, "size", str), ("tiny", "full"), "policy.size")
+        cfg = cls(
+            dims=ModelDims.from_dict(param(p, "dims")) if size == "tiny" else None,
+            tokenizer=param(p, "tokenizer", str),
+            chunk_size=int(at_least(param(p, "chunk_size", int), 1, "policy.chunk_size")),
+            n_action_steps=param(p, "n_action_steps", int),
+            num_inference_steps=int(at_least(param(p, "num_inference_steps", int), 1, "policy.num_inference_steps")),
+            tokenizer_max_length=param(p, "tokenizer_max_length", int),
+            dtype=choice(param(p, "dtype", str), ("float32", "bfloat16"), "policy.dtype"),
+            normalization=choice(param(p, "normalization", str), ("QUANTILES", "MEAN_STD"), "policy.normalization"),
+        )
+        if not 1 <= cfg.n_action_steps <= cfg.chunk_size:
+            raise ConfigError(f"params: policy.n_action_steps={cfg.n_action_steps} must be in [1, chunk_size]")
+        return cfg
 
 
 def make_pi05_config(

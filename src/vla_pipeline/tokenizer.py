@@ -21,6 +21,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from vla_pipeline.errors import ConfigError
+
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN)  # pad id 0, unk id 1
@@ -75,7 +77,7 @@ def make_local_tokenizer(directory: Path, vocab_size: int = 512) -> Path:
     """
     vocabulary = build_vocabulary()
     if len(vocabulary) > vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer vocabulary has {len(vocabulary)} tokens, more than vocab_size={vocab_size}"
         )
     wrapped = PreTrainedTokenizerFast(

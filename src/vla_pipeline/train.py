@@ -9,54 +9,88 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK
 from tqdm import tqdm
 
 from vla_pipeline.checkpoint import save_checkpoint, write_last
 from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import camera_shapes, compute_dataset_fingerprint, make_dataset
+from vla_pipeline.errors import ConfigError, TrainingDivergedError, TrainInputError
 from vla_pipeline.model import make_pi05_policy
 from vla_pipeline.norms import load_norm_stats, make_processor_stats
+from vla_pipeline.params import at_least, choice, param
 from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors, resolve_tokenizer
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
-
-class TrainInputError(RuntimeError):
-    """An input of the train stage is missing or does not match the others."""
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN/Inf: training stops instead of failing silently."""
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything a training run uses; built from params (``from_params``), never hard-coded."""
+
     dataset_root: Path
     contract_path: Path
     norms_dir: Path
     validation_report: Path
     out_dir: Path
     live_dir: Path
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 3e-4
-    warmup_steps: int = 20
-    decay_steps: int = 300
-    decay_lr: float = 3e-5
-    weight_decay: float = 0.01
-    grad_clip_norm: float = 1.0
-    num_workers: int = 1
-    seed: int = 0
-    log_every: int = 10
-    save_every: int = 0  # 0: only at the end
-    device: str = "cpu"
-    wandb_project: str = "vla-pipeline"
-    wandb_mode: str = "offline"
+    wandb_dir: Path
+    policy: PolicyConfig
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    decay_steps: int
+    decay_lr: float
+    weight_decay: float
+    grad_clip_norm: float
+    num_workers: int
+    seed: int
+    log_every: int
+    save_every: int  # 0: only at the end
+    device: str
+    wandb_project: str
+    wandb_mode: str
+    tolerance_s: float = 1e-3  # LeRobot's timestamp tolerance; the validate stage's
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "log_every"):
+            at_least(getattr(self, key), 1, f"train.{key}")
+        for key in ("warmup_steps", "save_every", "num_workers"):
+            at_least(getattr(self, key), 0, f"train.{key}")
+        if not self.lr > 0:
+            raise ConfigError(f"params: 'train.lr' = {self.lr!r}; must be > 0")
+        choice(self.wandb_mode, WANDB_MODES, "train.wandb.mode")
+
+    @classmethod
+    def from_params(cls, p: dict, **overrides) -> TrainConfig:
+        ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every")
+        floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
+        values = dict(
+            dataset_root=param(p, "base.dataset_root", Path),
+            contract_path=param(p, "base.contract", Path),
+            norms_dir=param(p, "norms.out_dir", Path),
+            validation_report=param(p, "validate.report", Path),
+            tolerance_s=param(p, "validate.timestamp_tolerance_s", float),
+            out_dir=param(p, "train.out_dir", Path),
+            live_dir=param(p, "train.live_dir", Path),
+            wandb_dir=param(p, "train.wandb.dir", Path),
+            policy=PolicyConfig.from_params(param(p, "policy")),
+            seed=param(p, "base.seed", int),
+            device=param(p, "train.device", str),
+            wandb_project=param(p, "train.wandb.project", str),
+            wandb_mode=param(p, "train.wandb.mode", str),
+            **{k: param(p, f"train.{k}", int) for k in ints},
+            **{k: param(p, f"train.{k}", float) for k in floats},
+        )
+        values.update(overrides)
+        return cls(**values)
 
     def resolved(self) -> dict:
         """Every value this run uses, JSON-ready (logged to trackers and saved with checkpoints)."""
@@ -97,7 +131,9 @@ def make_optimizer_and_scheduler(policy, pi05_config, steps: int):
 
 def train_step(policy, preprocessor, batch: dict, optimizer, scheduler, grad_clip_norm: float) -> dict:
     policy.train()
-    loss, _ = policy.forward(preprocessor(batch))
+    batch = preprocessor(batch)
+    check_prompt_fits(batch)
+    loss, _ = policy.forward(batch)
     if not torch.isfinite(loss):
         raise TrainingDivergedError(f"loss is {loss.item()}; lower train.lr or check the data")
     loss.backward()
@@ -107,6 +143,16 @@ def train_step(policy, preprocessor, batch: dict, optimizer, scheduler, grad_cli
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr}
+
+
+def check_prompt_fits(batch: dict) -> None:
+    """LeRobot's tokenizer step truncates silently; a prompt that fills the window was cut."""
+    mask = batch[OBS_LANGUAGE_ATTENTION_MASK]
+    if bool(mask[:, -1].any()):
+        raise ConfigError(
+            f"a prompt (task + discretized state) fills all policy.tokenizer_max_length={mask.shape[1]} "
+            f"tokens and may be truncated; raise policy.tokenizer_max_length"
+        )
 
 
 def make_loader(dataset, cfg: TrainConfig):
@@ -123,7 +169,9 @@ def train(cfg: TrainConfig) -> Path:
     stats_doc, split = check_inputs(cfg)
     set_seed(cfg.seed)
     contract = load_contract(cfg.contract_path)
-    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size)
+    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size, cfg.tolerance_s)
+    if len(dataset) < cfg.batch_size:
+        raise ConfigError(f"train split has {len(dataset)} frames, fewer than train.batch_size={cfg.batch_size}")
     pi05_config = make_pi05_config(
         cfg.policy, len(contract.joints), camera_shapes(cfg.dataset_root, contract), cfg.device,
         optimizer_lr=cfg.lr, optimizer_weight_decay=cfg.weight_decay, optimizer_grad_clip_norm=cfg.grad_clip_norm,
@@ -135,20 +183,23 @@ def train(cfg: TrainConfig) -> Path:
     tokenizer = resolve_tokenizer(cfg.policy, out / "tokenizer")
     pre, post = make_processors(pi05_config, make_processor_stats(stats_doc), tokenizer)
     optimizer, scheduler = make_optimizer_and_scheduler(policy, pi05_config, cfg.steps)
-    tracker = make_tracker(TrackingConfig(live_dir=cfg.live_dir, wandb_dir=out, wandb_project=cfg.wandb_project,
-                                          wandb_mode=cfg.wandb_mode))
-    tracker.log_config(cfg.resolved())
     batches = make_loader(dataset, cfg)
+    tracker = make_tracker(TrackingConfig(live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir,
+                                          wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode))
     checkpoint = None
-    for step in tqdm(range(1, cfg.steps + 1), desc="train", unit="step"):
-        metrics = train_step(policy, pre, next(batches), optimizer, scheduler, cfg.grad_clip_norm)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
-        if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-            checkpoint = save_checkpoint(
-                out / "checkpoints" / f"{step:06d}", policy, pre, post, dims=cfg.policy.dims, tokenizer=tokenizer,
-                contract_path=cfg.contract_path, norm_stats=stats_doc, train_config=cfg.resolved(),
-            )
-            write_last(out, checkpoint)
-    tracker.close()
+    try:
+        tracker.log_config(cfg.resolved())
+        for step in tqdm(range(1, cfg.steps + 1), desc="train", unit="step"):
+            metrics = train_step(policy, pre, next(batches), optimizer, scheduler, cfg.grad_clip_norm)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
+            if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+                checkpoint = save_checkpoint(
+                    out / "checkpoints" / f"{step:06d}", policy, pre, post, dims=cfg.policy.dims,
+                    tokenizer=tokenizer, contract_path=cfg.contract_path, norm_stats=stats_doc,
+                    train_config=cfg.resolved(),
+                )
+                write_last(out, checkpoint)
+    finally:
+        tracker.close()
     return checkpoint

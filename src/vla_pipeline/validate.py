@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_pipeline.contract import Contract, ContractError, load_contract
+from vla_pipeline.contract import Contract, load_contract
 from vla_pipeline.data import column_array, feature_names, load_frames, load_info
+from vla_pipeline.errors import ContractError, ValidationError
+from vla_pipeline.params import param
 
 SUPPORTED_CODEBASE = "v3.0"
-
-
-class ValidationError(RuntimeError):
-    """The dataset failed validation; the message lists every error."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +23,15 @@ class ValidateConfig:
     contract_path: Path
     report_path: Path
     timestamp_tolerance_s: float = 1e-3
+
+    @classmethod
+    def from_params(cls, p: dict) -> ValidateConfig:
+        return cls(
+            dataset_root=param(p, "base.dataset_root", Path),
+            contract_path=param(p, "base.contract", Path),
+            report_path=param(p, "validate.report", Path),
+            timestamp_tolerance_s=param(p, "validate.timestamp_tolerance_s", float),
+        )
 
 
 @dataclass

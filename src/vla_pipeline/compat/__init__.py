@@ -11,6 +11,7 @@ against ``shared/testdata``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 
@@ -20,6 +21,7 @@ from transformers.models.paligemma import modeling_paligemma
 from transformers.models.siglip import modeling_siglip
 
 from vla_pipeline.compat import gemma, paligemma
+from vla_pipeline.errors import CompatError
 
 SUPPORTED_TRANSFORMERS = "4.53.3"
 CHECK_MODULE = "transformers.models.siglip.check"
@@ -40,10 +42,6 @@ _PATCHES: list[tuple[object, str, object]] = [
 
 #: the stock objects, keyed by (owner, attribute), so tests can put one back and see the reference fail
 ORIGINALS: dict[tuple[object, str], object] = {}
-
-
-class CompatError(RuntimeError):
-    """The installed transformers is not the version this layer was written and proven for."""
 
 
 def install() -> None:
@@ -75,4 +73,10 @@ def is_installed() -> bool:
     )
 
 
-install()
+def require() -> None:
+    """Install if needed; model builders call this so a version mismatch is a clear error."""
+    install()
+
+
+with contextlib.suppress(CompatError):  # a mismatch is reported by require() where a model is built
+    install()

@@ -1,0 +1,38 @@
+"""Typed access to a params mapping (the dict a stage read from params.yaml; the library never
+reads the file). A missing or malformed value is a :class:`ConfigError` naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vla_pipeline.errors import ConfigError
+
+_MISSING = object()
+
+
+def param(params: dict, dotted: str, cast: Callable[[Any], Any] = lambda v: v, default: Any = _MISSING) -> Any:
+    """``params["a"]["b"]`` for ``dotted="a.b"``, cast (YAML reads ``1e-3`` as a string, say)."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is not _MISSING:
+                return default
+            raise ConfigError(f"params: missing key '{dotted}'; see README.md's parameter table")
+        node = node[part]
+    try:
+        return cast(node)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params: '{dotted}' = {node!r} is not a valid {getattr(cast, '__name__', cast)}") from e
+
+
+def choice(value: str, allowed: tuple[str, ...], key: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"params: '{key}' = {value!r}; expected one of {list(allowed)}")
+    return value
+
+
+def at_least(value: float, minimum: float, key: str) -> float:
+    if value < minimum:
+        raise ConfigError(f"params: '{key}' = {value!r}; must be >= {minimum}")
+    return value
