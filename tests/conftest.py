@@ -4,16 +4,16 @@ short end-to-end run (validate -> norms -> train) that several test modules reus
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import yaml
+
+import vla_pipeline  # noqa: F401  (first: sets the offline defaults before any HF import)
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"

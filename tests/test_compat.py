@@ -110,7 +110,7 @@ def test_site_packages_untouched() -> None:
 
 def test_other_transformers_version_refused(monkeypatch) -> None:
     monkeypatch.setattr(compat, "ORIGINALS", {})
-    monkeypatch.setattr(transformers, "__version__", "4.57.0")
+    monkeypatch.setattr(compat, "installed_transformers_version", lambda: "4.57.0")
     with pytest.raises(compat.CompatError, match="4.53.3"):
         compat.install()
 

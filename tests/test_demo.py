@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from vla_pipeline import demo  # noqa: E402
-from vla_pipeline.demo import (  # noqa: E402
+from vla_pipeline import demo
+from vla_pipeline.demo import (
     ALPHA_LEAD,
     ARM_JOINTS,
     GRIPPER_TASK,

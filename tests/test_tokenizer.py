@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from vla_pipeline.demo import TASKS  # noqa: E402
-from vla_pipeline.tokenizer import load_tokenizer, make_local_tokenizer  # noqa: E402
+from vla_pipeline.demo import TASKS
+from vla_pipeline.tokenizer import load_tokenizer, make_local_tokenizer
 
 VOCAB_SIZE = 512
 

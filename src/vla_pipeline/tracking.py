@@ -62,7 +62,12 @@ class WandbTracker:
         self.run.log(metrics, step=step)
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        # stop W&B's service process too: otherwise its address stays in os.environ
+        # (WANDB_SERVICE) and a child process (a `dvc repro` from here) tries to attach to it
+        wandb.teardown()
 
 
 class MultiTracker:

@@ -12,10 +12,10 @@ against ``shared/testdata``.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import sys
 import types
 
-import transformers
 from transformers.models.gemma import modeling_gemma
 from transformers.models.paligemma import modeling_paligemma
 from transformers.models.siglip import modeling_siglip
@@ -44,14 +44,20 @@ _PATCHES: list[tuple[object, str, object]] = [
 ORIGINALS: dict[tuple[object, str], object] = {}
 
 
+def installed_transformers_version() -> str:
+    """The installed distribution's version (transformers swaps its own module object on import)."""
+    return importlib.metadata.version("transformers")
+
+
 def install() -> None:
     """Install the layer once per process. Raises :class:`CompatError` on another transformers."""
     if ORIGINALS:
         return
-    if transformers.__version__ != SUPPORTED_TRANSFORMERS:
+    found = installed_transformers_version()
+    if found != SUPPORTED_TRANSFORMERS:
         raise CompatError(
-            f"vla_pipeline.compat supports transformers=={SUPPORTED_TRANSFORMERS} only, found "
-            f"{transformers.__version__}. Reinstall the locked environment: `make install`."
+            f"vla_pipeline.compat supports transformers=={SUPPORTED_TRANSFORMERS} only, found {found}. "
+            f"Reinstall the locked environment: `make install`."
         )
     for owner, name, make in _PATCHES:
         original = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
@@ -60,7 +66,8 @@ def install() -> None:
     check = types.ModuleType(CHECK_MODULE)
     check.check_whether_transformers_replace_is_installed_correctly = is_installed
     sys.modules[CHECK_MODULE] = check
-    transformers.models.siglip.check = check
+    siglip_package = sys.modules["transformers.models.siglip"]
+    siglip_package.check = check
 
 
 def is_installed() -> bool:
