@@ -11,8 +11,10 @@ from lerobot.processor import NormalizerProcessorStep
 from lerobot.utils.constants import ACTION
 
 from vla_pipeline.checkpoint import TRAIN_CONFIG_FILE, find_last, load_checkpoint
+from vla_pipeline.errors import ValidationError
 from vla_pipeline.norms import NormsConfig, save_norm_stats
 from vla_pipeline.train import TrainInputError, train
+from vla_pipeline.validate import ValidateConfig, validate_dataset
 
 from conftest import CONTRACT, make_train_config
 
@@ -39,8 +41,12 @@ def test_refuses_stats_of_another_dataset_version(params, tiny_run, tmp_path) ->
     shutil.copytree(tiny_run.dataset, copy)
     (copy / "meta" / "info.json").write_text((copy / "meta" / "info.json").read_text() + "\n")
     cfg = make_train_config(params, copy, tmp_path, norms_dir=tiny_run.norms, validation_report=tiny_run.report)
+    with pytest.raises(ValidationError, match="another version.*dvc repro validate"):
+        train(cfg)  # the report is stale first
+    validate_dataset(ValidateConfig(copy, CONTRACT, tmp_path / "fresh.json"))
+    cfg = make_train_config(params, copy, tmp_path, norms_dir=tiny_run.norms, validation_report=tmp_path / "fresh.json")
     with pytest.raises(TrainInputError, match="dvc repro norms"):
-        train(cfg)
+        train(cfg)  # then the stats
 
 
 def test_refuses_failed_validation(params, tiny_run, tmp_path) -> None:
@@ -48,7 +54,7 @@ def test_refuses_failed_validation(params, tiny_run, tmp_path) -> None:
     report.write_text(json.dumps({"ok": False}))
     save_norm_stats(NormsConfig(tiny_run.dataset, CONTRACT, tmp_path / "norms"))
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, validation_report=report)
-    with pytest.raises(TrainInputError, match="dvc repro validate"):
+    with pytest.raises(ValidationError, match="dataset failed"):
         train(cfg)
 
 
@@ -89,7 +95,7 @@ def test_truncated_prompt_is_refused(params, tiny_run, tmp_path) -> None:
         train(cfg)
 
 
-def test_cli_reports_user_errors_without_traceback(tmp_path) -> None:
+def test_cli_reports_user_errors_without_traceback(tiny_run, tmp_path) -> None:
     import subprocess
     import sys
 
@@ -99,9 +105,20 @@ def test_cli_reports_user_errors_without_traceback(tmp_path) -> None:
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["validate"]["report"] = str(tmp_path / "missing_report.json")
+    params["dataset"].update(root=str(tiny_run.dataset), contract=str(CONTRACT))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(tmp_path / "params.yaml")],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 1
     assert "error: validation report" in result.stderr and "dvc repro validate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_contract_that_does_not_match_the_dataset_is_refused(params, tiny_run, tmp_path) -> None:
+    from vla_pipeline.errors import ContractError
+
+    so101 = CONTRACT.parent / "so101_arm.yaml"
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, contract_path=so101, norms_dir=tiny_run.norms,
+                            validation_report=tiny_run.report)
+    with pytest.raises(ContractError, match=r"\['shoulder_pan.pos'.*not in dataset key 'action'.*arm_shoulder_pan.pos"):
+        train(cfg)

@@ -31,17 +31,20 @@ def cmd_check_compat(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from vla_pipeline.validate import ValidateConfig, validate_dataset
+    from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
 
-    report = validate_dataset(ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report)))
-    print(f"validation ok: {report.summary}; report: {args.report}")
+    cfg = ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report), tuple(args.exclude),
+                         args.min_episode_length, args.decode_samples)
+    report = validate_dataset(cfg)
+    print(f"{format_report(report)}\nvalidation ok: {report.summary}; report: {args.report}")
     return 0
 
 
 def cmd_norms(args) -> int:
     from vla_pipeline.norms import NormsConfig, save_norm_stats
 
-    cfg = NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out), args.val_fraction, args.seed)
+    cfg = NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out), report_path=Path(args.report),
+                      exclude_episodes=tuple(args.exclude), val_fraction=args.val_fraction, seed=args.seed)
     print(f"frozen stats: {save_norm_stats(cfg)}")
     return 0
 
@@ -82,12 +85,17 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset")
     s.add_argument("--contract", required=True)
     s.add_argument("--report", default="validation_report.json")
+    s.add_argument("--exclude", type=int, nargs="*", default=[], help="episode indices to leave out")
+    s.add_argument("--min-episode-length", type=int, default=1, help="warn below this (the policy's chunk size)")
+    s.add_argument("--decode-samples", type=int, default=0, help="frames to decode per video file")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("norms", help="split episodes and freeze normalization statistics")
     s.add_argument("dataset")
     s.add_argument("--contract", required=True)
     s.add_argument("--out", default="norms")
+    s.add_argument("--report", required=True, help="the dataset's validation report (vla validate)")
+    s.add_argument("--exclude", type=int, nargs="*", default=[], help="episode indices to leave out")
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_norms)

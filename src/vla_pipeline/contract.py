@@ -1,8 +1,15 @@
-"""The action contract: which dataset keys hold action, state and cameras, and which joints
-(by name, never by index) make up the arm-only action the policy learns."""
+"""The action contract: what an action *is* for a whole run.
+
+One YAML file per robot setup (``contracts/``) says which dataset keys hold the action, the
+state and the cameras, which joints (by name, never by index) make up the arm-only action the
+policy learns, their semantics, units and physical ranges, and the fps and timestamp tolerance
+the data must have. Selecting by name takes the arm out of a wider vector (LeKiwi's 9-dim
+action without its base velocities, one arm of a bimanual robot).
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +17,8 @@ from pathlib import Path
 import yaml
 
 from vla_pipeline.errors import ContractError
+
+SEMANTICS = ("absolute", "delta")
 
 
 @dataclass(frozen=True)
@@ -19,40 +28,77 @@ class Contract:
     state_key: str
     cameras: dict[str, str]
     joints: tuple[str, ...]
+    ranges: dict[str, tuple[float, float]]
+    fps: int
+    timestamp_tolerance_s: float = 1e-3
     semantics: str = "absolute"
-    fps: int = 30
-    units: dict = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    required_cameras: tuple[str, ...] = ()
+    state_required: bool = True
+    max_action_jump: float | None = None
+    robot: str = ""
 
     def select_indices(self, names: list[str], key: str) -> list[int]:
         """Positions of the contract's joints in a dataset vector whose names are ``names``."""
         missing = [j for j in self.joints if j not in names]
         if missing:
+            hints = {j: difflib.get_close_matches(j, names, n=1) for j in missing}
+            hint = ", ".join(f"{j} (closest: {h[0]})" for j, h in hints.items() if h)
             raise ContractError(
                 f"contract '{self.name}': joints {missing} are not in dataset key '{key}' "
-                f"(its names: {names}); fix the contract's joints or choose another contract"
+                f"(its names: {names})" + (f"; {hint}" if hint else "")
+                + "; choose the contract that matches this dataset (dataset.contract) or fix its joints"
             )
         return [names.index(j) for j in self.joints]
+
+
+def _parse(raw: dict, path: Path) -> Contract:
+    keys = raw["keys"]
+    joints = tuple(raw["joints"])
+    ranges = {j: (float(lo), float(hi)) for j, (lo, hi) in (raw.get("ranges") or {}).items()}
+    unknown = sorted(set(ranges) - set(joints))
+    if unknown:
+        raise ContractError(f"contract {path}: ranges name joints {unknown} that are not in its joints")
+    semantics = raw.get("semantics", "absolute")
+    if semantics not in SEMANTICS:
+        raise ContractError(f"contract {path}: semantics {semantics!r} is not one of {list(SEMANTICS)}")
+    cameras = dict(keys.get("cameras") or {})
+    required = tuple(raw.get("required_cameras", list(cameras)))
+    missing_cams = [c for c in required if c not in cameras]
+    if missing_cams:
+        raise ContractError(f"contract {path}: required_cameras {missing_cams} have no key under keys.cameras")
+    jump = raw.get("max_action_jump")
+    return Contract(
+        name=str(raw["name"]),
+        robot=str(raw.get("robot", "")),
+        action_key=str(keys["action"]),
+        state_key=str(keys["state"]),
+        cameras=cameras,
+        joints=joints,
+        ranges=ranges,
+        fps=int(raw["fps"]),
+        timestamp_tolerance_s=float(raw.get("timestamp_tolerance_s", 1e-3)),
+        semantics=semantics,
+        units=dict(raw.get("units") or {}),
+        required_cameras=required,
+        state_required=bool(raw.get("state_required", True)),
+        max_action_jump=None if jump is None else float(jump),
+    )
 
 
 def load_contract(path: Path) -> Contract:
     path = Path(path)
     if not path.is_file():
         raise ContractError(f"contract file {path} not found; see contracts/ for the shipped ones")
-    raw = yaml.safe_load(path.read_text()) or {}
     try:
-        keys = raw["keys"]
-        return Contract(
-            name=raw["name"],
-            action_key=keys["action"],
-            state_key=keys["state"],
-            cameras=dict(keys["cameras"]),
-            joints=tuple(raw["joints"]),
-            semantics=raw.get("semantics", "absolute"),
-            fps=int(raw.get("fps", 30)),
-            units=dict(raw.get("units", {})),
-        )
-    except (KeyError, TypeError) as e:
-        raise ContractError(f"contract {path}: missing or malformed field {e}") from e
+        raw = yaml.safe_load(path.read_text()) or {}
+        return _parse(raw, path)
+    except yaml.YAMLError as e:
+        raise ContractError(f"contract {path} is not valid YAML: {e}") from e
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ContractError):
+            raise
+        raise ContractError(f"contract {path}: missing or malformed field {e}; compare with contracts/lekiwi_arm.yaml") from e
 
 
 def compute_contract_hash(path: Path) -> str:

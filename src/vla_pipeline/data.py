@@ -101,13 +101,12 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
 
 
 def make_dataset(
-    root: Path, contract: Contract, episodes: list[int], chunk_size: int, tolerance_s: float = 1e-3,
-    image_transforms=None,
+    root: Path, contract: Contract, episodes: list[int], chunk_size: int, image_transforms=None
 ) -> ArmOnlyDataset:
     """LeRobot's dataset over ``episodes`` with an action chunk of ``chunk_size`` per frame.
 
-    ``tolerance_s`` is LeRobot's timestamp tolerance (video frames, delta timestamps); use the
-    validate stage's, so a dataset that passed validation never fails mid-training.
+    LeRobot's timestamp tolerance is the contract's, the one validation checked against, so a
+    dataset that passed validation never fails mid-training on a frame lookup.
     """
     info = load_info(root)
     fps = info["fps"]
@@ -116,7 +115,7 @@ def make_dataset(
         root=root,
         delta_timestamps={contract.action_key: [i / fps for i in range(chunk_size)]},
         image_transforms=image_transforms,
-        tolerance_s=tolerance_s,
+        tolerance_s=contract.timestamp_tolerance_s,
         video_backend=VIDEO_BACKEND,
     )
     return ArmOnlyDataset(dataset, contract, episodes)

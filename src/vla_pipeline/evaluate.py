@@ -31,7 +31,6 @@ class EvaluateConfig:
     batch_size: int = 16
     noise_seed: int = 0
     device: str = "cpu"
-    tolerance_s: float = 1e-3
 
     def __post_init__(self) -> None:
         at_least(self.stride, 1, "evaluate.stride")
@@ -41,14 +40,13 @@ class EvaluateConfig:
     def from_params(cls, p: dict, checkpoint: Path, **overrides) -> EvaluateConfig:
         values = dict(
             checkpoint=Path(checkpoint),
-            dataset_root=param(p, "base.dataset_root", Path),
+            dataset_root=param(p, "dataset.root", Path),
             norms_dir=param(p, "norms.out_dir", Path),
             out_dir=param(p, "evaluate.out_dir", Path),
             stride=param(p, "evaluate.stride", int),
             batch_size=param(p, "evaluate.batch_size", int),
             noise_seed=param(p, "evaluate.noise_seed", int),
             device=param(p, "evaluate.device", str),
-            tolerance_s=param(p, "validate.timestamp_tolerance_s", float),
         )
         values.update(overrides)
         return cls(**values)
@@ -119,7 +117,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, float]:
     check_inputs(ckpt, cfg.dataset_root, compute_split_hash(split))
     contract = load_contract(ckpt.directory / CONTRACT_FILE)
     config = ckpt.policy.config
-    dataset = make_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size, cfg.tolerance_s)
+    dataset = make_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size)
     indices = list(range(0, len(dataset), cfg.stride))
     arrays = predict_chunks(ckpt, dataset, indices, cfg.batch_size, cfg.noise_seed)
     mode = config.normalization_mapping["ACTION"].value

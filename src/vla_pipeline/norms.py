@@ -18,6 +18,7 @@ from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import column_array, compute_dataset_fingerprint, feature_names, load_frames, load_info
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import param
+from vla_pipeline.validate import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 STATS_FILE = "stats.json"
@@ -30,15 +31,19 @@ class NormsConfig:
     dataset_root: Path
     contract_path: Path
     out_dir: Path
+    report_path: Path | None = None  # the validation report; None skips the check (library use)
+    exclude_episodes: tuple[int, ...] = ()
     val_fraction: float = 0.2
     seed: int = 0
 
     @classmethod
     def from_params(cls, p: dict) -> NormsConfig:
         return cls(
-            dataset_root=param(p, "base.dataset_root", Path),
-            contract_path=param(p, "base.contract", Path),
+            dataset_root=param(p, "dataset.root", Path),
+            contract_path=param(p, "dataset.contract", Path),
             out_dir=param(p, "norms.out_dir", Path),
+            report_path=param(p, "validate.report", Path),
+            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", lambda x: [int(e) for e in x or []])),
             val_fraction=param(p, "norms.val_fraction", float),
             seed=param(p, "norms.split_seed", int),
         )
@@ -82,10 +87,13 @@ def compute_feature_stats(values: np.ndarray, names: list[str]) -> dict[str, lis
 
 def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
     """Split the episodes and compute the frozen stats; returns (stats document, split)."""
+    if cfg.report_path is not None:
+        load_report(cfg.report_path, cfg.dataset_root)
     contract = load_contract(cfg.contract_path)
     info = load_info(cfg.dataset_root)
     frames = load_frames(cfg.dataset_root, ["index", "episode_index", contract.action_key, contract.state_key])
-    split = compute_split(sorted(frames["episode_index"].unique().tolist()), cfg.val_fraction, cfg.seed)
+    episodes = sorted(set(frames["episode_index"].unique().tolist()) - set(cfg.exclude_episodes))
+    split = compute_split(episodes, cfg.val_fraction, cfg.seed)
     train = frames[frames["episode_index"].isin(split["train"])]
     features = {}
     for role, key in ((ACTION, contract.action_key), (OBS_STATE, contract.state_key)):
@@ -97,6 +105,7 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
         "dataset_fingerprint": compute_dataset_fingerprint(cfg.dataset_root),
         "split_hash": compute_split_hash(split),
         "contract_hash": compute_contract_hash(cfg.contract_path),
+        "exclude_episodes": sorted(cfg.exclude_episodes),
         "code_version": __version__,
         "n_train_frames": int(len(train)),
     }

@@ -19,13 +19,20 @@ from tqdm import tqdm
 
 from vla_pipeline.checkpoint import save_checkpoint, write_last
 from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import camera_shapes, compute_dataset_fingerprint, make_dataset
-from vla_pipeline.errors import ConfigError, TrainingDivergedError, TrainInputError
+from vla_pipeline.data import (
+    camera_shapes,
+    compute_dataset_fingerprint,
+    feature_names,
+    load_info,
+    make_dataset,
+)
+from vla_pipeline.errors import ConfigError, ContractError, TrainingDivergedError, TrainInputError
 from vla_pipeline.model import make_pi05_policy
 from vla_pipeline.norms import load_norm_stats, make_processor_stats
 from vla_pipeline.params import at_least, choice, param
 from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors, resolve_tokenizer
 from vla_pipeline.tracking import TrackingConfig, make_tracker
+from vla_pipeline.validate import load_report
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -57,7 +64,6 @@ class TrainConfig:
     device: str
     wandb_project: str
     wandb_mode: str
-    tolerance_s: float = 1e-3  # LeRobot's timestamp tolerance; the validate stage's
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every"):
@@ -73,11 +79,10 @@ class TrainConfig:
         ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every")
         floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
         values = dict(
-            dataset_root=param(p, "base.dataset_root", Path),
-            contract_path=param(p, "base.contract", Path),
+            dataset_root=param(p, "dataset.root", Path),
+            contract_path=param(p, "dataset.contract", Path),
             norms_dir=param(p, "norms.out_dir", Path),
             validation_report=param(p, "validate.report", Path),
-            tolerance_s=param(p, "validate.timestamp_tolerance_s", float),
             out_dir=param(p, "train.out_dir", Path),
             live_dir=param(p, "train.live_dir", Path),
             wandb_dir=param(p, "train.wandb.dir", Path),
@@ -106,10 +111,15 @@ def set_seed(seed: int) -> None:
 
 
 def check_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
-    """Refuse to start on a failed validation or stats that belong to another dataset/contract."""
-    report_path = Path(cfg.validation_report)
-    if not report_path.is_file() or not json.loads(report_path.read_text()).get("ok"):
-        raise TrainInputError(f"validation report {report_path} missing or not ok; run `dvc repro validate`")
+    """Refuse to start on a dataset that does not match the contract, a failed or stale validation,
+    or stats that belong to another dataset/contract."""
+    contract, info = load_contract(cfg.contract_path), load_info(cfg.dataset_root)
+    for key in (contract.action_key, contract.state_key):
+        if key not in info["features"]:
+            raise ContractError(f"contract '{contract.name}' expects key '{key}', the dataset has "
+                                f"{sorted(info['features'])}")
+        contract.select_indices(feature_names(info, key), key)  # names the joints that differ
+    load_report(cfg.validation_report, cfg.dataset_root)
     stats, split = load_norm_stats(cfg.norms_dir)
     if stats["dataset_fingerprint"] != compute_dataset_fingerprint(cfg.dataset_root):
         raise TrainInputError(
@@ -169,7 +179,7 @@ def train(cfg: TrainConfig) -> Path:
     stats_doc, split = check_inputs(cfg)
     set_seed(cfg.seed)
     contract = load_contract(cfg.contract_path)
-    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size, cfg.tolerance_s)
+    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size)
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"train split has {len(dataset)} frames, fewer than train.batch_size={cfg.batch_size}")
     pi05_config = make_pi05_config(

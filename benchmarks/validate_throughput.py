@@ -1,0 +1,99 @@
+"""Validation throughput on a large tabular LeRobotDataset v3.0 (no videos).
+
+Builds a synthetic N-frame dataset (LeKiwi-shaped 9-dim action/state, written with pyarrow in
+LeRobot's v3.0 layout) in a temp dir, then times `validate_dataset` on it and reports frames/s.
+
+    python benchmarks/validate_throughput.py [--frames 1000000] [--episode-length 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from vla_pipeline.demo import LEKIWI_NAMES
+from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+FPS = 30
+
+
+def vector_column(values: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1])
+
+
+def write_dataset(root: Path, n_frames: int, episode_length: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    n_eps = n_frames // episode_length
+    n = n_eps * episode_length
+    episode = np.repeat(np.arange(n_eps), episode_length)
+    frame = np.tile(np.arange(episode_length), n_eps)
+    phase = rng.uniform(0, 2 * np.pi, size=(n_eps, 9)).repeat(episode_length, axis=0)
+    walk = 50 + 25 * np.sin(frame[:, None] / 40.0 + phase)  # smooth, inside every joint range
+    table = pa.table({
+        "observation.state": vector_column(walk.astype(np.float32)),
+        "action": vector_column((walk + rng.normal(0, 0.1, size=walk.shape)).astype(np.float32)),
+        "timestamp": pa.array((frame / FPS).astype(np.float32)),
+        "frame_index": pa.array(frame), "episode_index": pa.array(episode),
+        "index": pa.array(np.arange(n)), "task_index": pa.array(episode % 4),
+    })
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    pq.write_table(table, root / "data" / "chunk-000" / "file-000.parquet")
+    starts = np.arange(n_eps) * episode_length
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    pq.write_table(pa.table({
+        "episode_index": np.arange(n_eps), "length": np.full(n_eps, episode_length),
+        "dataset_from_index": starts, "dataset_to_index": starts + episode_length,
+    }), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    pd.DataFrame({"task_index": range(4)}, index=[f"task {i}" for i in range(4)]).to_parquet(root / "meta" / "tasks.parquet")
+    vec = {"dtype": "float32", "shape": [9], "names": list(LEKIWI_NAMES)}
+    info = {"codebase_version": "v3.0", "fps": FPS, "total_frames": n, "total_episodes": n_eps,
+            "features": {"observation.state": vec, "action": vec,
+                         **{k: {"dtype": "int64", "shape": [1], "names": None}
+                            for k in ("frame_index", "episode_index", "index", "task_index")},
+                         "timestamp": {"dtype": "float32", "shape": [1], "names": None}}}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+
+
+def tabular_contract(path: Path) -> Path:
+    """The shipped LeKiwi contract without cameras (this dataset has none)."""
+    raw = yaml.safe_load((REPO / "contracts" / "lekiwi_arm.yaml").read_text())
+    raw["keys"]["cameras"], raw["required_cameras"] = {}, []
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--episode-length", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ds"
+        t0 = time.perf_counter()
+        write_dataset(root, args.frames, args.episode_length)
+        print(f"wrote {args.frames:,} frames in {time.perf_counter() - t0:.1f}s")
+        cfg = ValidateConfig(root, tabular_contract(Path(tmp) / "contract.yaml"), Path(tmp) / "report.json")
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            report = validate_dataset(cfg)
+            times.append(time.perf_counter() - t0)
+        print(format_report(report))
+        best = min(times)
+        print(f"validated {report.summary['n_frames']:,} frames: best {best:.2f}s of {args.repeats} "
+              f"-> {report.summary['n_frames'] / best:,.0f} frames/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,432 @@
+"""The validator's checks. Each takes the loaded dataset view and a :class:`Findings` sink and
+records errors (the dataset must not be trained on as is) or warnings (worth a look). Tabular
+checks are vectorised over whole columns; none loops over frames in Python."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_pipeline.contract import Contract
+from vla_pipeline.frames import Frames
+
+SUPPORTED_CODEBASE = "v3.0"
+MAX_OFFENDERS = 5  # per check and message, in the one-screen summary (the report keeps up to 100)
+
+
+@dataclass
+class Finding:
+    check: str
+    message: str
+    episode: int | None = None
+    frame: int | None = None
+    key: str | None = None
+    value: Any = None
+    expected: Any = None
+
+
+@dataclass
+class Findings:
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    def error(self, check: str, message: str, **where) -> None:
+        self.errors.append(Finding(check, message, **_plain(where)))
+
+    def warn(self, check: str, message: str, **where) -> None:
+        self.warnings.append(Finding(check, message, **_plain(where)))
+
+
+def _plain(where: dict) -> dict:
+    """numpy scalars -> python, so the report is JSON."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in where.items()}
+
+
+@dataclass
+class View:
+    root: Path
+    info: dict
+    contract: Contract
+    frames: Frames | None = None
+    episodes: dict[str, np.ndarray] | None = None
+    tasks: dict[int, str] | None = None
+    min_episode_length: int = 1
+    decode_samples: int = 0
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / float(self.info["fps"])
+
+    def names(self, key: str) -> list[str]:
+        names = self.info["features"][key].get("names") or []
+        if isinstance(names, dict):
+            names = [n for group in names.values() for n in group]
+        return list(names)
+
+    def joint_positions(self, key: str) -> list[int] | None:
+        names = self.names(key)
+        return [names.index(j) for j in self.contract.joints] if all(j in names for j in self.contract.joints) else None
+
+
+def _episodes_of(frames: Frames, rows: np.ndarray) -> list[int]:
+    return sorted(set(frames["episode_index"][rows].tolist()))
+
+
+def _closest(key: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.3)
+    return f"; closest: '{match[0]}'" if match else ""
+
+
+# ----------------------------------------------------------------------------- meta and keys
+def check_codebase(v: View, out: Findings) -> None:
+    found = v.info.get("codebase_version")
+    if found != SUPPORTED_CODEBASE:
+        out.error("codebase", f"meta/info.json: codebase_version {found!r}, supported is {SUPPORTED_CODEBASE}; "
+                  f"convert the dataset with LeRobot's v2.1 -> v3.0 converter", key="codebase_version",
+                  value=found, expected=SUPPORTED_CODEBASE)
+
+
+def check_fps(v: View, out: Findings) -> None:
+    if v.info.get("fps") != v.contract.fps:
+        out.error("fps", f"meta/info.json: fps {v.info.get('fps')} but contract '{v.contract.name}' says "
+                  f"{v.contract.fps}; re-record, resample, or use a contract with the dataset's fps",
+                  key="fps", value=v.info.get("fps"), expected=v.contract.fps)
+
+
+def required_keys(contract: Contract) -> dict[str, str]:
+    keys = {"action": contract.action_key}
+    if contract.state_required:
+        keys["state"] = contract.state_key
+    keys.update({f"camera {c}": contract.cameras[c] for c in contract.required_cameras})
+    return keys
+
+
+def check_contract_keys(v: View, out: Findings) -> None:
+    features = list(v.info.get("features", {}))
+    for role, key in required_keys(v.contract).items():
+        if key not in features:
+            out.error("contract_keys", f"{role} key '{key}' missing; dataset has {features}{_closest(key, features)}; "
+                      f"map the right key in the contract's keys", key=key, expected=key)
+
+
+def check_features_in_data(v: View, out: Findings) -> None:
+    declared = [k for k, f in v.info["features"].items() if f.get("dtype") not in ("video", "image")]
+    missing = [k for k in declared if k not in v.frames.columns]
+    for k in missing:
+        out.error("features_in_data", f"feature '{k}' is declared in meta/info.json but no data parquet file has "
+                  f"that column; rewrite the data files or fix info.json", key=k)
+
+
+def check_feature_names(v: View, out: Findings) -> None:
+    for key in (v.contract.action_key, v.contract.state_key):
+        if key not in v.info["features"]:
+            continue
+        names, shape = v.names(key), v.info["features"][key].get("shape", [None])
+        if shape and shape[0] != len(names):
+            out.error("feature_names", f"meta/info.json: '{key}' has shape {shape} but {len(names)} names",
+                      key=key, value=len(names), expected=shape[0])
+        missing = [j for j in v.contract.joints if j not in names]
+        if missing:
+            out.error("feature_names", f"'{key}' lacks the contract's joints {missing}; its names are {names}; "
+                      f"use the contract for this robot (dataset.contract)", key=key, value=names,
+                      expected=list(v.contract.joints))
+            continue
+        order = [j for j in names if j in v.contract.joints]
+        if order != list(v.contract.joints):
+            out.error("feature_names", f"'{key}' holds the contract's joints in another order: {order}; the contract "
+                      f"expects {list(v.contract.joints)}; check which convention the recording used",
+                      key=key, value=order, expected=list(v.contract.joints))
+
+
+# ----------------------------------------------------------------------------- indices and episodes
+def check_global_index(v: View, out: Findings) -> None:
+    idx = v.frames["index"]
+    bad = np.nonzero(idx != np.arange(v.frames.n))[0]
+    if len(bad):
+        row = bad[0]
+        out.error("global_index", f"data: global 'index' is not contiguous 0..{v.frames.n - 1}: row {row} has "
+                  f"{idx[row]}", episode=v.frames["episode_index"][row], value=idx[row], expected=row)
+
+
+def check_episode_bounds(v: View, out: Findings) -> None:
+    meta, ep = v.episodes, v.frames["episode_index"]
+    eps, start, to, length = meta["episode_index"], meta["dataset_from_index"], meta["dataset_to_index"], meta["length"]
+    gaps = np.nonzero(eps != np.arange(len(eps)))[0]
+    if len(gaps):
+        out.error("episode_bounds", f"meta/episodes: episode indices are not 0..{len(eps) - 1} (gap before "
+                  f"{eps[gaps[0]]})", episode=eps[gaps[0]], value=eps[gaps[0]], expected=gaps[0])
+    for i in np.nonzero(to - start != length)[0]:
+        out.error("episode_bounds", f"meta/episodes: episode {eps[i]} has length {length[i]} but spans "
+                  f"[{start[i]}, {to[i]})", episode=eps[i], value=int(to[i] - start[i]), expected=length[i])
+    for i in np.nonzero(start[1:] != to[:-1])[0]:
+        kind = "gap" if start[i + 1] > to[i] else "overlap"
+        out.error("episode_bounds", f"meta/episodes: {kind} between episodes {eps[i]} and {eps[i + 1]}",
+                  episode=eps[i + 1], value=start[i + 1], expected=to[i])
+    data_eps, counts = np.unique(ep, return_counts=True)
+    counted = dict(zip(data_eps.tolist(), counts.tolist(), strict=True))
+    for e, n in zip(eps.tolist(), length.tolist(), strict=True):
+        if counted.get(e, 0) != n:
+            out.error("episode_bounds", f"episode {e}: meta/episodes says {n} frames, the data parquet has "
+                      f"{counted.get(e, 0)}; the files disagree: re-export the episode or exclude it",
+                      episode=e, value=counted.get(e, 0), expected=n)
+    for e in sorted(set(counted) - set(eps.tolist())):
+        out.error("episode_bounds", f"episode {e} has data rows but no meta/episodes entry", episode=e)
+
+
+def _episode_starts(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    """First row of each run of equal episode_index, and the run each row belongs to."""
+    ep = frames["episode_index"]
+    new = np.ones(frames.n, dtype=bool)
+    new[1:] = ep[1:] != ep[:-1]
+    starts = np.nonzero(new)[0]
+    return starts, np.cumsum(new) - 1
+
+
+def check_frame_index(v: View, out: Findings) -> None:
+    starts, run = _episode_starts(v.frames)
+    expected = np.arange(v.frames.n) - starts[run]
+    bad = np.nonzero(v.frames["frame_index"] != expected)[0]
+    for e in _episodes_of(v.frames, bad):
+        row = bad[v.frames["episode_index"][bad] == e][0]
+        out.error("frame_index", f"episode {e}: frame_index does not run 0..n-1 (row {row} has "
+                  f"{v.frames['frame_index'][row]}, expected {expected[row]}): a dropped or duplicated frame",
+                  episode=e, frame=expected[row], value=v.frames["frame_index"][row], expected=expected[row])
+
+
+def check_timestamps(v: View, out: Findings) -> None:
+    ts, ep = v.frames["timestamp"].astype(np.float64), v.frames["episode_index"]
+    same = ep[1:] == ep[:-1]
+    gaps = np.diff(ts)
+    tol = v.contract.timestamp_tolerance_s
+    deviation = np.where(same, np.abs(gaps - v.dt), 0.0)
+    not_increasing = same & (gaps <= 0)
+    bad = np.nonzero((deviation > tol) | not_increasing)[0]
+    for e in _episodes_of(v.frames, bad + 1):
+        rows = bad[ep[bad + 1] == e]
+        worst = rows[np.argmax(deviation[rows])]
+        frame = int(v.frames["frame_index"][worst + 1])
+        what = "not strictly increasing" if not_increasing[worst] else "off 1/fps"
+        out.error("timestamps", f"episode {e}: timestamps {what} at frame {frame}: spacing {gaps[worst]:.5f}s, "
+                  f"expected {v.dt:.5f}s +- {tol}s ({len(rows)} bad gaps); exclude the episode or fix its timestamps",
+                  episode=e, frame=frame, value=float(gaps[worst]), expected=v.dt)
+
+
+def check_tasks(v: View, out: Findings) -> None:
+    if "task_index" not in v.frames.columns:
+        out.error("tasks", "data: no 'task_index' column; every frame needs a task", key="task_index")
+        return
+    ti = v.frames["task_index"]
+    known = np.array(sorted(v.tasks), dtype=ti.dtype)
+    bad = np.nonzero(~np.isin(ti, known))[0]
+    for e in _episodes_of(v.frames, bad):
+        value = int(ti[bad[v.frames["episode_index"][bad] == e][0]])
+        out.error("tasks", f"episode {e}: task_index {value} has no task string in meta/tasks.parquet; "
+                  f"add the task or exclude the episode", episode=e, key="task_index", value=value)
+
+
+# ----------------------------------------------------------------------------- vectors
+def _vector_keys(v: View) -> list[str]:
+    keys = [v.contract.action_key]
+    if v.contract.state_key in v.frames.vectors:
+        keys.append(v.contract.state_key)
+    return [k for k in keys if k in v.frames.vectors]
+
+
+def check_vector_shape(v: View, out: Findings) -> None:
+    for key in _vector_keys(v):
+        dim = v.info["features"][key]["shape"][0]
+        lengths = v.frames.lengths[key]
+        bad = np.nonzero((lengths != dim) & (lengths >= 0))[0]
+        for e in _episodes_of(v.frames, bad):
+            found = int(lengths[bad[v.frames["episode_index"][bad] == e][0]])
+            out.error("vector_shape", f"episode {e}: '{key}' has {found} values per frame, meta/info.json declares "
+                      f"{dim}; exclude the episode or re-export it", episode=e, key=key, value=found, expected=dim)
+
+
+def check_sequence_length(v: View, out: Findings) -> None:
+    """Observation and action sequences have equal length: no frame lacks one of them."""
+    for key in _vector_keys(v):
+        bad = np.nonzero(v.frames.lengths[key] < 0)[0]
+        for e in _episodes_of(v.frames, bad):
+            n = int((v.frames["episode_index"][bad] == e).sum())
+            out.error("sequence_length", f"episode {e}: {n} frames have no '{key}' (null), so observations and "
+                      f"actions differ in length; exclude the episode", episode=e, key=key, value=n, expected=0)
+
+
+def check_finite(v: View, out: Findings) -> None:
+    for key in _vector_keys(v):
+        values, ok = v.frames.vectors[key], v.frames.lengths[key] >= 0
+        bad_rows = np.nonzero(ok & ~np.isfinite(values).all(axis=1))[0]
+        names = v.names(key)
+        for e in _episodes_of(v.frames, bad_rows):
+            rows = bad_rows[v.frames["episode_index"][bad_rows] == e]
+            col = int(np.nonzero(~np.isfinite(values[rows[0]]))[0][0])
+            out.error("finite", f"episode {e}: {len(rows)} frames of '{key}' hold NaN/Inf (first at frame "
+                      f"{v.frames['frame_index'][rows[0]]}, joint '{names[col] if col < len(names) else col}'); "
+                      f"exclude the episode", episode=e, frame=v.frames["frame_index"][rows[0]], key=key,
+                      value=str(values[rows[0], col]))
+
+
+def check_ranges(v: View, out: Findings) -> None:
+    key, pos = v.contract.action_key, v.joint_positions(v.contract.action_key)
+    if pos is None or key not in v.frames.vectors:
+        return
+    actions = v.frames.vectors[key]
+    for joint, (lo, hi) in v.contract.ranges.items():
+        col = actions[:, pos[v.contract.joints.index(joint)]]
+        excess = np.where(col < lo, lo - col, np.where(col > hi, col - hi, 0.0))
+        bad = np.nonzero(excess > 0)[0]
+        if not len(bad):
+            continue
+        by_excess = bad[np.argsort(-excess[bad], kind="stable")]
+        _, first = np.unique(v.frames["episode_index"][by_excess], return_index=True)
+        for row in by_excess[np.sort(first)]:  # the worst frame of each episode, worst episodes first
+            e = v.frames["episode_index"][row]
+            out.error("ranges", f"episode {e} frame {v.frames['frame_index'][row]}: action '{joint}' = "
+                      f"{col[row]:.3f} outside the contract's range [{lo}, {hi}] ({len(bad)} frames in all); "
+                      f"check units/calibration or exclude", episode=e, frame=v.frames["frame_index"][row],
+                      key=joint, value=float(col[row]), expected=[lo, hi])
+
+
+# ----------------------------------------------------------------------------- videos
+def _video_path(v: View, key: str, chunk: int, file: int) -> Path:
+    template = v.info.get("video_path", "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4")
+    return v.root / template.format(video_key=key, chunk_index=int(chunk), file_index=int(file))
+
+
+def probe_video(path: Path, decode_samples: int = 0) -> tuple[float, int]:
+    """(covered duration in s, frame count) of a video file.
+
+    The duration is the end of the last frame that actually decodes (one seek near the end of
+    the file), not only what the container's header claims: a file cut short keeps its header.
+    ``decode_samples`` > 0 also decodes that many frames from the start.
+    """
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        header = float(stream.duration * stream.time_base) if stream.duration else float(container.duration or 0) / 1e6
+        fps = float(stream.average_rate or 0) or 30.0
+        frames = int(stream.frames or round(header * fps))
+        if decode_samples:
+            decoded = sum(1 for _ in zip(range(decode_samples), container.decode(stream), strict=False))
+            if decoded < min(decode_samples, frames):
+                raise ValueError(f"decoded {decoded} of the first {decode_samples} frames")
+        container.seek(int(max(header - 1.0, 0.0) / stream.time_base), stream=stream, backward=True)
+        last = None
+        try:
+            for frame in container.decode(stream):
+                last = frame.time
+        except av.FFmpegError:
+            pass  # a truncated file stops decoding early: what decoded is what is covered
+    if last is None:
+        raise ValueError("no frame decodes near the end of the file")
+    return min(header, last + 1.0 / fps), frames
+
+
+def check_videos(v: View, out: Findings) -> None:
+    """Each episode's frames are covered by its video file's duration and frame count."""
+    meta, probed = v.episodes, {}
+    for camera in v.contract.required_cameras:
+        key = v.contract.cameras[camera]
+        cols = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+        if not all(c in meta for c in cols):
+            out.error("videos", f"meta/episodes has no video columns for '{key}'; is it stored as video?", key=key)
+            continue
+        for i, e in enumerate(meta["episode_index"].tolist()):
+            path = _video_path(v, key, meta[cols[0]][i], meta[cols[1]][i])
+            if path not in probed:
+                try:
+                    probed[path] = probe_video(path, v.decode_samples) if path.is_file() else None
+                except Exception as exc:  # noqa: BLE001  (any unreadable container is a finding)
+                    probed[path] = exc
+            found = probed[path]
+            rel = path.relative_to(v.root)
+            if found is None:
+                out.error("videos", f"episode {e}: video file {rel} ({camera}) does not exist; restore it or "
+                          f"exclude the episode", episode=e, key=key)
+                continue
+            if isinstance(found, Exception):
+                out.error("videos", f"episode {e}: video file {rel} cannot be read ({found}); it is truncated or "
+                          f"corrupt: re-encode it or exclude the episode", episode=e, key=key)
+                continue
+            duration, n_frames = found
+            span_end = float(meta[cols[3]][i])
+            length = int(meta["length"][i])
+            if span_end > duration + v.contract.timestamp_tolerance_s + v.dt or length > n_frames:
+                out.error("videos", f"episode {e}: {rel} ({camera}) covers {duration:.3f}s / {n_frames} frames "
+                          f"but the episode needs up to {span_end:.3f}s and {length} frames; the video is "
+                          f"truncated: re-encode it or exclude the episode", episode=e, key=key,
+                          value=duration, expected=span_end)
+
+
+# ----------------------------------------------------------------------------- warnings
+def _grouped(v: View) -> tuple[np.ndarray, np.ndarray]:
+    """Start row and episode index of each episode run."""
+    starts, _ = _episode_starts(v.frames)
+    return starts, v.frames["episode_index"][starts]
+
+
+def check_short_episodes(v: View, out: Findings) -> None:
+    eps, length = v.episodes["episode_index"], v.episodes["length"]
+    for e, n in zip(eps[length < v.min_episode_length].tolist(), length[length < v.min_episode_length].tolist(),
+                    strict=True):
+        out.warn("short_episodes", f"episode {e} has {n} frames, fewer than the policy's chunk size "
+                 f"{v.min_episode_length}: most of its action chunks are padding", episode=e, value=n,
+                 expected=v.min_episode_length)
+
+
+def _arm_actions(v: View) -> np.ndarray | None:
+    pos = v.joint_positions(v.contract.action_key)
+    if pos is None or v.contract.action_key not in v.frames.vectors:
+        return None
+    return v.frames.vectors[v.contract.action_key][:, pos]
+
+
+def check_static_joints(v: View, out: Findings) -> None:
+    actions = _arm_actions(v)
+    if actions is None:
+        return
+    starts, eps = _grouped(v)
+    span = np.maximum.reduceat(actions, starts, axis=0) - np.minimum.reduceat(actions, starts, axis=0)
+    for i, j in zip(*np.nonzero(span == 0), strict=True):
+        out.warn("static_joints", f"episode {eps[i]}: joint '{v.contract.joints[j]}' never moves",
+                 episode=eps[i], key=v.contract.joints[j])
+
+
+def check_action_jumps(v: View, out: Findings) -> None:
+    actions, limit = _arm_actions(v), v.contract.max_action_jump
+    if actions is None or limit is None:
+        return
+    ep = v.frames["episode_index"]
+    jump = np.abs(np.diff(actions, axis=0)) * (ep[1:] == ep[:-1])[:, None]
+    rows, cols = np.nonzero(jump > limit)
+    for e in _episodes_of(v.frames, rows + 1)[:20]:
+        sel = ep[rows + 1] == e
+        k = np.argmax(jump[rows[sel], cols[sel]])
+        row, col = rows[sel][k], cols[sel][k]
+        out.warn("action_jumps", f"episode {e}: '{v.contract.joints[col]}' jumps by {jump[row, col]:.2f} at frame "
+                 f"{v.frames['frame_index'][row + 1]} (limit {limit}; {int(sel.sum())} jumps in the episode)",
+                 episode=e, frame=v.frames["frame_index"][row + 1], key=v.contract.joints[col],
+                 value=float(jump[row, col]), expected=limit)
+
+
+def check_duplicate_episodes(v: View, out: Findings) -> None:
+    actions = _arm_actions(v)
+    if actions is None:
+        return
+    starts, eps = _grouped(v)
+    ends = np.append(starts[1:], v.frames.n)
+    seen: dict[str, int] = {}
+    for e, a, b in zip(eps.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        digest = hashlib.sha1(np.ascontiguousarray(actions[a:b]).tobytes()).hexdigest()
+        if digest in seen:
+            out.warn("duplicate_episodes", f"episode {e} repeats the actions of episode {seen[digest]}",
+                     episode=e, value=seen[digest])
+        else:
+            seen[digest] = e

@@ -1,0 +1,92 @@
+"""Raw, vectorised reads of a LeRobotDataset v3.0 directory for validation: the data parquet
+columns as numpy arrays (vector features as ``(n, dim)`` float arrays), ``meta/episodes`` and
+``meta/tasks``. Malformed rows (wrong vector length, nulls) are kept and marked, never dropped,
+so checks can name them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SCALARS = ("index", "episode_index", "frame_index", "timestamp", "task_index")
+
+
+@dataclass
+class Frames:
+    """Every data row, in file order."""
+
+    n: int
+    columns: set[str]
+    scalars: dict[str, np.ndarray]
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # (n, dim) float64; NaN rows if malformed
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)  # per-row vector length, -1 for null
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.scalars[name]
+
+
+def _vector(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float64 values and per-row lengths of a list column, without a per-row loop."""
+    arr = column.combine_chunks()
+    n = len(arr)
+    if pa.types.is_fixed_size_list(arr.type):
+        lengths = np.full(n, arr.type.list_size, dtype=np.int64)
+    else:
+        lengths = pc.list_value_length(arr).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    lengths[nulls] = -1
+    out = np.full((n, dim), np.nan)
+    ok = lengths == dim
+    if not ok.any():
+        return out, lengths
+    if pa.types.is_fixed_size_list(arr.type):
+        flat = pc.list_flatten(arr.fill_null(pa.scalar([0.0] * arr.type.list_size, arr.type)))
+        values = flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(n, -1)
+        out[ok] = values[ok]
+        return out, lengths
+    offsets = arr.offsets.to_numpy()[:-1].astype(np.int64)  # absolute positions in arr.values
+    flat = arr.values.to_numpy(zero_copy_only=False).astype(np.float64)
+    rows = np.nonzero(ok)[0]
+    out[rows] = flat[offsets[rows, None] + np.arange(dim)[None, :]]
+    return out, lengths
+
+
+def load_frames_raw(root: Path, vector_dims: dict[str, int]) -> Frames:
+    """All data parquet files under ``root/data`` (sorted), with ``vector_dims`` keys as vectors."""
+    files = sorted((Path(root) / "data").glob("**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet files under {Path(root) / 'data'}")
+    tables = [pq.read_table(f) for f in files]
+    columns = set.intersection(*(set(t.column_names) for t in tables))
+    scalars = {
+        name: np.concatenate([t[name].to_numpy() for t in tables]) for name in SCALARS if name in columns
+    }
+    frames = Frames(n=sum(t.num_rows for t in tables), columns=columns, scalars=scalars)
+    for key, dim in vector_dims.items():
+        if key in columns:
+            parts = [_vector(t[key], dim) for t in tables]
+            frames.vectors[key] = np.concatenate([p[0] for p in parts])
+            frames.lengths[key] = np.concatenate([p[1] for p in parts])
+    return frames
+
+
+def load_episodes_meta(root: Path) -> dict[str, np.ndarray]:
+    """``meta/episodes`` without the per-episode stats columns, as numpy arrays."""
+    files = sorted((Path(root) / "meta" / "episodes").glob("**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet files under {Path(root) / 'meta' / 'episodes'}")
+    tables = [pq.read_table(f) for f in files]
+    names = [c for c in tables[0].column_names if not c.startswith("stats/") and c != "tasks"]
+    return {c: np.concatenate([t[c].to_numpy() for t in tables]) for c in names if all(c in t.column_names for t in tables)}
+
+
+def load_task_indices(root: Path) -> dict[int, str]:
+    """task_index -> task string from ``meta/tasks.parquet`` (the task string is the pandas index)."""
+    table = pq.read_table(Path(root) / "meta" / "tasks.parquet")
+    df = table.to_pandas()
+    return {int(i): str(name) for name, i in zip(df.index, df["task_index"], strict=True)}
