@@ -67,3 +67,18 @@ def test_processor_uses_frozen_stats_not_meta_stats(demo_dataset, tmp_path) -> N
     meta_stats.write_text(json.dumps(broken))
     doc_copy, _ = compute_norm_stats(NormsConfig(copy, CONTRACT, tmp_path / "b"))
     assert doc_copy["features"] == doc["features"]
+
+
+def test_excluded_episodes_are_left_out_and_report_is_required(demo_dataset, tmp_path) -> None:
+    from vla_pipeline.errors import ValidationError
+    from vla_pipeline.validate import ValidateConfig, validate_dataset
+
+    report = tmp_path / "report.json"
+    with pytest.raises(ValidationError, match="not found"):
+        compute_norm_stats(NormsConfig(demo_dataset, CONTRACT, tmp_path, report_path=report))
+    validate_dataset(ValidateConfig(demo_dataset, CONTRACT, report, exclude_episodes=(1,)))
+    doc, split = compute_norm_stats(NormsConfig(demo_dataset, CONTRACT, tmp_path, report_path=report,
+                                                exclude_episodes=(1,), val_fraction=0.34))
+    assert 1 not in split["train"] + split["val"]
+    assert sorted(split["train"] + split["val"]) == [0, 2, 3, 4, 5]
+    assert doc["exclude_episodes"] == [1]
