@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.data import column_array, load_frames
@@ -49,7 +50,41 @@ def test_constant_joint_warns_by_name() -> None:
     values = np.stack([np.linspace(0, 1, 50), np.full(50, 7.0)], axis=1)
     with pytest.warns(UserWarning, match="joint 'gripper' is \\(near-\\)constant"):
         stats = compute_feature_stats(values, ["pan", "gripper"])
-    assert stats["q01"][1] == stats["q99"][1] == 7.0
+    assert stats["constant"] == [False, True]
+    assert (stats["q01"][1], stats["q50"][1], stats["q99"][1], stats["std"][1]) == (6.0, 7.0, 8.0, 1.0)
+    assert stats["q01"][0] == pytest.approx(np.quantile(values[:, 0], 0.01))
+    # LeRobot's quantile normalizer then maps the constant joint to (x - 7), never x / ~0
+    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.processor import NormalizerProcessorStep
+
+    from vla_pipeline.norms import make_processor_stats
+
+    step = NormalizerProcessorStep(
+        features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(2,))},
+        norm_map={FeatureType.ACTION: NormalizationMode.QUANTILES},
+        stats=make_processor_stats({"features": {ACTION: stats}}),
+    )
+    out = step._normalize_action(torch.tensor([[0.5, 7.25]]), inverse=False)
+    assert out[0, 1].item() == pytest.approx(0.25)
+
+
+def test_explicit_validation_episodes() -> None:
+    assert compute_split([0, 1, 2, 3], 0.5, 0, val_episodes=[3]) == {"train": [0, 1, 2], "val": [3]}
+    with pytest.raises(ValueError, match=r"\[9\] are not in the dataset"):
+        compute_split([0, 1, 2], 0.5, 0, val_episodes=[9])
+
+
+def test_comparison_with_meta_stats(demo_dataset, tmp_path) -> None:
+    doc, split = compute_norm_stats(NormsConfig(demo_dataset, CONTRACT, tmp_path, val_fraction=0.34))
+    cmp = doc["comparison_with_meta_stats"][ACTION]
+    assert set(cmp) == set(ARM_JOINTS)
+    frames = load_frames(demo_dataset)
+    train = column_array(frames[frames["episode_index"].isin(split["train"])], "action")[:, :6]
+    q01, q99 = np.quantile(train, 0.01, axis=0), np.quantile(train, 0.99, axis=0)
+    outside = ((train < q01) | (train > q99)).mean(axis=0)
+    for i, joint in enumerate(ARM_JOINTS):
+        assert cmp[joint]["share_outside_q01_q99"] == pytest.approx(outside[i])
+        assert "meta_q01_error_of_range" in cmp[joint]
 
 
 def test_processor_uses_frozen_stats_not_meta_stats(demo_dataset, tmp_path) -> None:

@@ -122,3 +122,24 @@ def test_contract_that_does_not_match_the_dataset_is_refused(params, tiny_run, t
                             validation_report=tiny_run.report)
     with pytest.raises(ContractError, match=r"\['shoulder_pan.pos'.*not in dataset key 'action'.*arm_shoulder_pan.pos"):
         train(cfg)
+
+
+def test_refusals_each_say_what_changed(params, tiny_run, tmp_path) -> None:
+    """Missing stats, a changed split and a changed contract each get their own message."""
+    norms = tmp_path / "norms"
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=norms, validation_report=tiny_run.report)
+    with pytest.raises(FileNotFoundError, match="stats.json not found; run `dvc repro norms`"):
+        train(cfg)
+    shutil.copytree(tiny_run.norms, norms)
+    split = json.loads((norms / "split.json").read_text())
+    split["train"], split["val"] = split["train"][:-1], split["val"] + split["train"][-1:]
+    (norms / "split.json").write_text(json.dumps(split))
+    with pytest.raises(TrainInputError, match="episode split .* not the one its stats were computed on"):
+        train(cfg)
+    shutil.copy(tiny_run.norms / "split.json", norms / "split.json")
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(CONTRACT.read_text().replace("max_action_jump: 30", "max_action_jump: 31"))
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=norms, validation_report=tiny_run.report,
+                            contract_path=contract)
+    with pytest.raises(TrainInputError, match="another contract"):
+        train(cfg)

@@ -14,6 +14,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
 from vla_pipeline.contract import Contract
+from vla_pipeline.transforms import apply_seeded, compute_sample_seed
 
 VIDEO_BACKEND = "pyav"  # torchcodec needs system FFmpeg libraries these machines lack
 
@@ -66,11 +67,20 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
     ``LeRobotDataset(episodes=...)``: LeRobot 0.4.2 compares the *relative* index of a filtered
     dataset with absolute episode bounds when it builds action chunks, so every chunk of a
     filtered dataset comes back fully padded (all ``action_is_pad`` True, the action repeated).
+
+    ``augment`` (training only) transforms the camera images, seeded per sample from
+    (``augment_seed``, epoch, frame) so batches are reproducible; call :meth:`set_epoch`
+    before each epoch.
     """
 
-    def __init__(self, dataset: LeRobotDataset, contract: Contract, episodes: list[int]):
+    def __init__(
+        self, dataset: LeRobotDataset, contract: Contract, episodes: list[int], augment=None, augment_seed: int = 0
+    ):
         self.dataset = dataset
         self.contract = contract
+        self.augment = augment
+        self.augment_seed = augment_seed
+        self.epoch = 0
         bounds = dataset.meta.episodes
         self.frames = [
             i
@@ -84,6 +94,9 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __getitem__(self, idx: int) -> dict:
         item = self.dataset[self.frames[idx]]
         c = self.contract
@@ -95,13 +108,17 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
             "episode_index": item["episode_index"],
             "frame_index": item["frame_index"],
         }
-        for name, key in c.cameras.items():
-            out[f"{OBS_IMAGES}.{name}"] = item[key]
+        images = [item[key] for key in c.cameras.values()]
+        if self.augment is not None:
+            seed = compute_sample_seed(self.augment_seed, self.epoch, self.frames[idx])
+            images = apply_seeded(self.augment, images, seed)
+        for name, image in zip(c.cameras, images, strict=True):
+            out[f"{OBS_IMAGES}.{name}"] = image
         return out
 
 
 def make_dataset(
-    root: Path, contract: Contract, episodes: list[int], chunk_size: int, image_transforms=None
+    root: Path, contract: Contract, episodes: list[int], chunk_size: int, augment=None, augment_seed: int = 0
 ) -> ArmOnlyDataset:
     """LeRobot's dataset over ``episodes`` with an action chunk of ``chunk_size`` per frame.
 
@@ -114,11 +131,10 @@ def make_dataset(
         repo_id=f"local/{Path(root).name}",
         root=root,
         delta_timestamps={contract.action_key: [i / fps for i in range(chunk_size)]},
-        image_transforms=image_transforms,
         tolerance_s=contract.timestamp_tolerance_s,
         video_backend=VIDEO_BACKEND,
     )
-    return ArmOnlyDataset(dataset, contract, episodes)
+    return ArmOnlyDataset(dataset, contract, episodes, augment, augment_seed)
 
 
 def camera_shapes(root: Path, contract: Contract) -> dict[str, tuple[int, int, int]]:

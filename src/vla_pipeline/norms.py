@@ -21,6 +21,7 @@ from vla_pipeline.params import param
 from vla_pipeline.validate import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+PROCESSOR_KEYS = ("mean", "std", "min", "max", *QUANTILES)  # what LeRobot's (un)normalizer reads
 STATS_FILE = "stats.json"
 SPLIT_FILE = "split.json"
 CONSTANT_TOL = 1e-6
@@ -35,6 +36,7 @@ class NormsConfig:
     exclude_episodes: tuple[int, ...] = ()
     val_fraction: float = 0.2
     seed: int = 0
+    val_episodes: tuple[int, ...] = ()  # explicit validation episodes; empty: seeded split by val_fraction
 
     @classmethod
     def from_params(cls, p: dict) -> NormsConfig:
@@ -46,13 +48,24 @@ class NormsConfig:
             exclude_episodes=tuple(param(p, "dataset.exclude_episodes", lambda x: [int(e) for e in x or []])),
             val_fraction=param(p, "norms.val_fraction", float),
             seed=param(p, "norms.split_seed", int),
+            val_episodes=tuple(param(p, "norms.val_episodes", lambda x: [int(e) for e in x or []])),
         )
 
 
-def compute_split(episodes: list[int], val_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Deterministic episode-level split; at least one episode on each side."""
+def compute_split(
+    episodes: list[int], val_fraction: float, seed: int, val_episodes: list[int] | None = None
+) -> dict[str, list[int]]:
+    """Deterministic episode-level split (an explicit ``val_episodes`` list wins); one episode at least per side."""
     if len(episodes) < 2:
         raise ConfigError(f"need at least 2 episodes to split into train and validation, got {len(episodes)}")
+    if val_episodes:
+        unknown = sorted(set(val_episodes) - set(episodes))
+        if unknown:
+            raise ConfigError(f"norms.val_episodes {unknown} are not in the dataset (or are excluded)")
+        val = sorted(set(val_episodes))
+        if len(val) == len(episodes):
+            raise ConfigError("norms.val_episodes leaves no episode to train on")
+        return {"train": sorted(set(episodes) - set(val)), "val": val}
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"norms.val_fraction must be in (0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(sorted(episodes))
@@ -64,25 +77,68 @@ def compute_split_hash(split: dict[str, list[int]]) -> str:
     return hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
 
 
+def compute_sorted_quantiles(sorted_values: np.ndarray, q: float) -> np.ndarray:
+    """numpy's default ('linear') quantile of each column of an already sorted (n, dim) array."""
+    pos = q * (sorted_values.shape[0] - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, sorted_values.shape[0] - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
 def compute_feature_stats(values: np.ndarray, names: list[str]) -> dict[str, list[float]]:
-    """Per-dimension count, mean, std, min, max and exact quantiles of ``values`` (n, dim)."""
+    """Per-dimension count, mean, std, min, max and exact quantiles of ``values`` (n, dim).
+
+    One sort per column serves every quantile. A (near-)constant dimension (std or q99 - q01
+    below CONSTANT_TOL: a gripper that never moves) gets q01/q99 = q50 -+ 1 and std = 1, so both
+    LeRobot normalizations map it to (x - centre) in its own units instead of dividing by ~0;
+    a warning names the joint.
+    """
+    if values.shape[0] == 0:
+        raise ConfigError("no train frames to compute statistics from")
+    ordered = np.sort(values, axis=0)
     stats = {
         "count": [int(values.shape[0])] * values.shape[1],
-        "mean": values.mean(axis=0).tolist(),
-        "std": values.std(axis=0).tolist(),
-        "min": values.min(axis=0).tolist(),
-        "max": values.max(axis=0).tolist(),
+        "mean": values.mean(axis=0),
+        "std": values.std(axis=0),
+        "min": ordered[0],
+        "max": ordered[-1],
+        **{key: compute_sorted_quantiles(ordered, q) for key, q in QUANTILES.items()},
     }
-    for key, q in QUANTILES.items():
-        stats[key] = np.quantile(values, q, axis=0).tolist()
+    constant = (stats["std"] < CONSTANT_TOL) | (stats["q99"] - stats["q01"] < CONSTANT_TOL)
+    for i in np.nonzero(constant)[0]:
+        warnings.warn(f"joint '{names[i]}' is (near-)constant in the train split (std={stats['std'][i]:.3g}); "
+                      f"it is normalized as (x - {stats['q50'][i]:.4g}) in its own units", stacklevel=2)
+    stats["q01"] = np.where(constant, stats["q50"] - 1.0, stats["q01"])
+    stats["q99"] = np.where(constant, stats["q50"] + 1.0, stats["q99"])
+    stats["std"] = np.where(constant, 1.0, stats["std"])
+    out = {k: (v if isinstance(v, list) else np.asarray(v, dtype=np.float64).tolist()) for k, v in stats.items()}
+    out["constant"] = constant.tolist()
+    return out
+
+
+def compute_stats_comparison(
+    exact: dict, meta: dict | None, train_values: np.ndarray, names: list[str], dims: list[int]
+) -> dict[str, dict[str, float]]:
+    """How the dataset's own meta/stats.json differs from the exact train-split stats, per joint,
+    as a share of the joint's [min, max] range, and the share of train frames outside [q01, q99]."""
+    q01, q99 = np.asarray(exact["q01"]), np.asarray(exact["q99"])
+    outside = ((train_values < q01) | (train_values > q99)).mean(axis=0)
+    width = np.maximum(np.asarray(exact["max"]) - np.asarray(exact["min"]), 1e-12)
+    result = {}
     for i, name in enumerate(names):
-        if stats["std"][i] < CONSTANT_TOL or stats["q99"][i] - stats["q01"][i] < CONSTANT_TOL:
-            warnings.warn(
-                f"joint '{name}' is (near-)constant in the train split (std={stats['std'][i]:.3g}); "
-                f"its normalized value will be 0-centred by LeRobot's epsilon guard, not scaled",
-                stacklevel=2,
-            )
-    return stats
+        row = {"share_outside_q01_q99": float(outside[i])}
+        for q in ("q01", "q99"):
+            if meta is not None and q in meta:
+                stored = float(np.asarray(meta[q], dtype=np.float64).reshape(-1)[dims[i]])
+                row[f"meta_{q}"] = stored
+                row[f"meta_{q}_error_of_range"] = abs(stored - exact[q][i]) / float(width[i])
+        result[name] = row
+    return result
+
+
+def _load_meta_stats(root: Path) -> dict | None:
+    path = Path(root) / "meta" / "stats.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
@@ -93,12 +149,16 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
     info = load_info(cfg.dataset_root)
     frames = load_frames(cfg.dataset_root, ["index", "episode_index", contract.action_key, contract.state_key])
     episodes = sorted(set(frames["episode_index"].unique().tolist()) - set(cfg.exclude_episodes))
-    split = compute_split(episodes, cfg.val_fraction, cfg.seed)
+    split = compute_split(episodes, cfg.val_fraction, cfg.seed, list(cfg.val_episodes) or None)
     train = frames[frames["episode_index"].isin(split["train"])]
-    features = {}
+    meta_stats = _load_meta_stats(cfg.dataset_root)
+    features, comparison = {}, {}
     for role, key in ((ACTION, contract.action_key), (OBS_STATE, contract.state_key)):
         idx = contract.select_indices(feature_names(info, key), key)
-        features[role] = compute_feature_stats(column_array(train, key)[:, idx], list(contract.joints))
+        values = column_array(train, key)[:, idx]
+        features[role] = compute_feature_stats(values, list(contract.joints))
+        meta = (meta_stats or {}).get(key)
+        comparison[role] = compute_stats_comparison(features[role], meta, values, list(contract.joints), idx)
     doc = {
         "features": features,
         "joints": list(contract.joints),
@@ -108,6 +168,7 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
         "exclude_episodes": sorted(cfg.exclude_episodes),
         "code_version": __version__,
         "n_train_frames": int(len(train)),
+        "comparison_with_meta_stats": comparison,
     }
     return doc, split
 
@@ -139,6 +200,6 @@ def load_norm_stats(out_dir: Path) -> tuple[dict, dict[str, list[int]]]:
 def make_processor_stats(doc: dict) -> dict[str, dict[str, torch.Tensor]]:
     """The frozen stats in the form LeRobot's normalizer/unnormalizer steps take."""
     return {
-        feature: {k: torch.tensor(v, dtype=torch.float32) for k, v in stats.items()}
+        feature: {k: torch.tensor(v, dtype=torch.float32) for k, v in stats.items() if k in PROCESSOR_KEYS}
         for feature, stats in doc["features"].items()
     }

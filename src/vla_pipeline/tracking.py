@@ -22,6 +22,7 @@ class TrackingConfig:
 class Tracker(Protocol):
     def log_config(self, config: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, name: str, path: Path, kind: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -39,6 +40,9 @@ class DvcLiveTracker:
         for name, value in metrics.items():
             self.live.log_metric(name, value)
         self.live.next_step()
+
+    def log_artifact(self, name: str, path: Path, kind: str) -> None:
+        """Nothing to do: the file is a DVC stage output, versioned by its content hash already."""
 
     def close(self) -> None:
         self.live.end()
@@ -61,6 +65,14 @@ class WandbTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
 
+    def log_artifact(self, name: str, path: Path, kind: str) -> None:
+        """An immutable W&B artifact (versioned by content; offline runs sync it later)."""
+        import wandb
+
+        artifact = wandb.Artifact(name, type=kind)
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
+
     def close(self) -> None:
         import wandb
 
@@ -81,6 +93,10 @@ class MultiTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for t in self.trackers:
             t.log_metrics(metrics, step)
+
+    def log_artifact(self, name: str, path: Path, kind: str) -> None:
+        for t in self.trackers:
+            t.log_artifact(name, path, kind)
 
     def close(self) -> None:
         for t in self.trackers:

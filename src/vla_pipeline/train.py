@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,10 +29,11 @@ from vla_pipeline.data import (
 )
 from vla_pipeline.errors import ConfigError, ContractError, TrainingDivergedError, TrainInputError
 from vla_pipeline.model import make_pi05_policy
-from vla_pipeline.norms import load_norm_stats, make_processor_stats
+from vla_pipeline.norms import STATS_FILE, compute_split_hash, load_norm_stats, make_processor_stats
 from vla_pipeline.params import at_least, choice, param
 from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors, resolve_tokenizer
 from vla_pipeline.tracking import TrackingConfig, make_tracker
+from vla_pipeline.transforms import AugmentConfig, make_image_transforms
 from vla_pipeline.validate import load_report
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -64,6 +66,7 @@ class TrainConfig:
     device: str
     wandb_project: str
     wandb_mode: str
+    augment: AugmentConfig = AugmentConfig()
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every"):
@@ -91,6 +94,7 @@ class TrainConfig:
             device=param(p, "train.device", str),
             wandb_project=param(p, "train.wandb.project", str),
             wandb_mode=param(p, "train.wandb.mode", str),
+            augment=AugmentConfig.from_params(param(p, "train.augment")),
             **{k: param(p, f"train.{k}", int) for k in ints},
             **{k: param(p, f"train.{k}", float) for k in floats},
         )
@@ -121,6 +125,9 @@ def check_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
         contract.select_indices(feature_names(info, key), key)  # names the joints that differ
     load_report(cfg.validation_report, cfg.dataset_root)
     stats, split = load_norm_stats(cfg.norms_dir)
+    if stats["split_hash"] != compute_split_hash(split):
+        raise TrainInputError(f"the episode split in {cfg.norms_dir} is not the one its stats were computed on; "
+                              f"run `dvc repro norms`")
     if stats["dataset_fingerprint"] != compute_dataset_fingerprint(cfg.dataset_root):
         raise TrainInputError(
             f"frozen stats in {cfg.norms_dir} were computed on another version of {cfg.dataset_root}; "
@@ -165,21 +172,34 @@ def check_prompt_fits(batch: dict) -> None:
         )
 
 
-def make_loader(dataset, cfg: TrainConfig):
+def make_loader(dataset, cfg: TrainConfig) -> Iterator[dict]:
+    """Endless shuffled batches; the order comes from ``cfg.seed``, each epoch tells the dataset its
+    number (augmentation seeds), and workers are re-created per epoch so they see it."""
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator,
-        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+        num_workers=cfg.num_workers,
     )
-    return itertools.chain.from_iterable(itertools.repeat(loader))
+    for epoch in itertools.count():
+        dataset.set_epoch(epoch)
+        yield from loader
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run the whole fine-tuning; returns the final checkpoint directory."""
-    stats_doc, split = check_inputs(cfg)
-    set_seed(cfg.seed)
+@dataclass
+class TrainInputs:
+    dataset: object
+    pi05_config: object
+    preprocessor: object
+    postprocessor: object
+    tokenizer: str
+
+
+def make_inputs(cfg: TrainConfig, stats_doc: dict) -> TrainInputs:
+    """The train split as LeRobot samples (augmented), the policy config and its processors."""
     contract = load_contract(cfg.contract_path)
-    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size)
+    split = load_norm_stats(cfg.norms_dir)[1]
+    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size,
+                           augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"train split has {len(dataset)} frames, fewer than train.batch_size={cfg.batch_size}")
     pi05_config = make_pi05_config(
@@ -188,26 +208,34 @@ def train(cfg: TrainConfig) -> Path:
         scheduler_warmup_steps=cfg.warmup_steps, scheduler_decay_steps=cfg.decay_steps,
         scheduler_decay_lr=cfg.decay_lr,
     )
-    policy = make_pi05_policy(pi05_config, cfg.policy.dims)
-    out = Path(cfg.out_dir)
-    tokenizer = resolve_tokenizer(cfg.policy, out / "tokenizer")
+    tokenizer = resolve_tokenizer(cfg.policy, Path(cfg.out_dir) / "tokenizer")
     pre, post = make_processors(pi05_config, make_processor_stats(stats_doc), tokenizer)
-    optimizer, scheduler = make_optimizer_and_scheduler(policy, pi05_config, cfg.steps)
-    batches = make_loader(dataset, cfg)
+    return TrainInputs(dataset, pi05_config, pre, post, tokenizer)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run the whole fine-tuning; returns the final checkpoint directory."""
+    stats_doc, _ = check_inputs(cfg)
+    set_seed(cfg.seed)
+    inputs = make_inputs(cfg, stats_doc)
+    policy = make_pi05_policy(inputs.pi05_config, cfg.policy.dims)
+    optimizer, scheduler = make_optimizer_and_scheduler(policy, inputs.pi05_config, cfg.steps)
+    batches = make_loader(inputs.dataset, cfg)
     tracker = make_tracker(TrackingConfig(live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir,
                                           wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode))
-    checkpoint = None
+    out, checkpoint = Path(cfg.out_dir), None
     try:
         tracker.log_config(cfg.resolved())
+        tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / STATS_FILE, "normalization")
         for step in tqdm(range(1, cfg.steps + 1), desc="train", unit="step"):
-            metrics = train_step(policy, pre, next(batches), optimizer, scheduler, cfg.grad_clip_norm)
+            metrics = train_step(policy, inputs.preprocessor, next(batches), optimizer, scheduler, cfg.grad_clip_norm)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
             if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
                 checkpoint = save_checkpoint(
-                    out / "checkpoints" / f"{step:06d}", policy, pre, post, dims=cfg.policy.dims,
-                    tokenizer=tokenizer, contract_path=cfg.contract_path, norm_stats=stats_doc,
-                    train_config=cfg.resolved(),
+                    out / "checkpoints" / f"{step:06d}", policy, inputs.preprocessor, inputs.postprocessor,
+                    dims=cfg.policy.dims, tokenizer=inputs.tokenizer, contract_path=cfg.contract_path,
+                    norm_stats=stats_doc, train_config=cfg.resolved(),
                 )
                 write_last(out, checkpoint)
     finally:
