@@ -143,3 +143,19 @@ def test_refusals_each_say_what_changed(params, tiny_run, tmp_path) -> None:
                             contract_path=contract)
     with pytest.raises(TrainInputError, match="another contract"):
         train(cfg)
+
+
+def test_two_runs_give_identical_loss_curves_and_weights(params, tiny_run, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = make_train_config(params, tiny_run.dataset, tmp_path / name, norms_dir=tiny_run.norms,
+                                validation_report=tiny_run.report, log_every=1, wandb_mode="disabled")
+        runs.append(train(cfg))
+    curves = [(c.parents[2].parent / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text() for c in runs]
+    assert curves[0] == curves[1] and len(curves[0].splitlines()) == 5
+    a, b = (load_file(str(c / "model.safetensors")) for c in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    versions = json.loads((runs[0] / "versions.json").read_text())
+    assert versions["lerobot"] == "0.4.2" and versions["transformers"] == "4.53.3"

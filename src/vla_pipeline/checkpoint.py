@@ -23,6 +23,22 @@ CONTRACT_FILE = "contract.yaml"
 STATS_FILE = "norm_stats.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 LAST_FILE = "last_checkpoint.txt"
+VERSIONS_FILE = "versions.json"
+
+
+def collect_versions() -> dict[str, str | None]:
+    """Package versions a checkpoint was trained with (fixed by the lock file, so reproducible)."""
+    import platform
+
+    import lerobot
+    import torch
+    import transformers
+
+    from vla_pipeline import __version__
+
+    return {"vla_pipeline": __version__, "lerobot": lerobot.__version__, "transformers": transformers.__version__,
+            "torch": str(torch.__version__), "cuda": torch.version.cuda, "hip": torch.version.hip,
+            "python": platform.python_version()}
 
 
 @dataclass
@@ -52,6 +68,7 @@ def save_checkpoint(
     shutil.copyfile(contract_path, tmp / CONTRACT_FILE)
     (tmp / STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
     (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
+    (tmp / VERSIONS_FILE).write_text(json.dumps(collect_versions(), indent=2))
     if final.exists():  # replace without a moment where no complete checkpoint exists
         old = final.with_name(PRETRAINED_DIR + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -63,20 +80,31 @@ def save_checkpoint(
     return final
 
 
-def load_policy_weights(policy, directory: Path) -> None:
-    """Strict load of ``model.safetensors``: hard-fails instead of leaving random weights."""
+def load_state_strict(policy, state: dict, source: Path | str) -> dict[str, int]:
+    """Load ``state`` into ``policy``; hard-fail on any missing, unexpected or mis-shaped tensor
+    (LeRobot 0.4.2's ``from_pretrained`` prints and returns random weights instead)."""
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{source}: tensors do not fit the model ({str(e).splitlines()[-1].strip()}); "
+                              f"the checkpoint was made for another model size or action dimension") from e
+    params = policy.state_dict(keep_vars=True)
+    missing = [k for k in missing if not _is_tied_to_loaded(params, k, state)]
+    counts = {"loaded": len(state) - len(unexpected), "missing": len(missing), "unexpected": len(unexpected)}
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: {counts['loaded']} tensors loaded, {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); the checkpoint does not match the model"
+        )
+    return counts
+
+
+def load_policy_weights(policy, directory: Path) -> dict[str, int]:
+    """Strict load of a checkpoint's ``model.safetensors``."""
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{path} not found: the checkpoint has no weights")
-    state = load_file(str(path))
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    params = policy.state_dict(keep_vars=True)
-    missing = [k for k in missing if not _is_tied_to_loaded(params, k, state)]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: {len(state)} tensors, {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); the checkpoint does not match the model"
-        )
+    return load_state_strict(policy, load_file(str(path)), path)
 
 
 def _is_tied_to_loaded(params: dict, key: str, loaded: dict) -> bool:

@@ -17,7 +17,7 @@ from vla_pipeline import __version__
 from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import column_array, compute_dataset_fingerprint, feature_names, load_frames, load_info
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.params import param
+from vla_pipeline.params import int_list, param
 from vla_pipeline.validate import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
@@ -45,10 +45,10 @@ class NormsConfig:
             contract_path=param(p, "dataset.contract", Path),
             out_dir=param(p, "norms.out_dir", Path),
             report_path=param(p, "validate.report", Path),
-            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", lambda x: [int(e) for e in x or []])),
+            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
             val_fraction=param(p, "norms.val_fraction", float),
             seed=param(p, "norms.split_seed", int),
-            val_episodes=tuple(param(p, "norms.val_episodes", lambda x: [int(e) for e in x or []])),
+            val_episodes=tuple(param(p, "norms.val_episodes", int_list)),
         )
 
 

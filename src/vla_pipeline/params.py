@@ -26,6 +26,11 @@ def param(params: dict, dotted: str, cast: Callable[[Any], Any] = lambda v: v, d
         raise ConfigError(f"params: '{dotted}' = {node!r} is not a valid {getattr(cast, '__name__', cast)}") from e
 
 
+def int_list(value) -> list[int]:
+    """A YAML list of integers (episode indices); null is empty."""
+    return [int(v) for v in value or []]
+
+
 def choice(value: str, allowed: tuple[str, ...], key: str) -> str:
     if value not in allowed:
         raise ConfigError(f"params: '{key}' = {value!r}; expected one of {list(allowed)}")

@@ -25,6 +25,7 @@ class PolicyConfig:
 
     dims: ModelDims | None = None  # None: LeRobot's full size (gemma_2b + gemma_300m)
     tokenizer: str = "local"  # "local": the project's offline tokenizer; else a hub id or directory
+    pretrained: str | None = None  # hub id (lerobot/pi05_base), local directory or .safetensors; None: random init
     chunk_size: int = 10
     n_action_steps: int = 10
     num_inference_steps: int = 10
@@ -39,6 +40,7 @@ class PolicyConfig:
         cfg = cls(
             dims=ModelDims.from_dict(param(p, "dims")) if size == "tiny" else None,
             tokenizer=param(p, "tokenizer", str),
+            pretrained=param(p, "pretrained", lambda v: None if v in (None, "") else str(v)),
             chunk_size=int(at_least(param(p, "chunk_size", int), 1, "policy.chunk_size")),
             n_action_steps=param(p, "n_action_steps", int),
             num_inference_steps=int(at_least(param(p, "num_inference_steps", int), 1, "policy.num_inference_steps")),

@@ -18,7 +18,7 @@ import torch
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK
 from tqdm import tqdm
 
-from vla_pipeline.checkpoint import save_checkpoint, write_last
+from vla_pipeline.checkpoint import collect_versions, save_checkpoint, write_last
 from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import (
     camera_shapes,
@@ -32,6 +32,7 @@ from vla_pipeline.model import make_pi05_policy
 from vla_pipeline.norms import STATS_FILE, compute_split_hash, load_norm_stats, make_processor_stats
 from vla_pipeline.params import at_least, choice, param
 from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors, resolve_tokenizer
+from vla_pipeline.pretrained import load_pretrained_weights
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 from vla_pipeline.transforms import AugmentConfig, make_image_transforms
 from vla_pipeline.validate import load_report
@@ -219,16 +220,21 @@ def train(cfg: TrainConfig) -> Path:
     set_seed(cfg.seed)
     inputs = make_inputs(cfg, stats_doc)
     policy = make_pi05_policy(inputs.pi05_config, cfg.policy.dims)
+    if cfg.policy.pretrained:
+        counts = load_pretrained_weights(policy, cfg.policy.pretrained)
+        print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
     optimizer, scheduler = make_optimizer_and_scheduler(policy, inputs.pi05_config, cfg.steps)
     batches = make_loader(inputs.dataset, cfg)
     tracker = make_tracker(TrackingConfig(live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir,
                                           wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode))
     out, checkpoint = Path(cfg.out_dir), None
     try:
-        tracker.log_config(cfg.resolved())
+        tracker.log_config({**cfg.resolved(), "versions": collect_versions()})
         tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / STATS_FILE, "normalization")
-        for step in tqdm(range(1, cfg.steps + 1), desc="train", unit="step"):
+        progress = tqdm(range(1, cfg.steps + 1), desc="train", unit="step")
+        for step in progress:
             metrics = train_step(policy, inputs.preprocessor, next(batches), optimizer, scheduler, cfg.grad_clip_norm)
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
             if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):

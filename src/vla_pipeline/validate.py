@@ -20,7 +20,7 @@ from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import compute_dataset_fingerprint
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.frames import load_episodes_meta, load_frames_raw, load_task_indices
-from vla_pipeline.params import param
+from vla_pipeline.params import int_list, param
 
 REPORT_LIMIT = 100  # findings per check kept in the JSON report
 
@@ -67,7 +67,7 @@ class ValidateConfig:
             dataset_root=param(p, "dataset.root", Path),
             contract_path=param(p, "dataset.contract", Path),
             report_path=param(p, "validate.report", Path),
-            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", lambda x: [int(e) for e in x or []])),
+            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
             min_episode_length=param(p, "policy.chunk_size", int),
             decode_samples=param(p, "validate.decode_samples", int),
         )
