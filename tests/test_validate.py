@@ -116,6 +116,10 @@ def names_shape_mismatch(root):
     edit_info(root, lambda info: info["features"]["observation.state"]["names"].pop())
 
 
+def malformed_shape(root):
+    edit_info(root, lambda info: info["features"]["action"].update(shape="nine"))
+
+
 def five_dim_action(root):
     def shrink(df):
         values = [np.asarray(v, dtype=np.float32) for v in df["action"]]
@@ -213,6 +217,7 @@ CORRUPTIONS: dict[str, tuple[Callable, str, int | None]] = {
     "missing_camera_key": (missing_camera_key, "contract_keys", None),
     "different_joint_order": (different_joint_order, "feature_names", None),
     "names_shape_mismatch": (names_shape_mismatch, "feature_names", None),
+    "malformed_shape": (malformed_shape, "feature_names", None),
     "five_dim_action": (five_dim_action, "vector_shape", 4),
     "null_state": (null_state, "sequence_length", 1),
     "joint_out_of_range": (joint_out_of_range, "ranges", 0),

@@ -126,8 +126,11 @@ def check_feature_names(v: View, out: Findings) -> None:
     for key in (v.contract.action_key, v.contract.state_key):
         if key not in v.info["features"]:
             continue
-        names, shape = v.names(key), v.info["features"][key].get("shape", [None])
-        if shape and shape[0] != len(names):
+        names, shape = v.names(key), v.info["features"][key].get("shape")
+        if not isinstance(shape, list) or len(shape) != 1:
+            out.error("feature_names", f"meta/info.json: '{key}' has shape {shape!r}; a vector feature needs "
+                      f"[n_dims]", key=key, value=shape, expected=[len(names)])
+        elif shape[0] != len(names):
             out.error("feature_names", f"meta/info.json: '{key}' has shape {shape} but {len(names)} names",
                       key=key, value=len(names), expected=shape[0])
         missing = [j for j in v.contract.joints if j not in names]

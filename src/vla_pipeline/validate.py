@@ -8,6 +8,7 @@ excluded and do not fail the run; every later stage leaves those episodes out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -101,8 +102,11 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
         return None, set()
     view, loaded = View(root, info, contract, min_episode_length=cfg.min_episode_length,
                         decode_samples=cfg.decode_samples), {"info"}
-    dims = {k: int(info["features"][k]["shape"][0]) for k in (contract.action_key, contract.state_key)
-            if k in info["features"]}
+    dims = {}
+    for key in (contract.action_key, contract.state_key):
+        # a missing key or malformed shape is reported by contract_keys / feature_names
+        with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+            dims[key] = int(info["features"][key]["shape"][0])
     loaders = {
         "frames": ("data_files", lambda: load_frames_raw(root, dims), "frames"),
         "episodes": ("episodes_meta", lambda: load_episodes_meta(root), "episodes"),
