@@ -87,3 +87,17 @@ def test_exp_run_changes_lr_and_metrics_diff_shows_it(repo: Path) -> None:
     assert changed["action_mse"]["diff"] != 0
     assert changed.get("baseline_hold_mse", {}).get("diff", 0) == 0  # same held-out data, same baseline
     assert "action_mse" in _run(["dvc", "metrics", "diff"], repo)
+
+
+def test_exp_run_phase_with_override(repo: Path) -> None:
+    """`-S train.phase=sanity -S train.steps=N`: sanity's values everywhere but the override."""
+    _run(["git", "checkout", "params.yaml"], repo)  # undo the previous experiment's applied params
+    _run(["dvc", "exp", "run", "-S", "train.phase=sanity", "-S", "train.steps=5"], repo)
+    last = (repo / "artifacts/train/last_checkpoint.txt").read_text().strip()
+    resolved = json.loads((repo / "artifacts/train" / last / "train_config.json").read_text())
+    sanity = yaml.safe_load((repo / "params.yaml").read_text())["phases"]["sanity"]
+    assert resolved["phase"] == "sanity" and resolved["steps"] == 5
+    assert resolved["lr"] == pytest.approx(sanity["lr"]) and resolved["decay_lr"] == pytest.approx(sanity["decay_lr"])
+    assert resolved["save_every"] == sanity["save_every"]
+    logged = yaml.safe_load((repo / "artifacts/train_live/params.yaml").read_text())
+    assert logged["phase"] == "sanity" and logged["steps"] == 5

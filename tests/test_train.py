@@ -159,3 +159,19 @@ def test_two_runs_give_identical_loss_curves_and_weights(params, tiny_run, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
     versions = json.loads((runs[0] / "versions.json").read_text())
     assert versions["lerobot"] == "0.4.2" and versions["transformers"] == "4.53.3"
+
+
+def test_phase_values_fill_nulls_and_explicit_values_win(params) -> None:
+    from vla_pipeline.train import TrainConfig
+
+    p = {**params, "train": {**params["train"], "phase": "sanity", "steps": 20}}
+    cfg = TrainConfig.from_params(p)
+    sanity = params["phases"]["sanity"]
+    assert cfg.phase == "sanity" and cfg.steps == 20  # the override
+    assert (cfg.lr, cfg.save_every, cfg.decay_steps) == (sanity["lr"], sanity["save_every"], sanity["decay_steps"])
+    smoke = TrainConfig.from_params(params)
+    assert smoke.steps == params["phases"]["smoke"]["steps"] and smoke.lr == params["phases"]["smoke"]["lr"]
+    from vla_pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.phase.*\['smoke', 'sanity', 'scale'\]"):
+        TrainConfig.from_params({**params, "train": {**params["train"], "phase": "big"}})

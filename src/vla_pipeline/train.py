@@ -38,6 +38,18 @@ from vla_pipeline.transforms import AugmentConfig, make_image_transforms
 from vla_pipeline.validate import load_report
 
 WANDB_MODES = ("offline", "online", "disabled")
+PHASE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "decay_steps", "decay_lr", "log_every", "save_every")
+
+
+def resolve_phase(p: dict) -> dict:
+    """``train`` with every null phase key filled from ``phases.<train.phase>``: an explicit value wins."""
+    train_params = dict(param(p, "train"))
+    phases = param(p, "phases")
+    phase = choice(param(p, "train.phase", str), tuple(phases), "train.phase")
+    for key in PHASE_KEYS:
+        if train_params.get(key) is None:
+            train_params[key] = param(phases, f"{phase}.{key}")
+    return train_params
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class TrainConfig:
     wandb_project: str
     wandb_mode: str
     augment: AugmentConfig = AugmentConfig()
+    phase: str = "smoke"
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every"):
@@ -82,7 +95,9 @@ class TrainConfig:
     def from_params(cls, p: dict, **overrides) -> TrainConfig:
         ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every")
         floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
+        t = {"train": resolve_phase(p)}
         values = dict(
+            phase=param(p, "train.phase", str),
             dataset_root=param(p, "dataset.root", Path),
             contract_path=param(p, "dataset.contract", Path),
             norms_dir=param(p, "norms.out_dir", Path),
@@ -96,8 +111,8 @@ class TrainConfig:
             wandb_project=param(p, "train.wandb.project", str),
             wandb_mode=param(p, "train.wandb.mode", str),
             augment=AugmentConfig.from_params(param(p, "train.augment")),
-            **{k: param(p, f"train.{k}", int) for k in ints},
-            **{k: param(p, f"train.{k}", float) for k in floats},
+            **{k: param(t, f"train.{k}", int) for k in ints},
+            **{k: param(t, f"train.{k}", float) for k in floats},
         )
         values.update(overrides)
         return cls(**values)
