@@ -28,9 +28,9 @@ params = yaml.safe_load(Path(a["params"]).read_text())
 params["train"]["augment"].update(enable=a["augment"], seed=a["augment_seed"])
 cfg = TrainConfig.from_params(params, **{k: Path(v) for k, v in a["paths"].items()}, batch_size=4,
                               num_workers=a["workers"], wandb_mode="disabled")
-stats, _ = check_inputs(cfg)
+stats, split = check_inputs(cfg)
 set_seed(cfg.seed)
-inputs = make_inputs(cfg, stats)
+inputs = make_inputs(cfg, stats, split)
 batches = make_loader(inputs.dataset, cfg)
 out = {}
 for i in range(2):
@@ -87,6 +87,7 @@ def test_augmentation_is_seeded_and_changes_only_images(tiny_run, tmp_path) -> N
 
 
 def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> None:
+    from vla_pipeline.norms import load_split
     from vla_pipeline.train import make_inputs, make_loader
 
     copy = tmp_path / "ds"
@@ -100,7 +101,7 @@ def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> No
     batches = []
     for root in (tiny_run.dataset, copy):
         cfg = make_train_config(params, root, tmp_path / root.name, norms_dir=tiny_run.norms)
-        inputs = make_inputs(cfg, frozen)
+        inputs = make_inputs(cfg, frozen, load_split(tiny_run.norms))
         batches.append(inputs.preprocessor(next(make_loader(inputs.dataset, cfg))))
     for k, v in batches[0].items():
         if isinstance(v, torch.Tensor):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from vla_pipeline.contract import Contract
+from vla_pipeline.data import feature_names
 from vla_pipeline.frames import Frames
 
 SUPPORTED_CODEBASE = "v3.0"
@@ -63,10 +64,7 @@ class View:
         return 1.0 / float(self.info["fps"])
 
     def names(self, key: str) -> list[str]:
-        names = self.info["features"][key].get("names") or []
-        if isinstance(names, dict):
-            names = [n for group in names.values() for n in group]
-        return list(names)
+        return feature_names(self.info, key)
 
     def joint_positions(self, key: str) -> list[int] | None:
         names = self.names(key)

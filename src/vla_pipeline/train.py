@@ -210,10 +210,9 @@ class TrainInputs:
     tokenizer: str
 
 
-def make_inputs(cfg: TrainConfig, stats_doc: dict) -> TrainInputs:
+def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]]) -> TrainInputs:
     """The train split as LeRobot samples (augmented), the policy config and its processors."""
     contract = load_contract(cfg.contract_path)
-    split = load_norm_stats(cfg.norms_dir)[1]
     dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size,
                            augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
     if len(dataset) < cfg.batch_size:
@@ -231,9 +230,9 @@ def make_inputs(cfg: TrainConfig, stats_doc: dict) -> TrainInputs:
 
 def train(cfg: TrainConfig) -> Path:
     """Run the whole fine-tuning; returns the final checkpoint directory."""
-    stats_doc, _ = check_inputs(cfg)
+    stats_doc, split = check_inputs(cfg)
     set_seed(cfg.seed)
-    inputs = make_inputs(cfg, stats_doc)
+    inputs = make_inputs(cfg, stats_doc, split)
     policy = make_pi05_policy(inputs.pi05_config, cfg.policy.dims)
     if cfg.policy.pretrained:
         counts = load_pretrained_weights(policy, cfg.policy.pretrained)

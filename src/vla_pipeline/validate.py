@@ -18,7 +18,7 @@ from pathlib import Path
 from vla_pipeline import checks
 from vla_pipeline.checks import Finding, Findings, View
 from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import compute_dataset_fingerprint
+from vla_pipeline.data import compute_dataset_fingerprint, load_info
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.frames import load_episodes_meta, load_frames_raw, load_task_indices
 from vla_pipeline.params import int_list, param
@@ -94,7 +94,7 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
     root = Path(cfg.dataset_root)
     contract = load_contract(cfg.contract_path)
     try:
-        info = json.loads((root / "meta" / "info.json").read_text())
+        info = load_info(root)
         info["features"], info["fps"]  # noqa: B018  (both required)
     except (OSError, ValueError, KeyError, TypeError) as e:
         out.error("info_json", f"{root}/meta/info.json cannot be read ({type(e).__name__}: {e}); is {root} a "
