@@ -21,7 +21,9 @@ import json, sys
 from pathlib import Path
 import torch, yaml
 from safetensors.torch import save_file
-from vla_pipeline.train import TrainConfig, check_inputs, make_inputs, make_loader, set_seed
+from vla_pipeline.runtime import seed_everything
+from vla_pipeline.sampler import make_loader
+from vla_pipeline.train import TrainConfig, check_inputs, make_inputs
 
 a = json.loads(sys.argv[1])
 params = yaml.safe_load(Path(a["params"]).read_text())
@@ -29,9 +31,9 @@ params["train"]["augment"].update(enable=a["augment"], seed=a["augment_seed"])
 cfg = TrainConfig.from_params(params, **{k: Path(v) for k, v in a["paths"].items()}, batch_size=4,
                               num_workers=a["workers"], wandb_mode="disabled")
 stats, split = check_inputs(cfg)
-set_seed(cfg.seed)
+seed_everything(cfg.seed)
 inputs = make_inputs(cfg, stats, split)
-batches = make_loader(inputs.dataset, cfg)
+batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, cfg.num_workers)
 out = {}
 for i in range(2):
     for k, v in inputs.preprocessor(next(batches)).items():
@@ -88,7 +90,8 @@ def test_augmentation_is_seeded_and_changes_only_images(tiny_run, tmp_path) -> N
 
 def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> None:
     from vla_pipeline.norms import load_split
-    from vla_pipeline.train import make_inputs, make_loader
+    from vla_pipeline.sampler import make_loader
+    from vla_pipeline.train import make_inputs
 
     copy = tmp_path / "ds"
     shutil.copytree(tiny_run.dataset, copy)
@@ -102,7 +105,7 @@ def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> No
     for root in (tiny_run.dataset, copy):
         cfg = make_train_config(params, root, tmp_path / root.name, norms_dir=tiny_run.norms)
         inputs = make_inputs(cfg, frozen, load_split(tiny_run.norms))
-        batches.append(inputs.preprocessor(next(make_loader(inputs.dataset, cfg))))
+        batches.append(inputs.preprocessor(next(make_loader(inputs.dataset, cfg.batch_size, cfg.seed, 0))))
     for k, v in batches[0].items():
         if isinstance(v, torch.Tensor):
             assert torch.equal(v, batches[1][k]), k

@@ -3,7 +3,9 @@ the tiny model's dims, the tokenizer, the contract, the frozen stats and the res
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,9 @@ TOKENIZER_DIR = "tokenizer"
 CONTRACT_FILE = "contract.yaml"
 STATS_FILE = "norm_stats.json"
 TRAIN_CONFIG_FILE = "train_config.json"
-LAST_FILE = "last_checkpoint.txt"
+LAST_FILE = "last_checkpoint.json"
+BEST_FILE = "best_checkpoint.json"
+MANIFEST_FILE = "manifest.json"
 VERSIONS_FILE = "versions.json"
 
 
@@ -51,33 +55,66 @@ class LoadedCheckpoint:
     norm_stats: dict
 
 
-def save_checkpoint(
+def save_pretrained_model(
     directory: Path, policy, preprocessor, postprocessor, *, dims, tokenizer: str, contract_path: Path,
-    norm_stats: dict, train_config: dict,
+    norm_stats: dict, train_config: dict, provenance: dict,
 ) -> Path:
-    """Write ``directory/pretrained_model`` atomically (a temporary directory, then a rename)."""
-    final = Path(directory) / PRETRAINED_DIR
-    tmp = final.with_name(PRETRAINED_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    preprocessor.save_pretrained(tmp)
-    postprocessor.save_pretrained(tmp)
-    save_dims(tmp, dims)
+    """Write ``directory/pretrained_model``: LeRobot's layout plus what makes it self-describing.
+    ``directory`` is a checkpoint being assembled (the checkpointer renames it into place when complete)."""
+    out = Path(directory) / PRETRAINED_DIR
+    policy.save_pretrained(out)
+    preprocessor.save_pretrained(out)
+    postprocessor.save_pretrained(out)
+    save_dims(out, dims)
     if Path(tokenizer).is_dir():
-        shutil.copytree(tokenizer, tmp / TOKENIZER_DIR)
-    shutil.copyfile(contract_path, tmp / CONTRACT_FILE)
-    (tmp / STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
-    (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
-    (tmp / VERSIONS_FILE).write_text(json.dumps(collect_versions(), indent=2))
-    if final.exists():  # replace without a moment where no complete checkpoint exists
-        old = final.with_name(PRETRAINED_DIR + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
-    return final
+        shutil.copytree(tokenizer, out / TOKENIZER_DIR)
+    shutil.copyfile(contract_path, out / CONTRACT_FILE)
+    (out / STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
+    (out / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
+    (out / VERSIONS_FILE).write_text(json.dumps({**collect_versions(), **provenance}, indent=2))
+    return out
+
+
+def write_manifest(directory: Path) -> None:
+    """Size and sha256 of every file; written last, so a checkpoint without it is incomplete."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    _write_atomic(directory / MANIFEST_FILE, json.dumps(manifest, indent=1))
+
+
+def verify_checkpoint(directory: Path) -> str | None:
+    """``None`` if every file of the manifest is there with its size and hash; else what is wrong."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        return f"{directory} has no {MANIFEST_FILE} (a save that did not finish)"
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return f"{path} is not valid JSON"
+    for name, entry in manifest.items():
+        f = Path(directory) / name
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != entry["size"]:
+            return f"{f} has {f.stat().st_size} bytes, the manifest says {entry['size']} (truncated?)"
+        if _sha256(f) != entry["sha256"]:
+            return f"{f} does not match its sha256 in the manifest (corrupt)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def load_state_strict(policy, state: dict, source: Path | str) -> dict[str, int]:
@@ -146,12 +183,21 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     )
 
 
-def write_last(run_dir: Path, checkpoint_dir: Path) -> None:
-    (Path(run_dir) / LAST_FILE).write_text(str(Path(checkpoint_dir).relative_to(run_dir)) + "\n")
+def write_pointer(run_dir: Path, name: str, checkpoint_dir: Path, **extra) -> None:
+    """``last_checkpoint.json`` / ``best_checkpoint.json``: which step directory, replaced atomically."""
+    doc = {"path": str(Path(checkpoint_dir).relative_to(run_dir)), **extra}
+    _write_atomic(Path(run_dir) / name, json.dumps(doc, indent=2) + "\n")
 
 
-def find_last(run_dir: Path) -> Path:
-    path = Path(run_dir) / LAST_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found: no finished checkpoint in {run_dir}; run the train stage first")
-    return Path(run_dir) / path.read_text().strip()
+def read_pointer(run_dir: Path, name: str) -> dict | None:
+    path = Path(run_dir) / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def find_last(run_dir: Path, name: str = LAST_FILE) -> Path:
+    """The ``pretrained_model`` directory of the run's last (or best) checkpoint."""
+    doc = read_pointer(run_dir, name)
+    if doc is None:
+        raise CheckpointError(f"{Path(run_dir) / name} not found: no finished checkpoint in {run_dir}; "
+                              f"run the train stage first")
+    return Path(run_dir) / doc["path"] / PRETRAINED_DIR

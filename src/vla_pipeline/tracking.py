@@ -1,13 +1,24 @@
 """One small logger interface with dvclive and Weights & Biases behind it. Nothing else in the
-project calls dvclive or wandb directly. W&B is offline unless params say otherwise; its API key
-comes from the environment (WANDB_API_KEY) and is never logged or written."""
+project calls dvclive or wandb directly.
+
+W&B's mode comes from params (online | offline | disabled); an online run whose service cannot be
+reached falls back to offline with a warning (``wandb sync`` uploads it later). Its API key comes
+from the environment (WANDB_API_KEY) and is never logged or written. A resumed run continues the
+same W&B run (its id is kept in the W&B directory, keyed by the run key) and rewinds dvclive's
+curves to the checkpoint's step."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+RUN_IDS_FILE = "run_ids.json"
+CURVES = ("train/loss", "val/loss", "train/lr", "train/grad_norm")
 
 
 @dataclass(frozen=True)
@@ -16,21 +27,66 @@ class TrackingConfig:
     wandb_dir: Path
     wandb_project: str = "vla-pipeline"
     wandb_mode: str = "offline"  # offline | online | disabled
-    run_name: str | None = None
+    run_key: str = ""  # a resumed run (same key) continues its W&B run
+    resume_step: int | None = None  # None: a new run
+    init_timeout: float = 60.0  # seconds W&B may take to reach its service before falling back to offline
 
 
 class Tracker(Protocol):
     def log_config(self, config: dict) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_artifact(self, name: str, path: Path, kind: str) -> None: ...
+    def log_artifact(self, name: str, path: Path | None, kind: str, metadata: dict | None = None) -> None: ...
+    def log_image(self, name: str, path: Path) -> None: ...
     def close(self) -> None: ...
 
 
+def rewind_live_dir(live_dir: Path, step: int) -> None:
+    """Drop dvclive rows logged after ``step`` (a killed run logged past its last checkpoint)."""
+    for tsv in (Path(live_dir) / "plots" / "metrics").rglob("*.tsv"):
+        with open(tsv, newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        kept = rows[:1] + [r for r in rows[1:] if int(float(r[1])) <= step]
+        with open(tsv, "w", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def save_curves_plot(live_dir: Path, out: Path) -> Path | None:
+    """One PNG of the logged curves (loss, validation loss, lr, grad norm) from dvclive's files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    for name in CURVES:
+        tsv = Path(live_dir) / "plots" / "metrics" / f"{name}.tsv"
+        if tsv.is_file():
+            with open(tsv, newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            series[name] = ([int(r["step"]) for r in rows], [float(r[name.split("/")[-1]]) for r in rows])
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3))
+    for ax, (name, (x, y)) in zip(axes if len(series) > 1 else [axes], series.items(), strict=True):
+        ax.plot(x, y)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if name != "train/lr":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
 class DvcLiveTracker:
-    def __init__(self, live_dir: Path):
+    def __init__(self, live_dir: Path, resume_step: int | None):
         from dvclive import Live
 
-        self.live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        if resume_step is not None:
+            rewind_live_dir(live_dir, resume_step)
+        self.live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
+                         resume=resume_step is not None)
 
     def log_config(self, config: dict) -> None:
         self.live.log_params(config)
@@ -41,8 +97,11 @@ class DvcLiveTracker:
             self.live.log_metric(name, value)
         self.live.next_step()
 
-    def log_artifact(self, name: str, path: Path, kind: str) -> None:
-        """Nothing to do: the file is a DVC stage output, versioned by its content hash already."""
+    def log_artifact(self, name: str, path: Path | None, kind: str, metadata: dict | None = None) -> None:
+        """Nothing to do: the files are DVC stage outputs, versioned by their content hash already."""
+
+    def log_image(self, name: str, path: Path) -> None:
+        """Nothing to do: `dvc plots show` draws the same curves from the logged metrics."""
 
     def close(self) -> None:
         self.live.end()
@@ -50,13 +109,38 @@ class DvcLiveTracker:
 
 class WandbTracker:
     def __init__(self, cfg: TrackingConfig):
-        import wandb
-
         Path(cfg.wandb_dir).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(
-            project=cfg.wandb_project, mode=cfg.wandb_mode, dir=str(cfg.wandb_dir), name=cfg.run_name,
-            settings=wandb.Settings(console="off", x_disable_stats=True),
+        run_id = self._run_id(cfg)
+        try:
+            self.run = self._init(cfg, cfg.wandb_mode, run_id)
+        except Exception as e:  # noqa: BLE001 - W&B raises many types when it cannot reach its service
+            if cfg.wandb_mode != "online":
+                raise
+            print(f"WARNING: W&B online is unreachable or not logged in ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}); logging offline to {cfg.wandb_dir}. "
+                  f"Upload later with `wandb sync {cfg.wandb_dir}/wandb/offline-run-*`", file=sys.stderr)
+            self.run = self._init(cfg, "offline", run_id)
+
+    @staticmethod
+    def _run_id(cfg: TrackingConfig) -> str:
+        """The W&B run id of this run key when resuming, else a new one (remembered for a later resume)."""
+        import wandb
+
+        path = Path(cfg.wandb_dir) / RUN_IDS_FILE
+        ids = json.loads(path.read_text()) if path.is_file() else {}
+        if cfg.resume_step is None or cfg.run_key not in ids:
+            ids[cfg.run_key] = wandb.util.generate_id()
+            path.write_text(json.dumps(ids, indent=2))
+        return ids[cfg.run_key]
+
+    @staticmethod
+    def _init(cfg: TrackingConfig, mode: str, run_id: str):
+        import wandb
+
+        return wandb.init(
+            project=cfg.wandb_project, mode=mode, dir=str(cfg.wandb_dir), id=run_id, resume="allow",
+            settings=wandb.Settings(console="off", x_disable_stats=True, init_timeout=cfg.init_timeout),
         )
 
     def log_config(self, config: dict) -> None:
@@ -65,13 +149,21 @@ class WandbTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
 
-    def log_artifact(self, name: str, path: Path, kind: str) -> None:
-        """An immutable W&B artifact (versioned by content; offline runs sync it later)."""
+    def log_artifact(self, name: str, path: Path | None, kind: str, metadata: dict | None = None) -> None:
+        """An immutable W&B artifact (a file or directory, or only metadata such as a dataset reference)."""
         import wandb
 
-        artifact = wandb.Artifact(name, type=kind)
-        artifact.add_file(str(path))
+        artifact = wandb.Artifact(name, type=kind, metadata=metadata or {})
+        if path is not None and Path(path).is_dir():
+            artifact.add_dir(str(path))
+        elif path is not None:
+            artifact.add_file(str(path))
         self.run.log_artifact(artifact)
+
+    def log_image(self, name: str, path: Path) -> None:
+        import wandb
+
+        self.run.log({name: wandb.Image(str(path))})
 
     def close(self) -> None:
         import wandb
@@ -94,17 +186,28 @@ class MultiTracker:
         for t in self.trackers:
             t.log_metrics(metrics, step)
 
-    def log_artifact(self, name: str, path: Path, kind: str) -> None:
+    def log_artifact(self, name: str, path: Path | None, kind: str, metadata: dict | None = None) -> None:
         for t in self.trackers:
-            t.log_artifact(name, path, kind)
+            t.log_artifact(name, path, kind, metadata)
+
+    def log_image(self, name: str, path: Path) -> None:
+        for t in self.trackers:
+            t.log_image(name, path)
 
     def close(self) -> None:
         for t in self.trackers:
             t.close()
 
 
-def make_tracker(cfg: TrackingConfig) -> Tracker:
-    trackers: list[Tracker] = [DvcLiveTracker(cfg.live_dir)]
+class NullTracker(MultiTracker):
+    """What processes other than the first of a multi-GPU run log: nothing."""
+
+    def __init__(self):
+        super().__init__([])
+
+
+def make_tracker(cfg: TrackingConfig) -> MultiTracker:
+    trackers: list[Tracker] = [DvcLiveTracker(cfg.live_dir, cfg.resume_step)]
     if cfg.wandb_mode != "disabled":
         trackers.append(WandbTracker(cfg))
     return MultiTracker(trackers)

@@ -1,133 +1,54 @@
 """Fine-tune LeRobot's Pi0.5 on the contract's arm-only action with the frozen statistics.
 
-``train()`` orchestrates: verify inputs, build dataset / policy / processors / optimizer, then
-loop ``train_step()`` and let the checkpoint policy decide when to save.
+``train()`` reads like the plan: verify the inputs, set up the runtime (accelerate), build dataset,
+policy, processors, optimizer and schedule, resume if this run was interrupted, then loop
+``train_step()``; the checkpointer decides when to evaluate and save.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import random
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK
 from tqdm import tqdm
 
-from vla_pipeline.checkpoint import collect_versions, save_checkpoint, write_last
+from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, collect_versions, read_pointer, save_pretrained_model
+from vla_pipeline.checkpointer import Checkpointer
 from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import (
-    camera_shapes,
-    compute_dataset_fingerprint,
-    feature_names,
-    load_info,
-    make_dataset,
-)
+from vla_pipeline.data import camera_shapes, compute_dataset_fingerprint, feature_names, load_info, make_dataset
 from vla_pipeline.errors import ConfigError, ContractError, TrainingDivergedError, TrainInputError
+from vla_pipeline.guards import (
+    check_initial_loss,
+    check_normalized_ranges,
+    check_prompt_fits,
+    check_schedule,
+    compute_implied_initial_loss,
+    report_problems,
+)
 from vla_pipeline.model import make_pi05_policy
 from vla_pipeline.norms import STATS_FILE, compute_split_hash, load_norm_stats, make_processor_stats
-from vla_pipeline.params import at_least, choice, param
-from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors, resolve_tokenizer
+from vla_pipeline.policy import apply_freeze, make_pi05_config, make_processors, resolve_tokenizer
 from vla_pipeline.pretrained import load_pretrained_weights
-from vla_pipeline.tracking import TrackingConfig, make_tracker
-from vla_pipeline.transforms import AugmentConfig, make_image_transforms
+from vla_pipeline.resume import (
+    check_resumed_stats,
+    compute_run_key,
+    discard,
+    load_state,
+    plan_resume,
+    restore_rng,
+    save_state,
+)
+from vla_pipeline.runtime import Runtime, collect_git, collect_gpus, make_accelerator, seed_everything
+from vla_pipeline.sampler import compute_batches_per_epoch, make_loader
+from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
+from vla_pipeline.train_config import PHASE_KEYS, TrainConfig, resolve_phase  # noqa: F401  (re-exported)
+from vla_pipeline.transforms import make_image_transforms
+from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
 from vla_pipeline.validate import load_report
 
-WANDB_MODES = ("offline", "online", "disabled")
-PHASE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "decay_steps", "decay_lr", "log_every", "save_every")
-
-
-def resolve_phase(p: dict) -> dict:
-    """``train`` with every null phase key filled from ``phases.<train.phase>``: an explicit value wins."""
-    train_params = dict(param(p, "train"))
-    phases = param(p, "phases")
-    phase = choice(param(p, "train.phase", str), tuple(phases), "train.phase")
-    for key in PHASE_KEYS:
-        if train_params.get(key) is None:
-            train_params[key] = param(phases, f"{phase}.{key}")
-    return train_params
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run uses; built from params (``from_params``), never hard-coded."""
-
-    dataset_root: Path
-    contract_path: Path
-    norms_dir: Path
-    validation_report: Path
-    out_dir: Path
-    live_dir: Path
-    wandb_dir: Path
-    policy: PolicyConfig
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    decay_steps: int
-    decay_lr: float
-    weight_decay: float
-    grad_clip_norm: float
-    num_workers: int
-    seed: int
-    log_every: int
-    save_every: int  # 0: only at the end
-    device: str
-    wandb_project: str
-    wandb_mode: str
-    augment: AugmentConfig = AugmentConfig()
-    phase: str = "smoke"
-
-    def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "log_every"):
-            at_least(getattr(self, key), 1, f"train.{key}")
-        for key in ("warmup_steps", "save_every", "num_workers"):
-            at_least(getattr(self, key), 0, f"train.{key}")
-        if not self.lr > 0:
-            raise ConfigError(f"params: 'train.lr' = {self.lr!r}; must be > 0")
-        choice(self.wandb_mode, WANDB_MODES, "train.wandb.mode")
-
-    @classmethod
-    def from_params(cls, p: dict, **overrides) -> TrainConfig:
-        ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every")
-        floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
-        t = {"train": resolve_phase(p)}
-        values = dict(
-            phase=param(p, "train.phase", str),
-            dataset_root=param(p, "dataset.root", Path),
-            contract_path=param(p, "dataset.contract", Path),
-            norms_dir=param(p, "norms.out_dir", Path),
-            validation_report=param(p, "validate.report", Path),
-            out_dir=param(p, "train.out_dir", Path),
-            live_dir=param(p, "train.live_dir", Path),
-            wandb_dir=param(p, "train.wandb.dir", Path),
-            policy=PolicyConfig.from_params(param(p, "policy")),
-            seed=param(p, "base.seed", int),
-            device=param(p, "train.device", str),
-            wandb_project=param(p, "train.wandb.project", str),
-            wandb_mode=param(p, "train.wandb.mode", str),
-            augment=AugmentConfig.from_params(param(p, "train.augment")),
-            **{k: param(t, f"train.{k}", int) for k in ints},
-            **{k: param(t, f"train.{k}", float) for k in floats},
-        )
-        values.update(overrides)
-        return cls(**values)
-
-    def resolved(self) -> dict:
-        """Every value this run uses, JSON-ready (logged to trackers and saved with checkpoints)."""
-        d = asdict(self)
-        d["policy"]["dims"] = self.policy.dims.to_dict() if self.policy.dims else None
-        return json.loads(json.dumps(d, default=str))
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+GUARD_STEPS = 10  # first steps whose loss is checked against what the frozen stats imply
 
 
 def check_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
@@ -155,109 +76,210 @@ def check_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
     return stats, split
 
 
-def make_optimizer_and_scheduler(policy, pi05_config, steps: int):
-    """LeRobot's Pi0.5 presets (AdamW, cosine decay with warmup) with our params folded in."""
-    optimizer = pi05_config.get_optimizer_preset().build(policy.get_optim_params())
-    scheduler = pi05_config.get_scheduler_preset().build(optimizer, steps)
-    return optimizer, scheduler
-
-
-def train_step(policy, preprocessor, batch: dict, optimizer, scheduler, grad_clip_norm: float) -> dict:
-    policy.train()
-    batch = preprocessor(batch)
-    check_prompt_fits(batch)
-    loss, _ = policy.forward(batch)
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(f"loss is {loss.item()}; lower train.lr or check the data")
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip_norm)
-    lr = optimizer.param_groups[0]["lr"]
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr}
-
-
-def check_prompt_fits(batch: dict) -> None:
-    """LeRobot's tokenizer step truncates silently; a prompt that fills the window was cut."""
-    mask = batch[OBS_LANGUAGE_ATTENTION_MASK]
-    if bool(mask[:, -1].any()):
-        raise ConfigError(
-            f"a prompt (task + discretized state) fills all policy.tokenizer_max_length={mask.shape[1]} "
-            f"tokens and may be truncated; raise policy.tokenizer_max_length"
-        )
-
-
-def make_loader(dataset, cfg: TrainConfig) -> Iterator[dict]:
-    """Endless shuffled batches; the order comes from ``cfg.seed``, each epoch tells the dataset its
-    number (augmentation seeds), and workers are re-created per epoch so they see it."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator,
-        num_workers=cfg.num_workers,
-    )
-    for epoch in itertools.count():
-        dataset.set_epoch(epoch)
-        yield from loader
-
-
 @dataclass
 class TrainInputs:
     dataset: object
+    val_dataset: object
     pi05_config: object
     preprocessor: object
     postprocessor: object
     tokenizer: str
 
 
-def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]]) -> TrainInputs:
-    """The train split as LeRobot samples (augmented), the policy config and its processors."""
+def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], runtime: Runtime | None = None
+                ) -> TrainInputs:
+    """The train split as LeRobot samples (augmented), a fixed validation subset, the policy config
+    (with the runtime's lr scale, checkpointing and compile) and its processors."""
     contract = load_contract(cfg.contract_path)
     dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size,
                            augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
-    if len(dataset) < cfg.batch_size:
-        raise ConfigError(f"train split has {len(dataset)} frames, fewer than train.batch_size={cfg.batch_size}")
+    world = runtime.world_size if runtime else 1
+    if compute_batches_per_epoch(len(dataset), cfg.batch_size, world) < 1:
+        raise ConfigError(f"train split has {len(dataset)} frames, fewer than train.batch_size={cfg.batch_size} "
+                          f"x {world} process(es)")
+    val = make_dataset(cfg.dataset_root, contract, split["val"], cfg.policy.chunk_size) if split["val"] else None
+    scale = runtime.lr_scale if runtime else 1.0
     pi05_config = make_pi05_config(
-        cfg.policy, len(contract.joints), camera_shapes(cfg.dataset_root, contract), cfg.device,
-        optimizer_lr=cfg.lr, optimizer_weight_decay=cfg.weight_decay, optimizer_grad_clip_norm=cfg.grad_clip_norm,
+        cfg.policy, len(contract.joints), camera_shapes(cfg.dataset_root, contract),
+        runtime.device if runtime else "cpu",
+        optimizer_lr=cfg.lr * scale, optimizer_weight_decay=cfg.weight_decay, optimizer_grad_clip_norm=cfg.grad_clip_norm,
         scheduler_warmup_steps=cfg.warmup_steps, scheduler_decay_steps=cfg.decay_steps,
-        scheduler_decay_lr=cfg.decay_lr,
+        scheduler_decay_lr=cfg.decay_lr * scale,
+        gradient_checkpointing=runtime.gradient_checkpointing if runtime else False,
+        compile_model=runtime.compile if runtime else False,
     )
     tokenizer = resolve_tokenizer(cfg.policy, Path(cfg.out_dir) / "tokenizer")
     pre, post = make_processors(pi05_config, make_processor_stats(stats_doc), tokenizer)
-    return TrainInputs(dataset, pi05_config, pre, post, tokenizer)
+    return TrainInputs(dataset, make_val_subset(val, cfg.val_samples) if val else None, pi05_config, pre, post,
+                       tokenizer)
+
+
+def make_optimizer_and_scheduler(policy, pi05_config, steps: int):
+    """LeRobot's Pi0.5 presets (AdamW, cosine decay with warmup) with our params folded in; the
+    schedule is always built with the run's total steps (also on resume) and checked to end at decay_lr."""
+    optimizer = pi05_config.get_optimizer_preset().build(policy.get_optim_params())
+    scheduler = pi05_config.get_scheduler_preset().build(optimizer, steps)
+    check_schedule(scheduler, steps, pi05_config.scheduler_decay_lr, pi05_config.optimizer_lr)
+    return optimizer, scheduler
+
+
+def train_step(model, preprocessor, batch: dict, optimizer, scheduler, accelerator, grad_clip_norm: float) -> dict:
+    """One optimizer step; returns its metrics (and the normalized batch, for the first-step guards)."""
+    model.train()
+    batch = preprocessor(batch)
+    check_prompt_fits(batch)
+    with accelerator.autocast():
+        loss, _ = model(batch)
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(f"loss is {loss.item()}; lower train.lr or check the data")
+    accelerator.backward(loss)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "batch": batch}
+
+
+def run_metadata(cfg: TrainConfig, runtime: Runtime, stats_doc: dict, run_key: str) -> dict:
+    """What rebuilds the run: the resolved config, code commit, versions, hardware and data identity."""
+    return {**cfg.resolved(), "runtime_resolved": runtime.to_dict(), "run_key": run_key,
+            "effective_batch_size": cfg.batch_size * runtime.world_size,
+            "lr_effective": cfg.lr * runtime.lr_scale, "git": collect_git(), "versions": collect_versions(),
+            "hardware": collect_gpus(),
+            "data": {"root": str(cfg.dataset_root), "fingerprint": stats_doc["dataset_fingerprint"],
+                     "split_hash": stats_doc["split_hash"], "contract_hash": stats_doc["contract_hash"]}}
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run the whole fine-tuning; returns the final checkpoint directory."""
+    """Run (or resume) the whole fine-tuning; returns the last checkpoint's ``pretrained_model`` directory."""
     stats_doc, split = check_inputs(cfg)
-    set_seed(cfg.seed)
-    inputs = make_inputs(cfg, stats_doc, split)
+    accelerator, runtime = make_accelerator(cfg.runtime)
+    is_main = accelerator.is_main_process
+    seed_everything(cfg.seed, runtime.rank, runtime.deterministic)
+    inputs = make_inputs(cfg, stats_doc, split, runtime)
     policy = make_pi05_policy(inputs.pi05_config, cfg.policy.dims)
     if cfg.policy.pretrained:
-        counts = load_pretrained_weights(policy, cfg.policy.pretrained)
-        print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
+        print(f"pretrained weights from {cfg.policy.pretrained}: {load_pretrained_weights(policy, cfg.policy.pretrained)}")
+    print(f"parameters: {apply_freeze(policy, cfg.freeze)} (train.freeze={list(cfg.freeze)})")
     optimizer, scheduler = make_optimizer_and_scheduler(policy, inputs.pi05_config, cfg.steps)
-    batches = make_loader(inputs.dataset, cfg)
-    tracker = make_tracker(TrackingConfig(live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir,
-                                          wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode))
-    out, checkpoint = Path(cfg.out_dir), None
+    config = {**cfg.resolved(), "runtime_resolved": runtime.to_dict()}
+    run_key = compute_run_key({**config, "runtime_resolved": {k: v for k, v in runtime.to_dict().items()
+                                                              if k != "device"}}, stats_doc, collect_versions())
+    start, best, resumed_from = resume_if_possible(cfg, run_key, policy, optimizer, scheduler, inputs, stats_doc,
+                                                   accelerator)
+    checkpointer = Checkpointer(Path(cfg.out_dir), cfg.steps, cfg.save_every, cfg.eval_every, cfg.keep_last,
+                                is_main, accelerator.wait_for_everyone, best)
+    tracker = make_tracker(TrackingConfig(
+        live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir, wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode,
+        run_key=run_key, resume_step=start if resumed_from else None, init_timeout=cfg.wandb_init_timeout,
+    )) if is_main else NullTracker()
+    print(f"runtime: {runtime.describe()}; effective batch {cfg.batch_size * runtime.world_size}")
+    model, optimizer = accelerator.prepare(policy, optimizer)
+    if resumed_from is not None:
+        restore_rng(resumed_from, runtime.rank)  # undo any draw made since the state was loaded
     try:
-        tracker.log_config({**cfg.resolved(), "versions": collect_versions()})
-        tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / STATS_FILE, "normalization")
-        progress = tqdm(range(1, cfg.steps + 1), desc="train", unit="step")
-        for step in progress:
-            metrics = train_step(policy, inputs.preprocessor, next(batches), optimizer, scheduler, cfg.grad_clip_norm)
-            progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                tracker.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step)
-            if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-                checkpoint = save_checkpoint(
-                    out / "checkpoints" / f"{step:06d}", policy, inputs.preprocessor, inputs.postprocessor,
-                    dims=cfg.policy.dims, tokenizer=inputs.tokenizer, contract_path=cfg.contract_path,
-                    norm_stats=stats_doc, train_config=cfg.resolved(),
-                )
-                write_last(out, checkpoint)
+        tracker.log_config(run_metadata(cfg, runtime, stats_doc, run_key))
+        log_inputs(tracker, cfg, stats_doc)
+        loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
+             start, config, run_key)
+        log_outputs(tracker, cfg)
     finally:
         tracker.close()
-    return checkpoint
+    return Path(cfg.out_dir) / read_pointer(cfg.out_dir, LAST_FILE)["path"] / "pretrained_model"
+
+
+def resume_if_possible(cfg, run_key, policy, optimizer, scheduler, inputs, stats_doc, accelerator):
+    """Continue this run from its newest usable checkpoint (``train.resume: auto``), else start clean."""
+    plan = plan_resume(Path(cfg.out_dir), run_key, cfg.resume)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        discard(Path(cfg.out_dir), plan.discard)
+    accelerator.wait_for_everyone()
+    if plan.checkpoint is None:
+        return 0, None, None
+    step, run_state = load_state(plan.checkpoint, policy, optimizer, scheduler, accelerator.process_index)
+    check_resumed_stats(plan.checkpoint, inputs.preprocessor, stats_doc)
+    print(f"resuming from {plan.checkpoint} (step {step} of {cfg.steps})")
+    return step, run_state.get("best"), plan.checkpoint
+
+
+def loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
+         start, config, run_key) -> None:
+    policy = accelerator.unwrap_model(model)
+    batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, start, runtime.rank,
+                          runtime.world_size)
+    implied_loss, first_losses = compute_implied_initial_loss(stats_doc, cfg.policy.normalization), []
+    progress = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", initial=start, total=cfg.steps,
+                    disable=not accelerator.is_main_process)
+    for step in progress:
+        t0 = time.perf_counter()
+        metrics = train_step(model, inputs.preprocessor, next(batches), optimizer, scheduler, accelerator,
+                             cfg.grad_clip_norm)
+        batch = metrics.pop("batch")
+        if step == start + 1:
+            report_problems(check_normalized_ranges(batch, cfg.policy.normalization))
+        if start == 0 and step <= GUARD_STEPS:
+            first_losses.append(metrics["loss"])
+            if step == min(GUARD_STEPS, cfg.steps):
+                report_problems(check_initial_loss(first_losses, implied_loss))
+        elapsed = time.perf_counter() - t0
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
+        logged = {"train/lr": metrics["lr"]}  # every step: the schedule is visible whole
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            logged.update({f"train/{k}": v for k, v in metrics.items()})
+            logged.update(perf_metrics(elapsed, cfg.batch_size * runtime.world_size))
+        val_loss = None
+        if checkpointer.should_eval(step) and inputs.val_dataset is not None:
+            val_loss = compute_validation_loss(policy, inputs.preprocessor, inputs.val_dataset, cfg.batch_size,
+                                               cfg.seed, accelerator.autocast)
+            logged["val/loss"] = val_loss
+        tracker.log_metrics(logged, step)
+        if checkpointer.should_save(step, val_loss):
+            checkpointer.save(step, val_loss, lambda tmp, best, step=step: save_state_and_model(
+                tmp, step, best, cfg, runtime, accelerator, policy, optimizer, scheduler, inputs, stats_doc, config,
+                run_key))
+
+
+def perf_metrics(step_time_s: float, global_batch: int) -> dict:
+    out = {"perf/step_time_s": step_time_s, "perf/samples_per_s": global_batch / step_time_s}
+    if torch.cuda.is_available():
+        out["perf/gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def save_state_and_model(tmp, step, best, cfg, runtime, accelerator, policy, optimizer, scheduler, inputs,
+                         stats_doc, config, run_key) -> None:
+    run_state = {"step": step, "run_key": run_key, "best": best, "world_size": runtime.world_size,
+                 "sampler": {"global_batches_done": step,
+                             "batches_per_epoch": compute_batches_per_epoch(len(inputs.dataset), cfg.batch_size,
+                                                                            runtime.world_size)}}
+    if accelerator.is_main_process:
+        save_pretrained_model(
+            tmp, policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims, tokenizer=inputs.tokenizer,
+            contract_path=cfg.contract_path, norm_stats=stats_doc, train_config=config, provenance={"git": collect_git()},
+        )
+    save_state(tmp, step, optimizer, scheduler, run_state, runtime.rank)
+
+
+def log_inputs(tracker, cfg: TrainConfig, stats_doc: dict) -> None:
+    info = load_info(cfg.dataset_root)
+    tracker.log_artifact("dataset", None, "dataset", metadata={
+        "root": str(Path(cfg.dataset_root).resolve()), "fingerprint": stats_doc["dataset_fingerprint"],
+        "total_episodes": info.get("total_episodes"), "total_frames": info.get("total_frames"),
+        "fps": info.get("fps"), "codebase_version": info.get("codebase_version"),
+    })
+    tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / STATS_FILE, "normalization",
+                         metadata={"fingerprint": stats_doc["dataset_fingerprint"]})
+
+
+def log_outputs(tracker, cfg: TrainConfig) -> None:
+    plot = save_curves_plot(cfg.live_dir, Path(cfg.live_dir) / "train_curves.png")
+    if plot is not None:
+        tracker.log_image("media/training_curves", plot)
+    if cfg.wandb_log_checkpoints:
+        for name, pointer in (("checkpoint-last", LAST_FILE), ("checkpoint-best", BEST_FILE)):
+            doc = read_pointer(cfg.out_dir, pointer)
+            if doc is not None:
+                tracker.log_artifact(name, Path(cfg.out_dir) / doc["path"] / "pretrained_model", "model",
+                                     metadata={k: v for k, v in doc.items() if k != "path"})

@@ -1,0 +1,158 @@
+"""Resuming a run. Beside each checkpoint's ``pretrained_model`` sits LeRobot's ``training_state``
+(step, optimizer, scheduler, RNG of python/numpy/torch/CUDA) plus every other process's RNG and
+``run_state.json`` (run key, sampler position, best validation loss so far).
+
+A run is identified by its *run key*: the resolved config (minus bookkeeping such as intervals,
+directories and W&B settings), the frozen stats, the code and the package versions. ``resume:
+auto`` continues only a run with the same key; anything else starts a new run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lerobot.utils.random_utils import load_rng_state, serialize_rng_state
+from lerobot.utils.train_utils import load_training_state, save_training_state
+from lerobot.datasets.utils import flatten_dict, unflatten_dict
+from safetensors.torch import load_file, save_file
+
+import vla_pipeline
+from vla_pipeline.checkpoint import (
+    BEST_FILE,
+    LAST_FILE,
+    PRETRAINED_DIR,
+    STATS_FILE,
+    load_policy_weights,
+    verify_checkpoint,
+)
+from vla_pipeline.errors import CheckpointError, TrainInputError
+from vla_pipeline.guards import warn_loudly
+from vla_pipeline.norms import make_processor_stats
+
+TRAINING_STATE_DIR = "training_state"
+RUN_STATE_FILE = "run_state.json"
+CHECKPOINTS_DIR = "checkpoints"
+RESUME_MODES = ("auto", "never")
+# keys that change how a run is recorded, never what it computes
+BOOKKEEPING = {"out_dir", "live_dir", "wandb_dir", "wandb_project", "wandb_mode", "wandb_init_timeout",
+               "wandb_log_checkpoints", "log_every", "save_every", "eval_every", "keep_last", "num_workers", "resume"}
+
+
+def compute_source_hash() -> str:
+    """sha256 over this package's Python sources: a code change makes a new run, never a resumed one."""
+    root = Path(vla_pipeline.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def compute_run_key(config: dict, stats_doc: dict, versions: dict) -> str:
+    identity = {
+        "config": {k: v for k, v in config.items() if k not in BOOKKEEPING},
+        "stats": stats_doc["features"], "dataset_fingerprint": stats_doc["dataset_fingerprint"],
+        "source": compute_source_hash(), "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished-looking step directories (``000500``), newest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    steps = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
+    return sorted(steps, key=lambda p: int(p.name), reverse=True)
+
+
+def read_run_state(step_dir: Path) -> dict:
+    return json.loads((Path(step_dir) / TRAINING_STATE_DIR / RUN_STATE_FILE).read_text())
+
+
+def save_state(step_dir: Path, step: int, optimizer, scheduler, run_state: dict, rank: int) -> None:
+    """This process's part of the training state (process 0 writes LeRobot's files and run_state)."""
+    state_dir = Path(step_dir) / TRAINING_STATE_DIR
+    if rank == 0:
+        save_training_state(Path(step_dir), step, optimizer, scheduler)
+        (state_dir / RUN_STATE_FILE).write_text(json.dumps(run_state, indent=2))
+    else:
+        save_file(flatten_dict(serialize_rng_state()), state_dir / f"rng_state_rank{rank}.safetensors")
+
+
+def restore_rng(step_dir: Path, rank: int) -> None:
+    """Put this process's RNG streams back where they were when ``step_dir`` was saved."""
+    state_dir = Path(step_dir) / TRAINING_STATE_DIR
+    if rank == 0:
+        load_rng_state(state_dir)
+    else:
+        from lerobot.utils.random_utils import deserialize_rng_state
+
+        deserialize_rng_state(unflatten_dict(load_file(state_dir / f"rng_state_rank{rank}.safetensors")))
+
+
+def load_state(step_dir: Path, policy, optimizer, scheduler, rank: int) -> tuple[int, dict]:
+    """Weights, optimizer, scheduler and RNG from ``step_dir``; returns (step, run_state)."""
+    try:
+        load_policy_weights(policy, Path(step_dir) / PRETRAINED_DIR)
+        step, _, _ = load_training_state(Path(step_dir), optimizer, scheduler)
+        restore_rng(step_dir, rank)
+        return step, read_run_state(step_dir)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any unreadable file makes the checkpoint unusable
+        raise CheckpointError(f"{step_dir}: cannot load the training state ({type(e).__name__}: {e})") from e
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    checkpoint: Path | None  # None: start a new run
+    discard: list[Path]  # step directories (and leftovers) the new or resumed run replaces
+
+
+def plan_resume(run_dir: Path, run_key: str, mode: str) -> ResumePlan:
+    """Which checkpoint to continue from: the newest complete one of this run. Incomplete or corrupt
+    ones are reported and skipped; checkpoints of another run (other config, data, code) are replaced."""
+    run_dir = Path(run_dir)
+    leftovers = [p for p in (run_dir / CHECKPOINTS_DIR).glob("*.tmp")] if (run_dir / CHECKPOINTS_DIR).is_dir() else []
+    steps = list_checkpoints(run_dir)
+    if mode == "never" or not steps:
+        if steps:
+            print(f"train.resume=never: starting a new run; replacing {len(steps)} checkpoint(s) in {run_dir}")
+        return ResumePlan(None, leftovers + steps)
+    newer: list[Path] = []
+    for step_dir in steps:
+        problem = verify_checkpoint(step_dir)
+        if problem is None:
+            key = read_run_state(step_dir).get("run_key")
+            if key == run_key:
+                return ResumePlan(step_dir, leftovers + newer)
+            print(f"{run_dir} holds checkpoints of another run (config, data, code or versions differ); "
+                  f"starting a new run that replaces them")
+            return ResumePlan(None, leftovers + steps)
+        warn_loudly(f"checkpoint {step_dir} is unusable: {problem}; falling back to the previous one")
+        newer.append(step_dir)
+    return ResumePlan(None, leftovers + steps)
+
+
+def discard(run_dir: Path, paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+    if not list_checkpoints(run_dir):
+        for name in (LAST_FILE, BEST_FILE):
+            (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def check_resumed_stats(step_dir: Path, preprocessor, stats_doc: dict) -> None:
+    """After a resume, the stats the checkpoint's saved (un)normalizer steps hold, and those of the live
+    preprocessor, must equal the frozen stats exactly."""
+    import torch
+
+    frozen = {f"{feature}.{k}": v for feature, stats in make_processor_stats(stats_doc).items() for k, v in stats.items()}
+    sources = {str(f): load_file(f) for f in sorted((Path(step_dir) / PRETRAINED_DIR).glob("*normalizer_processor.safetensors"))}
+    live = next(step for step in preprocessor.steps if type(step).__name__ == "NormalizerProcessorStep")
+    sources["live preprocessor"] = {f"{feature}.{k}": v.cpu() for feature, stats in live.stats.items() for k, v in stats.items()}
+    for name, stats in sources.items():
+        if stats.keys() != frozen.keys() or not all(torch.equal(stats[k], frozen[k]) for k in frozen):
+            raise TrainInputError(f"after resuming from {step_dir}: the stats of {name} differ from the frozen stats; "
+                                  f"run with train.resume=never, or restore the norms stage's output")

@@ -1,0 +1,148 @@
+"""Where and how a run executes: accelerate (one process, or many under ``accelerate launch``),
+device, precision, gradient checkpointing, torch.compile, seeding and determinism, plus the
+environment facts a run records (versions, GPUs, git commit).
+
+``auto`` settings follow the AMD/ROCm spec on every GPU: compile off, gradient checkpointing on,
+bf16 where the device supports it, else fp16; on CPU: fp32 and no checkpointing."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla_pipeline.errors import ConfigError
+from vla_pipeline.params import choice
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SWITCHES = ("auto", True, False)
+LR_SCALING = ("none", "linear", "sqrt")
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """What params ask for (``train.device``, ``train.precision``, ...); ``auto`` is resolved at run time."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    gradient_checkpointing: str | bool = "auto"
+    compile: str | bool = "auto"
+    deterministic: bool = False
+    lr_scaling: str = "none"
+
+    def __post_init__(self) -> None:
+        choice(self.device, DEVICES, "train.device")
+        choice(self.precision, PRECISIONS, "train.precision")
+        choice(self.gradient_checkpointing, SWITCHES, "train.gradient_checkpointing")
+        choice(self.compile, SWITCHES, "train.compile")
+        choice(self.lr_scaling, LR_SCALING, "train.lr_scaling")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved settings; logged with the run and saved beside every checkpoint."""
+
+    platform: str  # cpu | cuda | rocm
+    device: str
+    precision: str
+    gradient_checkpointing: bool
+    compile: bool
+    deterministic: bool
+    world_size: int
+    rank: int
+    lr_scale: float
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "rank"}
+
+    def describe(self) -> str:
+        return (f"{self.platform} ({self.device}), precision {self.precision}, gradient checkpointing "
+                f"{'on' if self.gradient_checkpointing else 'off'}, compile {'on' if self.compile else 'off'}, "
+                f"{self.world_size} process(es), lr x{self.lr_scale:g}")
+
+
+def detect_platform() -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "rocm" if torch.version.hip else "cuda"
+
+
+def compute_lr_scale(rule: str, world_size: int) -> float:
+    """How the configured lr (tuned for one process's batch) scales with the number of processes."""
+    return {"none": 1.0, "linear": float(world_size), "sqrt": float(world_size) ** 0.5}[rule]
+
+
+def resolve_precision(requested: str, platform: str) -> str:
+    if requested != "auto":
+        if platform == "cpu" and requested == "fp16":
+            raise ConfigError("params: train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+        return requested
+    if platform == "cpu":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_accelerator(opts: RuntimeOptions):
+    """accelerate's ``Accelerator`` for this process and the resolved :class:`Runtime`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    platform = detect_platform() if opts.device != "cpu" else "cpu"
+    if opts.device == "cuda" and platform == "cpu":
+        raise ConfigError("params: train.device=cuda but torch sees no GPU (CUDA or ROCm); use train.device=auto")
+    precision = resolve_precision(opts.precision, platform)
+    accelerator = Accelerator(
+        cpu=platform == "cpu", mixed_precision=MIXED_PRECISION[precision], step_scheduler_with_optimizer=False,
+        # Pi0.5's VLM head takes no part in the loss: DDP must not wait for its gradients
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    on_gpu = platform != "cpu"
+    runtime = Runtime(
+        platform=platform, device=str(accelerator.device), precision=precision,
+        gradient_checkpointing=on_gpu if opts.gradient_checkpointing == "auto" else bool(opts.gradient_checkpointing),
+        compile=False if opts.compile == "auto" else bool(opts.compile),
+        deterministic=opts.deterministic, world_size=accelerator.num_processes, rank=accelerator.process_index,
+        lr_scale=compute_lr_scale(opts.lr_scaling, accelerator.num_processes),
+    )
+    return accelerator, runtime
+
+
+def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> None:
+    """python, numpy and torch (CPU and every GPU). Each process gets its own stream (``seed + rank``)
+    so that processes draw different flow-matching noise; the data order comes from ``seed`` alone."""
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def collect_git(root: Path | None = None) -> dict:
+    """The code commit and whether the working tree differs from it (``unknown`` outside git)."""
+    root = Path.cwd() if root is None else Path(root)
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+
+
+def collect_gpus() -> dict:
+    """GPU names and the CUDA or ROCm (HIP) version torch was built with."""
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"gpus": names, "cuda": torch.version.cuda, "rocm_hip": torch.version.hip}

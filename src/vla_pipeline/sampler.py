@@ -1,0 +1,57 @@
+"""Training batches whose order is a pure function of (seed, epoch, position): a resumed run
+continues at the exact batch where the checkpoint was taken, without replaying the data, and
+every process of a multi-GPU run takes its own disjoint share of each global batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def compute_batches_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Full global batches per epoch (the remainder is dropped, like ``drop_last=True``)."""
+    return num_samples // (batch_size * world_size)
+
+
+def compute_epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's permutation of sample indices; depends on nothing but its arguments."""
+    epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(epoch_seed))
+
+
+class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """One epoch's batches for process ``rank``, from global batch ``start`` on. Global batch ``b``
+    holds ``order[b*B*W:(b+1)*B*W]``; process ``r`` takes the ``r``-th block of ``B``."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int, start: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.num_samples, self.batch_size, self.seed, self.epoch = num_samples, batch_size, seed, epoch
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def __len__(self) -> int:
+        return compute_batches_per_epoch(self.num_samples, self.batch_size, self.world_size) - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = compute_epoch_order(self.num_samples, self.seed, self.epoch)
+        per_global = self.batch_size * self.world_size
+        for b in range(self.start, self.start + len(self)):
+            lo = b * per_global + self.rank * self.batch_size
+            yield order[lo:lo + self.batch_size].tolist()
+
+
+def make_loader(dataset, batch_size: int, seed: int, num_workers: int, start: int = 0, rank: int = 0,
+                world_size: int = 1) -> Iterator[dict]:
+    """Endless batches from global batch ``start`` (= optimizer steps already taken). Each epoch
+    tells the dataset its number (augmentation seeds) before its workers are created."""
+    per_epoch = compute_batches_per_epoch(len(dataset), batch_size, world_size)
+    epoch, offset = divmod(start, per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, offset, rank, world_size)
+        # the generator keeps worker seeding off the global RNG (the model's noise stream)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                             generator=torch.Generator().manual_seed(seed))
+        yield from loader
+        epoch, offset = epoch + 1, 0

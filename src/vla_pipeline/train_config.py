@@ -1,0 +1,126 @@
+"""The training run's typed config, built from the params mapping: phase defaults (``phases.<name>``)
+fill every ``train`` key left null, and an explicit value always wins."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vla_pipeline.errors import ConfigError
+from vla_pipeline.params import at_least, choice, param
+from vla_pipeline.policy import FREEZE_GROUPS, PolicyConfig
+from vla_pipeline.resume import RESUME_MODES
+from vla_pipeline.runtime import RuntimeOptions
+from vla_pipeline.transforms import AugmentConfig
+
+WANDB_MODES = ("offline", "online", "disabled")
+PHASE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "decay_steps", "decay_lr", "log_every", "save_every",
+              "eval_every")
+
+
+def resolve_phase(p: dict) -> dict:
+    """``train`` with every null phase key filled from ``phases.<train.phase>``: an explicit value wins."""
+    train_params = dict(param(p, "train"))
+    phases = param(p, "phases")
+    phase = choice(param(p, "train.phase", str), tuple(phases), "train.phase")
+    for key in PHASE_KEYS:
+        if train_params.get(key) is None:
+            train_params[key] = param(phases, f"{phase}.{key}")
+    return train_params
+
+
+def _switch(value):
+    return value if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run uses; built from params (``from_params``), never hard-coded."""
+
+    dataset_root: Path
+    contract_path: Path
+    norms_dir: Path
+    validation_report: Path
+    out_dir: Path
+    live_dir: Path
+    wandb_dir: Path
+    policy: PolicyConfig
+    steps: int
+    batch_size: int  # per process; the effective batch is batch_size x processes
+    lr: float
+    warmup_steps: int
+    decay_steps: int
+    decay_lr: float
+    weight_decay: float
+    grad_clip_norm: float
+    num_workers: int
+    seed: int
+    log_every: int
+    save_every: int  # 0: only at the end (and new bests)
+    eval_every: int  # 0: only at the end
+    wandb_project: str
+    wandb_mode: str
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    freeze: tuple[str, ...] = ()
+    resume: str = "auto"
+    keep_last: int = 2
+    val_samples: int = 256
+    wandb_init_timeout: float = 60.0
+    wandb_log_checkpoints: bool = True
+    augment: AugmentConfig = AugmentConfig()
+    phase: str = "smoke"
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "log_every", "val_samples"):
+            at_least(getattr(self, key), 1, f"train.{key}")
+        for key in ("warmup_steps", "save_every", "eval_every", "num_workers", "keep_last"):
+            at_least(getattr(self, key), 0, f"train.{key}")
+        if not self.lr > 0:
+            raise ConfigError(f"params: 'train.lr' = {self.lr!r}; must be > 0")
+        choice(self.wandb_mode, WANDB_MODES, "train.wandb.mode")
+        choice(self.resume, RESUME_MODES, "train.resume")
+        for group in self.freeze:
+            choice(group, tuple(FREEZE_GROUPS), "train.freeze")
+
+    @classmethod
+    def from_params(cls, p: dict, **overrides) -> TrainConfig:
+        ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every",
+                "eval_every", "keep_last", "val_samples")
+        floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
+        t = {"train": resolve_phase(p)}
+        values = dict(
+            phase=param(p, "train.phase", str),
+            dataset_root=param(p, "dataset.root", Path),
+            contract_path=param(p, "dataset.contract", Path),
+            norms_dir=param(p, "norms.out_dir", Path),
+            validation_report=param(p, "validate.report", Path),
+            out_dir=param(p, "train.out_dir", Path),
+            live_dir=param(p, "train.live_dir", Path),
+            wandb_dir=param(p, "train.wandb.dir", Path),
+            policy=PolicyConfig.from_params(param(p, "policy")),
+            seed=param(p, "base.seed", int),
+            runtime=RuntimeOptions(
+                device=param(p, "train.device", str), precision=param(p, "train.precision", str),
+                gradient_checkpointing=param(p, "train.gradient_checkpointing", _switch),
+                compile=param(p, "train.compile", _switch), deterministic=param(p, "train.deterministic", bool),
+                lr_scaling=param(p, "train.lr_scaling", str),
+            ),
+            freeze=tuple(param(p, "train.freeze", lambda v: [str(g) for g in v or []])),
+            resume=param(p, "train.resume", str),
+            wandb_project=param(p, "train.wandb.project", str),
+            wandb_mode=param(p, "train.wandb.mode", str),
+            wandb_init_timeout=param(p, "train.wandb.init_timeout", float),
+            wandb_log_checkpoints=param(p, "train.wandb.log_checkpoints", bool),
+            augment=AugmentConfig.from_params(param(p, "train.augment")),
+            **{k: param(t, f"train.{k}", int) for k in ints},
+            **{k: param(t, f"train.{k}", float) for k in floats},
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def resolved(self) -> dict:
+        """Every value this run uses, JSON-ready (logged to trackers and saved with checkpoints)."""
+        d = asdict(self)
+        d["policy"]["dims"] = self.policy.dims.to_dict() if self.policy.dims else None
+        return json.loads(json.dumps(d, default=str))
