@@ -73,3 +73,34 @@ def tiny_run(params, demo_dataset, tmp_path_factory) -> Run:
     cfg = make_train_config(params, demo_dataset, work)
     checkpoint = train(cfg)
     return Run(demo_dataset, work / "report.json", work / "norms", work / "train", work / "live", checkpoint)
+
+
+def write_train_params(params: dict, run: Run, work: Path, **train) -> Path:
+    """A params.yaml for `vla train` on the tiny run's dataset and stats, writing under ``work``."""
+    import copy
+
+    p = copy.deepcopy(params)
+    p["dataset"]["root"] = str(run.dataset)
+    p["dataset"]["contract"] = str(CONTRACT)
+    p["validate"]["report"] = str(run.report)
+    p["norms"]["out_dir"] = str(run.norms)
+    p["train"].update(out_dir=str(work / "train"), live_dir=str(work / "live"), steps=4, batch_size=4,
+                      warmup_steps=1, decay_steps=4, num_workers=0, log_every=2, val_samples=8)
+    p["train"]["wandb"].update(dir=str(work / "wandb"), mode="disabled")
+    for key, value in train.items():
+        if key.startswith("wandb_"):
+            p["train"]["wandb"][key.removeprefix("wandb_")] = value
+        else:
+            p["train"][key] = value
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    return work / "params.yaml"
+
+
+def vla(*args: str, env: dict | None = None, timeout: int = 600):
+    """Run the `vla` CLI in a fresh process; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vla_pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})

@@ -17,7 +17,7 @@ def _set_offline_defaults() -> None:
     tmp = Path(tempfile.gettempdir()) / "vla-pipeline"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_CACHE", str(tmp / "hf-datasets"))
-    for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+    for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):  # WANDB_DATA_DIR: see tracking.py
         os.environ.setdefault(name, str(tmp / name.lower()))
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # W&B's crash reports go to sentry.io
     os.environ.setdefault("MPLCONFIGDIR", str(tmp / "matplotlib"))

@@ -77,6 +77,7 @@ def save_state(step_dir: Path, step: int, optimizer, scheduler, run_state: dict,
         save_training_state(Path(step_dir), step, optimizer, scheduler)
         (state_dir / RUN_STATE_FILE).write_text(json.dumps(run_state, indent=2))
     else:
+        state_dir.mkdir(parents=True, exist_ok=True)
         save_file(flatten_dict(serialize_rng_state()), state_dir / f"rng_state_rank{rank}.safetensors")
 
 
@@ -151,7 +152,8 @@ def check_resumed_stats(step_dir: Path, preprocessor, stats_doc: dict) -> None:
     frozen = {f"{feature}.{k}": v for feature, stats in make_processor_stats(stats_doc).items() for k, v in stats.items()}
     sources = {str(f): load_file(f) for f in sorted((Path(step_dir) / PRETRAINED_DIR).glob("*normalizer_processor.safetensors"))}
     live = next(step for step in preprocessor.steps if type(step).__name__ == "NormalizerProcessorStep")
-    sources["live preprocessor"] = {f"{feature}.{k}": v.cpu() for feature, stats in live.stats.items() for k, v in stats.items()}
+    sources["live preprocessor"] = {f"{feature}.{k}": torch.as_tensor(v).cpu().float() for feature, stats in live.stats.items()
+                                  for k, v in stats.items()}
     for name, stats in sources.items():
         if stats.keys() != frozen.keys() or not all(torch.equal(stats[k], frozen[k]) for k in frozen):
             raise TrainInputError(f"after resuming from {step_dir}: the stats of {name} differ from the frozen stats; "

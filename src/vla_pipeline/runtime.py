@@ -105,7 +105,7 @@ def make_accelerator(opts: RuntimeOptions):
     )
     on_gpu = platform != "cpu"
     runtime = Runtime(
-        platform=platform, device=str(accelerator.device), precision=precision,
+        platform=platform, device=accelerator.device.type, precision=precision,  # "cuda" = this process's GPU
         gradient_checkpointing=on_gpu if opts.gradient_checkpointing == "auto" else bool(opts.gradient_checkpointing),
         compile=False if opts.compile == "auto" else bool(opts.compile),
         deterministic=opts.deterministic, world_size=accelerator.num_processes, rank=accelerator.process_index,

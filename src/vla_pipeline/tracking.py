@@ -45,7 +45,10 @@ def rewind_live_dir(live_dir: Path, step: int) -> None:
     for tsv in (Path(live_dir) / "plots" / "metrics").rglob("*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))
-        kept = rows[:1] + [r for r in rows[1:] if int(float(r[1])) <= step]
+        if not rows:
+            continue
+        col = rows[0].index("step")
+        kept = rows[:1] + [r for r in rows[1:] if int(float(r[col])) <= step]
         with open(tsv, "w", newline="") as f:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
 
@@ -111,6 +114,8 @@ class WandbTracker:
     def __init__(self, cfg: TrackingConfig):
         Path(cfg.wandb_dir).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
+        # artifact files are staged here until uploaded (`wandb sync` of an offline run needs them)
+        os.environ.setdefault("WANDB_DATA_DIR", str(Path(cfg.wandb_dir) / "data"))
         run_id = self._run_id(cfg)
         try:
             self.run = self._init(cfg, cfg.wandb_mode, run_id)

@@ -138,6 +138,8 @@ def train_step(model, preprocessor, batch: dict, optimizer, scheduler, accelerat
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
+    if accelerator.num_processes > 1:  # log the mean over every process's share of the batch
+        loss = accelerator.reduce(loss.detach(), reduction="mean")
     return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "batch": batch}
 
 
@@ -160,8 +162,9 @@ def train(cfg: TrainConfig) -> Path:
     inputs = make_inputs(cfg, stats_doc, split, runtime)
     policy = make_pi05_policy(inputs.pi05_config, cfg.policy.dims)
     if cfg.policy.pretrained:
-        print(f"pretrained weights from {cfg.policy.pretrained}: {load_pretrained_weights(policy, cfg.policy.pretrained)}")
-    print(f"parameters: {apply_freeze(policy, cfg.freeze)} (train.freeze={list(cfg.freeze)})")
+        counts = load_pretrained_weights(policy, cfg.policy.pretrained)
+        accelerator.print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
+    accelerator.print(f"parameters: {apply_freeze(policy, cfg.freeze)} (train.freeze={list(cfg.freeze)})")
     optimizer, scheduler = make_optimizer_and_scheduler(policy, inputs.pi05_config, cfg.steps)
     config = {**cfg.resolved(), "runtime_resolved": runtime.to_dict()}
     run_key = compute_run_key({**config, "runtime_resolved": {k: v for k, v in runtime.to_dict().items()
@@ -174,7 +177,7 @@ def train(cfg: TrainConfig) -> Path:
         live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir, wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode,
         run_key=run_key, resume_step=start if resumed_from else None, init_timeout=cfg.wandb_init_timeout,
     )) if is_main else NullTracker()
-    print(f"runtime: {runtime.describe()}; effective batch {cfg.batch_size * runtime.world_size}")
+    accelerator.print(f"runtime: {runtime.describe()}; effective batch {cfg.batch_size * runtime.world_size}")
     model, optimizer = accelerator.prepare(policy, optimizer)
     if resumed_from is not None:
         restore_rng(resumed_from, runtime.rank)  # undo any draw made since the state was loaded
