@@ -33,3 +33,56 @@ def test_missing_weights_hard_fail(tiny_run, tmp_path) -> None:
     (broken / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no weights"):
         load_checkpoint(broken)
+
+
+RELOAD = """
+import json, sys
+from pathlib import Path
+import yaml
+from lerobot.policies.pi05.modeling_pi05 import PI05Policy
+from lerobot.processor import PolicyProcessorPipeline
+from vla_pipeline.contract import load_contract
+from vla_pipeline.data import make_dataset
+from vla_pipeline.model import load_dims, shrunk_pi05
+from vla_pipeline.norms import load_split
+from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
+
+path, norms = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = json.loads((path / "train_config.json").read_text())
+with shrunk_pi05(load_dims(path)):
+    policy = PI05Policy.from_pretrained(str(path))
+pre = PolicyProcessorPipeline.from_pretrained(
+    str(path), config_filename="policy_preprocessor.json",
+    overrides={"tokenizer_processor": {"tokenizer_name": str(path / "tokenizer")}})
+val = make_dataset(Path(cfg["dataset_root"]), load_contract(path / "contract.yaml"), load_split(norms)["val"],
+                   cfg["policy"]["chunk_size"])
+loss = compute_validation_loss(policy, pre, make_val_subset(val, cfg["val_samples"]), cfg["batch_size"], cfg["seed"])
+print(json.dumps({"val_loss": loss}))
+"""
+
+
+def test_best_and_last_reload_in_fresh_process_and_reproduce_val_loss(params, tiny_run, tmp_path) -> None:
+    """LeRobot's own PI05Policy.from_pretrained + PolicyProcessorPipeline, in a new process, give the
+    validation loss the training run logged for that checkpoint."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import vla, write_train_params
+
+    work = tmp_path / "run"
+    p = write_train_params(params, tiny_run, work, steps=8, decay_steps=8, save_every=0, eval_every=2, keep_last=1)
+    assert vla("train", "--params", str(p)).returncode == 0
+    logged = {int(s): float(v) for s, v in (line.split("\t") for line in
+              (work / "live/plots/metrics/val/loss.tsv").read_text().splitlines()[1:])}
+    for pointer in ("best_checkpoint.json", "last_checkpoint.json"):
+        doc = json.loads((work / "train" / pointer).read_text())
+        path = work / "train" / doc["path"] / "pretrained_model"
+        out = subprocess.run([sys.executable, "-c", RELOAD, str(path), str(tiny_run.norms)], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reloaded = json.loads(out.stdout.strip().splitlines()[-1])["val_loss"]
+        assert reloaded == pytest.approx(logged[doc["step"]], rel=1e-6, abs=1e-7), pointer
+        assert doc["val_loss"] == logged[doc["step"]]
+    last = json.loads((work / "train" / "last_checkpoint.json").read_text())
+    assert last["step"] == 8

@@ -82,6 +82,28 @@ def save_curves_plot(live_dir: Path, out: Path) -> Path | None:
     return out
 
 
+def check_wandb_online(timeout: float) -> str | None:
+    """Why an online W&B run cannot start (no API key, service unreachable), or None."""
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+    if not os.environ.get("WANDB_API_KEY"):
+        try:
+            logged_in = netrc.netrc().authenticators(host) is not None
+        except (OSError, netrc.NetrcParseError):
+            logged_in = False
+        if not logged_in:
+            return "no API key (set WANDB_API_KEY in the environment, or run `wandb login`)"
+    try:
+        socket.create_connection((host, port), timeout=min(timeout, 10)).close()
+    except OSError as e:
+        return f"{host}:{port} is unreachable ({e})"
+    return None
+
+
 class DvcLiveTracker:
     def __init__(self, live_dir: Path, resume_step: int | None):
         from dvclive import Live
@@ -117,15 +139,13 @@ class WandbTracker:
         # artifact files are staged here until uploaded (`wandb sync` of an offline run needs them)
         os.environ.setdefault("WANDB_DATA_DIR", str(Path(cfg.wandb_dir) / "data"))
         run_id = self._run_id(cfg)
-        try:
-            self.run = self._init(cfg, cfg.wandb_mode, run_id)
-        except Exception as e:  # noqa: BLE001 - W&B raises many types when it cannot reach its service
-            if cfg.wandb_mode != "online":
-                raise
-            print(f"WARNING: W&B online is unreachable or not logged in ({type(e).__name__}: "
-                  f"{str(e).splitlines()[0] if str(e) else ''}); logging offline to {cfg.wandb_dir}. "
-                  f"Upload later with `wandb sync {cfg.wandb_dir}/wandb/offline-run-*`", file=sys.stderr)
-            self.run = self._init(cfg, "offline", run_id)
+        mode = cfg.wandb_mode
+        problem = check_wandb_online(cfg.init_timeout) if mode == "online" else None
+        if problem is not None:  # decided before wandb.init: a failed online init can leave W&B hanging
+            print(f"WARNING: W&B online: {problem}; logging offline to {cfg.wandb_dir} instead. Upload later with "
+                  f"`wandb sync {cfg.wandb_dir}/wandb/offline-run-*`", file=sys.stderr)
+            mode = "offline"
+        self.run = self._init(cfg, mode, run_id)
 
     @staticmethod
     def _run_id(cfg: TrackingConfig) -> str:
@@ -214,5 +234,11 @@ class NullTracker(MultiTracker):
 def make_tracker(cfg: TrackingConfig) -> MultiTracker:
     trackers: list[Tracker] = [DvcLiveTracker(cfg.live_dir, cfg.resume_step)]
     if cfg.wandb_mode != "disabled":
-        trackers.append(WandbTracker(cfg))
+        try:
+            trackers.append(WandbTracker(cfg))
+        except Exception as e:  # noqa: BLE001 - reachable but refused (bad key, ...): train on, dvclive logs
+            if cfg.wandb_mode != "online":
+                raise
+            print(f"WARNING: W&B online failed to start ({type(e).__name__}: {str(e)[:200]}); training goes on "
+                  f"without W&B, dvclive still logs to {cfg.live_dir}", file=sys.stderr)
     return MultiTracker(trackers)

@@ -1,0 +1,97 @@
+"""Tracking: W&B (offline fallback when online is unreachable) holds what rebuilds a run, dvclive
+logs lr every step plus throughput, and no secret from the environment is ever written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import vla, write_train_params
+
+SECRETS = {
+    "WANDB_API_KEY": "0123456789abcdef" + "5ecre7" * 4,  # 40 characters, like a real key
+    "HF_TOKEN": "hf_" + "Sup3rSecretT0ken" * 2,
+    "HUGGING_FACE_HUB_TOKEN": "hf_" + "An0therSecretT0ken" * 2,
+}
+
+
+@pytest.fixture(scope="module")
+def online_run(params, tiny_run, tmp_path_factory):
+    """W&B mode online, with an API key in the environment but the service unreachable."""
+    work = tmp_path_factory.mktemp("tracked")
+    p = write_train_params(params, tiny_run, work, steps=6, decay_steps=6, save_every=0, eval_every=3, log_every=2,
+                           wandb_mode="online", wandb_init_timeout=5)
+    result = vla("train", "--params", str(p), env={**SECRETS, "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, result
+
+
+def _records(wandb_dir: Path) -> list:
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    (path,) = wandb_dir.glob("wandb/offline-run-*/run-*.wandb")
+    store, records = datastore.DataStore(), []
+    store.open_for_scan(str(path))
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        records.append(record)
+    return records
+
+
+def test_unreachable_online_falls_back_to_offline(online_run) -> None:
+    work, result = online_run
+    assert "unreachable" in result.stderr and "logging offline" in result.stderr
+    assert len(list((work / "wandb").glob("wandb/offline-run-*"))) == 1
+
+
+def test_wandb_run_holds_config_commit_versions_and_artifacts(online_run) -> None:
+    import subprocess
+
+    work, _ = online_run
+    records = _records(work / "wandb")
+    config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config"
+              for item in r.config.update}
+    assert config["steps"] == 6 and config["phase"] == "smoke" and config["runtime_resolved"]["precision"] == "fp32"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert config["git"]["commit"] == head and isinstance(config["git"]["dirty"], bool)
+    assert config["versions"]["lerobot"] == "0.4.2" and config["versions"]["transformers"] == "4.53.3"
+    assert config["versions"]["torch"] and "gpus" in config["hardware"]
+    stats = json.loads((Path(config["norms_dir"]) / "stats.json").read_text())
+    assert config["data"]["fingerprint"] == stats["dataset_fingerprint"]
+    artifacts = {r.artifact.name: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
+    assert set(artifacts) == {"dataset", "norm_stats", "checkpoint-last", "checkpoint-best"}
+    assert json.loads(artifacts["dataset"].metadata)["fingerprint"] == stats["dataset_fingerprint"]
+    assert [c.path for c in artifacts["norm_stats"].manifest.contents] == ["stats.json"]
+    files = {c.path for c in artifacts["checkpoint-last"].manifest.contents}
+    assert {"model.safetensors", "config.json", "norm_stats.json", "train_config.json", "versions.json"} <= files
+    assert json.loads(artifacts["checkpoint-last"].metadata)["step"] == 6
+    assert list((work / "wandb").glob("wandb/offline-run-*/files/media/images/**/*.png"))  # training curves
+
+
+def test_dvclive_logs_lr_every_step_and_throughput(online_run) -> None:
+    work, _ = online_run
+    metrics = work / "live" / "plots" / "metrics"
+    lr_steps = [int(line.split("\t")[0]) for line in (metrics / "train/lr.tsv").read_text().splitlines()[1:]]
+    assert lr_steps == list(range(1, 7))
+    for name in ("perf/step_time_s", "perf/samples_per_s", "train/loss", "train/grad_norm", "val/loss"):
+        assert len((metrics / f"{name}.tsv").read_text().splitlines()) > 1, name
+    lrs = [float(line.split("\t")[1]) for line in (metrics / "train/lr.tsv").read_text().splitlines()[1:]]
+    assert lrs[-1] < lrs[1]  # the cosine schedule decays within the run's 6 steps
+
+
+def test_secrets_are_never_written(online_run) -> None:
+    work, result = online_run
+    leaks = []
+    for path in work.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaks += [f"{path}: {name}" for name, value in SECRETS.items() if value.encode() in data]
+    for name, value in SECRETS.items():
+        if value in result.stdout or value in result.stderr:
+            leaks.append(f"console: {name}")
+    assert not leaks, leaks
+    assert sum(1 for p in work.rglob("*") if p.is_file()) > 30  # the scan saw the run's files
