@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,11 @@ TRACKED_DIRS = ("src", "stages", "contracts", ".dvc")
 TRACKED_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+SECRETS = {"WANDB_API_KEY": "0123456789abcdef" + "5ecre7" * 4, "HF_TOKEN": "hf_" + "Sup3rSecretT0ken" * 2}
+
+
+def _run(cmd: list[str], cwd: Path, **env_extra: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env_extra}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -31,7 +37,8 @@ def _run(cmd: list[str], cwd: Path) -> str:
 def _shrink(params: dict) -> dict:
     params["demo"].update(num_episodes=6, min_length=20, max_length=32, image_height=32, image_width=40)
     params["norms"]["val_fraction"] = 0.34
-    params["train"].update(steps=6, batch_size=4, warmup_steps=1, decay_steps=6, num_workers=0, log_every=2)
+    params["train"].update(steps=6, batch_size=4, warmup_steps=1, decay_steps=6, num_workers=0, log_every=2,
+                           val_samples=8)
     params["evaluate"]["stride"] = 4
     return params
 
@@ -49,18 +56,22 @@ def repo(tmp_path_factory) -> Path:
     _run(["git", "init", "-q"], root)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
-    _run(["dvc", "repro"], root)
+    _run(["dvc", "repro"], root, **SECRETS)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], root)
     return root
+
+
+def _last(repo: Path) -> Path:
+    doc = json.loads((repo / "artifacts/train/last_checkpoint.json").read_text())
+    return repo / "artifacts/train" / doc["path"] / "pretrained_model"
 
 
 def test_repro_produces_every_artifact(repo: Path) -> None:
     assert json.loads((repo / "artifacts/validation/report.json").read_text())["ok"]
     stats = json.loads((repo / "artifacts/norms/stats.json").read_text())
     assert len(stats["features"]["action"]["q01"]) == 6  # arm-only
-    last = (repo / "artifacts/train/last_checkpoint.txt").read_text().strip()
-    assert (repo / "artifacts/train" / last / "model.safetensors").is_file()
+    assert (_last(repo) / "model.safetensors").is_file()
     metrics = json.loads((repo / "artifacts/eval/metrics.json").read_text())
     assert {"action_mse", "baseline_hold_mse"} <= set(metrics)
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
@@ -77,10 +88,49 @@ def test_evaluate_params_do_not_retrain(repo: Path) -> None:
         _run(["git", "checkout", "params.yaml"], repo)
 
 
+def test_no_secret_reaches_dvc_lock_or_artifacts(repo: Path) -> None:
+    """`dvc repro` ran with W&B and HF tokens in its environment."""
+    files = [repo / "dvc.lock", *(p for p in (repo / "artifacts").rglob("*") if p.is_file())]
+    leaks = [f"{p}: {k}" for p in files for k, v in SECRETS.items() if v.encode() in p.read_bytes()]
+    assert not leaks and len(files) > 30, leaks
+
+
+def test_killed_repro_resumes_bit_identical(repo: Path) -> None:
+    """SIGKILL `dvc repro` mid-training: the next `dvc repro` resumes (persisted checkpoints) and ends
+    with the weights of an uninterrupted run."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(steps=30, decay_steps=30, save_every=5, log_every=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        _run(["dvc", "repro", "train"], repo)
+        reference = (_last(repo) / "model.safetensors").read_bytes()
+        shutil.rmtree(repo / "artifacts/train")
+        shutil.rmtree(repo / "artifacts/train_live")
+        kill_step = random.Random(os.urandom(8)).randint(7, 25)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lr = repo / "artifacts/train_live/plots/metrics/train/lr.tsv"
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if lr.is_file() and len(lr.read_text().splitlines()) - 1 >= kill_step:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out = _run(["dvc", "repro", "train"], repo)
+        assert "resuming from" in out, f"killed at step {kill_step}"
+        assert (_last(repo) / "model.safetensors").read_bytes() == reference, f"killed at step {kill_step}"
+    finally:
+        _run(["git", "reset", "-q", "--hard", "HEAD"], repo)  # dvc autostages dvc.lock
+        _run(["dvc", "checkout", "--force"], repo)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
+
+
 def test_exp_run_changes_lr_and_metrics_diff_shows_it(repo: Path) -> None:
     _run(["dvc", "exp", "run", "-S", "train.lr=1e-3"], repo)
-    last = (repo / "artifacts/train/last_checkpoint.txt").read_text().strip()
-    resolved = json.loads((repo / "artifacts/train" / last / "train_config.json").read_text())
+    resolved = json.loads((_last(repo) / "train_config.json").read_text())
     assert resolved["lr"] == pytest.approx(1e-3)
     diff = _run(["dvc", "metrics", "diff", "--json"], repo)
     changed = json.loads(diff)["artifacts/eval/metrics.json"]
@@ -92,12 +142,11 @@ def test_exp_run_changes_lr_and_metrics_diff_shows_it(repo: Path) -> None:
 def test_exp_run_phase_with_override(repo: Path) -> None:
     """`-S train.phase=sanity -S train.steps=N`: sanity's values everywhere but the override."""
     _run(["git", "checkout", "params.yaml"], repo)  # undo the previous experiment's applied params
-    _run(["dvc", "exp", "run", "-S", "train.phase=sanity", "-S", "train.steps=5"], repo)
-    last = (repo / "artifacts/train/last_checkpoint.txt").read_text().strip()
-    resolved = json.loads((repo / "artifacts/train" / last / "train_config.json").read_text())
+    _run(["dvc", "exp", "run", "-S", "train.phase=sanity", "-S", "train.steps=20"], repo)
+    resolved = json.loads((_last(repo) / "train_config.json").read_text())
     sanity = yaml.safe_load((repo / "params.yaml").read_text())["phases"]["sanity"]
-    assert resolved["phase"] == "sanity" and resolved["steps"] == 5
+    assert resolved["phase"] == "sanity" and resolved["steps"] == 20
     assert resolved["lr"] == pytest.approx(sanity["lr"]) and resolved["decay_lr"] == pytest.approx(sanity["decay_lr"])
-    assert resolved["save_every"] == sanity["save_every"]
+    assert (resolved["save_every"], resolved["eval_every"]) == (sanity["save_every"], sanity["eval_every"])
     logged = yaml.safe_load((repo / "artifacts/train_live/params.yaml").read_text())
-    assert logged["phase"] == "sanity" and logged["steps"] == 5
+    assert logged["phase"] == "sanity" and logged["steps"] == 20

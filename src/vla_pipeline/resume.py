@@ -14,9 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lerobot.datasets.utils import flatten_dict, unflatten_dict
 from lerobot.utils.random_utils import load_rng_state, serialize_rng_state
 from lerobot.utils.train_utils import load_training_state, save_training_state
-from lerobot.datasets.utils import flatten_dict, unflatten_dict
 from safetensors.torch import load_file, save_file
 
 import vla_pipeline
@@ -24,7 +24,6 @@ from vla_pipeline.checkpoint import (
     BEST_FILE,
     LAST_FILE,
     PRETRAINED_DIR,
-    STATS_FILE,
     load_policy_weights,
     verify_checkpoint,
 )

@@ -14,10 +14,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, collect_versions, read_pointer, save_pretrained_model
+from vla_pipeline.checkpoint import (
+    BEST_FILE,
+    LAST_FILE,
+    collect_versions,
+    read_pointer,
+    save_pretrained_model,
+)
 from vla_pipeline.checkpointer import Checkpointer
 from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import camera_shapes, compute_dataset_fingerprint, feature_names, load_info, make_dataset
+from vla_pipeline.data import (
+    camera_shapes,
+    compute_dataset_fingerprint,
+    feature_names,
+    load_info,
+    make_dataset,
+)
 from vla_pipeline.errors import ConfigError, ContractError, TrainingDivergedError, TrainInputError
 from vla_pipeline.guards import (
     check_initial_loss,
