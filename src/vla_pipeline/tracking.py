@@ -19,6 +19,7 @@ from typing import Protocol
 
 RUN_IDS_FILE = "run_ids.json"
 CURVES = ("train/loss", "val/loss", "train/lr", "train/grad_norm")
+MACHINE_KEYS = ("git", "hardware")
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ class DvcLiveTracker:
                          resume=resume_step is not None)
 
     def log_config(self, config: dict) -> None:
-        self.live.log_params(config)
+        # the commit and the machine change with every commit and host; params.yaml here is git-tracked
+        # (what `dvc exp show` lists), so they go to W&B and each checkpoint's versions.json instead
+        self.live.log_params({k: v for k, v in config.items() if k not in MACHINE_KEYS})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.live.step = step
