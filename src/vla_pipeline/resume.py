@@ -14,8 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from lerobot.datasets.utils import flatten_dict, unflatten_dict
-from lerobot.utils.random_utils import load_rng_state, serialize_rng_state
+from lerobot.processor import NormalizerProcessorStep
+from lerobot.utils.random_utils import deserialize_rng_state, load_rng_state, serialize_rng_state
 from lerobot.utils.train_utils import load_training_state, save_training_state
 from safetensors.torch import load_file, save_file
 
@@ -86,8 +88,6 @@ def restore_rng(step_dir: Path, rank: int) -> None:
     if rank == 0:
         load_rng_state(state_dir)
     else:
-        from lerobot.utils.random_utils import deserialize_rng_state
-
         deserialize_rng_state(unflatten_dict(load_file(state_dir / f"rng_state_rank{rank}.safetensors")))
 
 
@@ -146,11 +146,9 @@ def discard(run_dir: Path, paths: list[Path]) -> None:
 def check_resumed_stats(step_dir: Path, preprocessor, stats_doc: dict) -> None:
     """After a resume, the stats the checkpoint's saved (un)normalizer steps hold, and those of the live
     preprocessor, must equal the frozen stats exactly."""
-    import torch
-
     frozen = {f"{feature}.{k}": v for feature, stats in make_processor_stats(stats_doc).items() for k, v in stats.items()}
     sources = {str(f): load_file(f) for f in sorted((Path(step_dir) / PRETRAINED_DIR).glob("*normalizer_processor.safetensors"))}
-    live = next(step for step in preprocessor.steps if type(step).__name__ == "NormalizerProcessorStep")
+    live = next(step for step in preprocessor.steps if isinstance(step, NormalizerProcessorStep))
     sources["live preprocessor"] = {f"{feature}.{k}": torch.as_tensor(v).cpu().float() for feature, stats in live.stats.items()
                                   for k, v in stats.items()}
     for name, stats in sources.items():

@@ -55,7 +55,7 @@ from vla_pipeline.resume import (
 from vla_pipeline.runtime import Runtime, collect_git, collect_gpus, make_accelerator, seed_everything
 from vla_pipeline.sampler import compute_batches_per_epoch, make_loader
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
-from vla_pipeline.train_config import PHASE_KEYS, TrainConfig, resolve_phase  # noqa: F401  (re-exported)
+from vla_pipeline.train_config import TrainConfig
 from vla_pipeline.transforms import make_image_transforms
 from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
 from vla_pipeline.validate import load_report
