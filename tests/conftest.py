@@ -104,3 +104,23 @@ def vla(*args: str, env: dict | None = None, timeout: int = 600):
 
     return subprocess.run([sys.executable, "-m", "vla_pipeline.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def kill_when_logged(cmd: list[str], live_dir: Path, step: int, **popen) -> None:
+    """Start ``cmd`` and SIGKILL its whole process group as soon as dvclive in ``live_dir`` shows
+    ``step`` (the lr is logged every step)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **popen)
+    lr = Path(live_dir) / "plots" / "metrics" / "train" / "lr.tsv"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if lr.is_file() and len(lr.read_text().splitlines()) - 1 >= step:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before it could be killed at step {step}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

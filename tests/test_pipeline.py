@@ -7,16 +7,14 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, kill_when_logged
 
 pytestmark = pytest.mark.slow
 
@@ -108,17 +106,7 @@ def test_killed_repro_resumes_bit_identical(repo: Path) -> None:
         shutil.rmtree(repo / "artifacts/train_live")
         kill_step = random.Random(os.urandom(8)).randint(7, 25)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        lr = repo / "artifacts/train_live/plots/metrics/train/lr.tsv"
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline:
-            if lr.is_file() and len(lr.read_text().splitlines()) - 1 >= kill_step:
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "training ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_when_logged(["dvc", "repro", "train"], repo / "artifacts/train_live", kill_step, cwd=repo, env=env)
         out = _run(["dvc", "repro", "train"], repo)
         assert "resuming from" in out, f"killed at step {kill_step}"
         assert (_last(repo) / "model.safetensors").read_bytes() == reference, f"killed at step {kill_step}"

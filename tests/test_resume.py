@@ -7,17 +7,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import vla, write_train_params
+from conftest import kill_when_logged, vla, write_train_params
 
 STEPS = 16
 RUN = dict(steps=STEPS, decay_steps=STEPS, save_every=2, eval_every=4, keep_last=2, log_every=1)
@@ -51,25 +48,11 @@ def reference(params, tiny_run, tmp_path_factory) -> Path:
     return work
 
 
-def _kill_at_step(params_path: Path, work: Path, step: int) -> None:
-    """Start `vla train` and SIGKILL it as soon as dvclive shows ``step`` (lr is logged every step)."""
-    proc = subprocess.Popen([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(params_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lr = work / "live" / "plots" / "metrics" / "train" / "lr.tsv"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if lr.is_file() and len(lr.read_text().splitlines()) - 1 >= step:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def test_sigkill_at_random_step_then_resume_is_bit_identical(params, tiny_run, reference, tmp_path) -> None:
     kill_step = random.Random(os.urandom(8)).randint(3, STEPS - 3)
     params_path = write_train_params(params, tiny_run, tmp_path, **RUN)
-    _kill_at_step(params_path, tmp_path, kill_step)
+    kill_when_logged([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(params_path)],
+                     tmp_path / "live", kill_step)
     last = json.loads((tmp_path / "train" / "last_checkpoint.json").read_text())
     assert last["step"] < STEPS, f"killed at step {kill_step}"
 
