@@ -1,58 +1,134 @@
-"""Evaluation metrics against hand computations, and the evaluate entry point on a real checkpoint."""
+"""The evaluation protocol on a real (tiny) checkpoint: `vla evaluate` outside DVC writes every
+metric, the per-episode table, trace PNGs and MP4s, logs them to dvclive and W&B; re-running (with
+another batch size) gives identical numbers; the wrong split, dataset or stride is refused."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vla_pipeline.evaluate import EvaluateConfig, compute_masked_mse, compute_metrics, evaluate
+from vla_pipeline.errors import CheckpointError, ConfigError
+from vla_pipeline.evaluate import EvaluateConfig, evaluate
+
+from conftest import vla
+
+METRIC_GROUPS = {"action_mse", "action_mse_normalized", "baseline_hold_mse", "baseline_hold_mse_normalized",
+                 "baseline_mean_mse", "baseline_mean_mse_normalized", "joints", "smoothness", "saturation",
+                 "per_task"}
 
 
-def test_masked_mse_ignores_padding() -> None:
-    pred = np.zeros((1, 3, 2))
-    target = np.array([[[1.0, 1.0], [2.0, 2.0], [100.0, 100.0]]])
-    valid = np.array([[True, True, False]])
-    assert compute_masked_mse(pred, target, valid) == pytest.approx((1 + 1 + 4 + 4) / 4)
-    with pytest.raises(ValueError, match="no valid"):
-        compute_masked_mse(pred, target, np.zeros_like(valid))
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, tmp_path_factory):
+    """`vla evaluate RUN_DIR --dataset ... --out ...`, W&B offline, replanning every 2 frames."""
+    out = tmp_path_factory.mktemp("eval") / "out"
+    result = vla("evaluate", str(tiny_run.train), "--dataset", str(tiny_run.dataset), "--out", str(out),
+                 "--stride", "2", "--wandb", "offline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
 
 
-def test_metrics_hold_baseline_and_normalization() -> None:
-    arrays = {
-        "pred": np.array([[[1.0], [2.0]]]),
-        "target": np.array([[[1.0], [3.0]]]),
-        "state": np.array([[0.0]]),
-        "pad": np.array([[False, False]]),
-    }
-    stats = {"q01": [0.0], "q99": [2.0]}  # normalized x = x - 1
-    m = compute_metrics(arrays, stats)
-    assert m["action_mse"] == pytest.approx(0.5)
-    assert m["baseline_hold_mse"] == pytest.approx((1 + 9) / 2)
-    assert m["action_mse_normalized"] == pytest.approx(0.5)
-    assert m["n_valid_steps"] == 2
+def _episodes(out: Path) -> dict[int, dict]:
+    with open(out / "episodes.csv", newline="") as f:
+        return {int(r["episode_index"]): r for r in csv.DictReader(f)}
 
 
-def test_evaluate_is_repeatable(tiny_run, tmp_path) -> None:
-    cfg = EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tiny_run.norms, tmp_path / "a", stride=4)
-    first = evaluate(cfg)
-    second = evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tiny_run.norms, tmp_path / "b", stride=4))
-    assert first == second
-    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == first
-    assert {"action_mse", "baseline_hold_mse", "action_mse_normalized"} <= set(first)
-    assert first["n_valid_steps"] > 0
+def test_cli_writes_every_metric_and_the_episode_table(evaluated, tiny_run) -> None:
+    out, result = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= METRIC_GROUPS
+    joints = ["arm_shoulder_pan.pos", "arm_shoulder_lift.pos", "arm_elbow_flex.pos", "arm_wrist_flex.pos",
+              "arm_wrist_roll.pos", "arm_gripper.pos"]
+    assert list(metrics["joints"]) == joints
+    assert set(metrics["joints"]["arm_gripper.pos"]) == {"mae", "rmse", "max_abs_error", "clip_count",
+                                                        "saturation_count"}
+    assert {"mean_abs_delta", "mean_abs_delta_gt", "jerk", "jerk_gt", "chunk_boundary_jump",
+            "chunk_boundary_jump_gt"} <= set(metrics["smoothness"])
+    split = json.loads((tiny_run.norms / "split.json").read_text())
+    episodes = _episodes(out)
+    assert sorted(episodes) == split["val"] and metrics["n_episodes"] == len(split["val"])
+    # every frame of every held-out episode executed once: the table's frames add up to the metric
+    assert sum(int(r["n_frames"]) for r in episodes.values()) == metrics["n_executed_steps"]
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["stride"] == 2 and protocol["val_episodes"] == split["val"] and protocol["step"] == 4
+    assert "evaluated" in result.stdout
 
 
-def test_evaluate_refuses_another_split(tiny_run, tmp_path) -> None:
-    import shutil
+def test_media_traces_and_an_mp4_with_one_frame_per_episode_frame(evaluated) -> None:
+    import av
 
-    from vla_pipeline.errors import CheckpointError
+    out, _ = evaluated
+    episodes = _episodes(out)
+    pngs = sorted((out / "live" / "plots" / "images" / "traces").glob("*.png"))
+    videos = sorted((out / "videos").glob("*.mp4"))
+    assert {p.name.split("_ep")[0] for p in pngs} >= {"best", "worst"} and len(videos) == len(pngs)
+    for video in videos:
+        episode = int(video.stem.split("_ep")[1])
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            frames = sum(1 for _ in container.decode(stream))
+            assert stream.codec_context.name == "h264" and stream.average_rate == 30
+        assert frames == int(episodes[episode]["n_frames"]) > 0
 
+
+def test_wandb_run_holds_summary_table_images_and_videos(evaluated) -> None:
+    from test_tracking import _records
+
+    out, _ = evaluated
+    records = _records(out / "wandb")
+    summary = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for r in records
+               if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert summary["action_mse"] == pytest.approx(metrics["action_mse"])
+    assert summary["smoothness/chunk_boundary_jump"] == pytest.approx(metrics["smoothness"]["chunk_boundary_jump"])
+    run_files = next((out / "wandb").glob("wandb/offline-run-*/files"))
+    assert list(run_files.glob("media/videos/**/*.mp4")) and list(run_files.glob("media/images/traces/*.png"))
+    assert list(run_files.glob("media/table/episodes*.table.json"))
+
+
+def test_rerun_with_another_batch_size_gives_identical_numbers(evaluated, tiny_run, tmp_path) -> None:
+    """The noise of a frame is seeded by (seed, episode, frame): batching does not change any number."""
+    out, _ = evaluated
+    cfg = EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tmp_path / "again", stride=2, batch_size=3,
+                         videos=False, wandb_mode="disabled")
+    assert evaluate(cfg) == json.loads((out / "metrics.json").read_text())
+    first, again = np.load(out / "predictions.npz"), np.load(tmp_path / "again" / "predictions.npz")
+    assert np.array_equal(first["pred"], again["pred"])
+    other = evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tmp_path / "seed", stride=2,
+                                    noise_seed=1, videos=False, wandb_mode="disabled"))
+    assert other["action_mse"] != json.loads((out / "metrics.json").read_text())["action_mse"]
+
+
+def test_refuses_another_split(tiny_run, tmp_path) -> None:
     norms = tmp_path / "norms"
     shutil.copytree(tiny_run.norms, norms)
     split = json.loads((norms / "split.json").read_text())
     split["train"], split["val"] = split["train"][1:], split["val"] + split["train"][:1]
     (norms / "split.json").write_text(json.dumps(split))
     with pytest.raises(CheckpointError, match="could score training episodes"):
-        evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, norms, tmp_path / "out"))
+        evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tmp_path / "out", norms_dir=norms,
+                                wandb_mode="disabled"))
+
+
+def test_a_checkpoint_without_its_split_needs_the_norms_dir(tiny_run, tmp_path) -> None:
+    ckpt = tmp_path / "pretrained_model"
+    shutil.copytree(tiny_run.checkpoint, ckpt)
+    (ckpt / "split.json").unlink()
+    with pytest.raises(CheckpointError, match="--norms"):
+        evaluate(EvaluateConfig(ckpt, tiny_run.dataset, tmp_path / "out", wandb_mode="disabled"))
+    metrics = evaluate(EvaluateConfig(ckpt, tiny_run.dataset, tmp_path / "out", norms_dir=tiny_run.norms,
+                                      stride=10, videos=False, wandb_mode="disabled"))
+    assert metrics["n_executed_steps"] > 0
+
+
+def test_stride_longer_than_a_chunk_is_a_clear_error(tiny_run, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="exceeds the checkpoint's chunk_size"):
+        evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tmp_path / "out", stride=11,
+                                wandb_mode="disabled"))
+    result = vla("evaluate", str(tmp_path / "nowhere"), "--dataset", str(tiny_run.dataset), "--out",
+                 str(tmp_path / "x"))
+    assert result.returncode == 1 and "not found" in result.stderr and "Traceback" not in result.stderr

@@ -70,9 +70,28 @@ def test_repro_produces_every_artifact(repo: Path) -> None:
     stats = json.loads((repo / "artifacts/norms/stats.json").read_text())
     assert len(stats["features"]["action"]["q01"]) == 6  # arm-only
     assert (_last(repo) / "model.safetensors").is_file()
-    metrics = json.loads((repo / "artifacts/eval/metrics.json").read_text())
-    assert {"action_mse", "baseline_hold_mse"} <= set(metrics)
+    for which in ("best", "last"):
+        out = repo / "artifacts/eval" / which
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert {"action_mse", "baseline_hold_mse", "joints", "smoothness", "saturation", "per_task"} <= set(metrics)
+        assert sorted(p.name.split("_ep")[0] for p in (out / "live/plots/images/traces").glob("*.png")) == [
+            "best", "median", "worst"]
+        assert len(list((out / "videos").glob("*.mp4"))) == 3
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
+
+
+def test_evaluate_stage_mp4_has_a_frame_per_episode_frame(repo: Path) -> None:
+    import csv
+
+    import av
+
+    out = repo / "artifacts/eval/last"
+    with open(out / "episodes.csv", newline="") as f:
+        lengths = {int(r["episode_index"]): int(r["n_frames"]) for r in csv.DictReader(f)}
+    video = next((out / "videos").glob("worst_ep*.mp4"))
+    with av.open(str(video)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == lengths[int(video.stem.split("_ep")[1])] >= 20
 
 
 def test_evaluate_params_do_not_retrain(repo: Path) -> None:
@@ -81,7 +100,7 @@ def test_evaluate_params_do_not_retrain(repo: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         status = json.loads(_run(["dvc", "status", "--json"], repo))
-        assert set(status) == {"evaluate"}
+        assert set(status) == {"evaluate@best", "evaluate@last"}
     finally:
         _run(["git", "checkout", "params.yaml"], repo)
 
@@ -120,11 +139,23 @@ def test_exp_run_changes_lr_and_metrics_diff_shows_it(repo: Path) -> None:
     _run(["dvc", "exp", "run", "-S", "train.lr=1e-3"], repo)
     resolved = json.loads((_last(repo) / "train_config.json").read_text())
     assert resolved["lr"] == pytest.approx(1e-3)
-    diff = _run(["dvc", "metrics", "diff", "--json"], repo)
-    changed = json.loads(diff)["artifacts/eval/metrics.json"]
+    diff = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], repo))
+    changed = diff["artifacts/eval/last/metrics.json"]
     assert changed["action_mse"]["diff"] != 0
-    assert changed.get("baseline_hold_mse", {}).get("diff", 0) == 0  # same held-out data, same baseline
-    assert "action_mse" in _run(["dvc", "metrics", "diff"], repo)
+    assert changed["baseline_hold_mse"]["diff"] == 0  # same held-out data, same baseline
+    # every metric of the protocol (every leaf of metrics.json) is in the diff, for best and last
+    for which in ("best", "last"):
+        leaves = _leaves(json.loads((repo / f"artifacts/eval/{which}/metrics.json").read_text()))
+        assert set(leaves) == set(diff[f"artifacts/eval/{which}/metrics.json"]) and len(leaves) > 60
+    table = _run(["dvc", "metrics", "diff", "--all"], repo)
+    for key in ("smoothness.chunk_boundary_jump", "saturation.clip_count", "joints.arm_gripper.pos.rmse",
+                "baseline_mean_mse_normalized", "per_task."):
+        assert key in table
+
+
+def _leaves(metrics: dict, prefix: str = "") -> list[str]:
+    return [leaf for k, v in metrics.items()
+            for leaf in (_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])]
 
 
 def test_exp_run_phase_with_override(repo: Path) -> None:

@@ -23,6 +23,7 @@ PRETRAINED_DIR = "pretrained_model"
 TOKENIZER_DIR = "tokenizer"
 CONTRACT_FILE = "contract.yaml"
 STATS_FILE = "norm_stats.json"
+SPLIT_FILE = "split.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 LAST_FILE = "last_checkpoint.json"
 BEST_FILE = "best_checkpoint.json"
@@ -53,11 +54,12 @@ class LoadedCheckpoint:
     directory: Path
     train_config: dict
     norm_stats: dict
+    split: dict | None  # train/val episodes (None: a checkpoint from before splits were saved)
 
 
 def save_pretrained_model(
     directory: Path, policy, preprocessor, postprocessor, *, dims, tokenizer: str, contract_path: Path,
-    norm_stats: dict, train_config: dict, provenance: dict,
+    norm_stats: dict, split: dict, train_config: dict, provenance: dict,
 ) -> Path:
     """Write ``directory/pretrained_model``: LeRobot's layout plus what makes it self-describing.
     ``directory`` is a checkpoint being assembled (the checkpointer renames it into place when complete)."""
@@ -70,6 +72,7 @@ def save_pretrained_model(
         shutil.copytree(tokenizer, out / TOKENIZER_DIR)
     shutil.copyfile(contract_path, out / CONTRACT_FILE)
     (out / STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
+    (out / SPLIT_FILE).write_text(json.dumps(split, indent=2))
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
     (out / VERSIONS_FILE).write_text(json.dumps({**collect_versions(), **provenance}, indent=2))
     return out
@@ -180,6 +183,7 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
         policy=policy, preprocessor=pre, postprocessor=post, directory=directory,
         train_config=json.loads((directory / TRAIN_CONFIG_FILE).read_text()),
         norm_stats=json.loads((directory / STATS_FILE).read_text()),
+        split=json.loads((directory / SPLIT_FILE).read_text()) if (directory / SPLIT_FILE).is_file() else None,
     )
 
 

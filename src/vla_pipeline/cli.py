@@ -58,11 +58,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from vla_pipeline.evaluate import EvaluateConfig, evaluate
+    from vla_pipeline.evaluate import EvaluateConfig, evaluate, resolve_checkpoint
 
-    cfg = EvaluateConfig(Path(args.checkpoint), Path(args.dataset), Path(args.norms), Path(args.out),
-                         stride=args.stride, noise_seed=args.noise_seed, device=args.device)
-    print(json.dumps(evaluate(cfg), indent=2))
+    out = Path(args.out)
+    cfg = EvaluateConfig(
+        resolve_checkpoint(Path(args.checkpoint), args.pick), Path(args.dataset), out,
+        norms_dir=Path(args.norms) if args.norms else None, stride=args.stride, batch_size=args.batch_size,
+        noise_seed=args.noise_seed, device=args.device, num_workers=args.num_workers, videos=not args.no_videos,
+        wandb_mode=args.wandb, wandb_project=args.wandb_project,
+        wandb_dir=Path(args.wandb_dir) if args.wandb_dir else out / "wandb",
+    )
+    metrics = evaluate(cfg)
+    print(json.dumps(metrics, indent=2))
+    print(f"evaluated {cfg.checkpoint}: {out / 'metrics.json'}, {out / 'episodes.csv'}, media in {out}")
     return 0
 
 
@@ -105,14 +113,22 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output directory (default: train.out_dir)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="evaluate a checkpoint on the validation split")
-    s.add_argument("checkpoint")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--norms", required=True, help="directory with stats.json and split.json")
-    s.add_argument("--out", default="eval")
-    s.add_argument("--stride", type=int, default=3)
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint on its held-out episodes (metrics, traces, videos)")
+    s.add_argument("checkpoint", help="a train run dir (its last/best checkpoint), a checkpoints/<step> dir "
+                                      "or a pretrained_model dir")
+    s.add_argument("--dataset", required=True, help="the LeRobotDataset root the checkpoint was trained on")
+    s.add_argument("--out", default="eval", help="output directory (default: eval)")
+    s.add_argument("--pick", choices=["last", "best"], default="last", help="which checkpoint of a run dir")
+    s.add_argument("--norms", help="take the split from this norms dir (default: the checkpoint's own)")
+    s.add_argument("--stride", type=int, help="replan every N frames (default: the checkpoint's n_action_steps)")
+    s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--noise-seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--num-workers", type=int, default=0, help="video-decoding workers")
+    s.add_argument("--no-videos", action="store_true", help="skip the MP4s (traces and metrics only)")
+    s.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
+    s.add_argument("--wandb-project", default="vla-pipeline")
+    s.add_argument("--wandb-dir", help="W&B run files (default: OUT/wandb)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("make-demo", help="write the synthetic LeKiwi demo dataset")

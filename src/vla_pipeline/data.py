@@ -81,10 +81,11 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.augment_seed = augment_seed
         self.epoch = 0
+        self.episodes = sorted(episodes)
         bounds = dataset.meta.episodes
         self.frames = [
             i
-            for ep in sorted(episodes)
+            for ep in self.episodes
             for i in range(bounds[ep]["dataset_from_index"], bounds[ep]["dataset_to_index"])
         ]
         info = dataset.meta.info

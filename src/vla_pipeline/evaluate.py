@@ -1,128 +1,220 @@
-"""Offline evaluation: run a checkpoint the way it runs on the robot (its own saved processors,
-LeRobot's chunked inference, a fixed noise seed) on held-out episodes and compare the predicted
-action chunks with the demonstrations, beside a trivial hold-position baseline."""
+"""Offline evaluation of one checkpoint, by one protocol for every checkpoint.
+
+The checkpoint runs the way it runs on the robot (its own saved processors, LeRobot's chunked
+inference, a fixed noise seed) on its own held-out episodes; the predicted chunks are compared
+with the demonstrations (``metrics``), the representative episodes are drawn (``media``), and
+everything is logged through the tracker (dvclive + W&B). Outputs in ``out_dir``:
+
+* ``metrics.json``: every metric (DVC metrics); ``episodes.csv``: one row per episode;
+* ``protocol.json``: what was evaluated, how; ``predictions.npz``: the raw chunks, for analysis;
+* ``videos/<which>_ep<N>.mp4``: camera frames beside the moving traces, best/median/worst episode;
+* ``live/plots/images/traces/<which>_ep<N>.png``: per-joint traces (``dvc plots show``).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from lerobot.utils.constants import ACTION, OBS_STATE
-from tqdm import tqdm
+from lerobot.utils.constants import ACTION
 
-from vla_pipeline.checkpoint import CONTRACT_FILE, load_checkpoint
-from vla_pipeline.contract import load_contract
+from vla_pipeline.checkpoint import (
+    BEST_FILE,
+    CONTRACT_FILE,
+    LAST_FILE,
+    LoadedCheckpoint,
+    find_last,
+    load_checkpoint,
+)
+from vla_pipeline.contract import Contract, load_contract
 from vla_pipeline.data import compute_dataset_fingerprint, make_dataset
-from vla_pipeline.errors import CheckpointError
+from vla_pipeline.errors import CheckpointError, ConfigError
+from vla_pipeline.inference import load_episode_images, predict_episodes
+from vla_pipeline.media import render_episode_frames, save_trace_plot, save_video
+from vla_pipeline.metrics import (
+    Predictions,
+    compute_episode_table,
+    compute_executed,
+    compute_metrics,
+    pick_representative,
+)
 from vla_pipeline.norms import compute_split_hash, load_split
 from vla_pipeline.params import at_least, param
+from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
+from vla_pipeline.tracking import TrackingConfig, make_tracker
+
+RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     checkpoint: Path
     dataset_root: Path
-    norms_dir: Path
     out_dir: Path
-    stride: int = 3
+    norms_dir: Path | None = None  # take the split from here instead of the checkpoint's own split.json
+    stride: int | None = None  # replan every `stride` frames; None: the checkpoint's n_action_steps
     batch_size: int = 16
     noise_seed: int = 0
     device: str = "cpu"
+    num_workers: int = 0
+    saturation_margin: float = 0.01  # fraction of a joint's range counted as "at the limit"
+    videos: bool = True
+    wandb_mode: str = "offline"
+    wandb_project: str = "vla-pipeline"
+    wandb_dir: Path | None = None  # None: out_dir/wandb
 
     def __post_init__(self) -> None:
-        at_least(self.stride, 1, "evaluate.stride")
+        if self.stride is not None:
+            at_least(self.stride, 1, "evaluate.stride")
         at_least(self.batch_size, 1, "evaluate.batch_size")
+        at_least(self.num_workers, 0, "evaluate.num_workers")
 
     @classmethod
-    def from_params(cls, p: dict, checkpoint: Path, **overrides) -> EvaluateConfig:
-        values = dict(
-            checkpoint=Path(checkpoint),
-            dataset_root=param(p, "dataset.root", Path),
-            norms_dir=param(p, "norms.out_dir", Path),
-            out_dir=param(p, "evaluate.out_dir", Path),
-            stride=param(p, "evaluate.stride", int),
-            batch_size=param(p, "evaluate.batch_size", int),
-            noise_seed=param(p, "evaluate.noise_seed", int),
-            device=param(p, "evaluate.device", str),
+    def from_params(cls, p: dict, checkpoint: Path, out_dir: Path) -> EvaluateConfig:
+        stride = param(p, "evaluate.stride")
+        return cls(
+            checkpoint=Path(checkpoint), dataset_root=param(p, "dataset.root", Path), out_dir=Path(out_dir),
+            stride=None if stride is None else param(p, "evaluate.stride", int),
+            batch_size=param(p, "evaluate.batch_size", int), noise_seed=param(p, "evaluate.noise_seed", int),
+            device=param(p, "evaluate.device", str), num_workers=param(p, "evaluate.num_workers", int),
+            saturation_margin=param(p, "evaluate.saturation_margin", float),
+            videos=param(p, "evaluate.videos", bool), wandb_mode=param(p, "evaluate.wandb.mode", str),
+            wandb_project=param(p, "evaluate.wandb.project", str), wandb_dir=param(p, "evaluate.wandb.dir", Path),
         )
-        values.update(overrides)
-        return cls(**values)
 
 
-def compute_masked_mse(pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> float:
-    """Mean squared error over the valid (not padded) steps of (N, chunk, dim) arrays."""
-    if not valid.any():
-        raise ValueError("no valid (unpadded) steps to evaluate")
-    return float(((pred - target) ** 2)[valid].mean())
-
-
-def compute_normalized(x: np.ndarray, stats: dict, mode: str) -> np.ndarray:
-    """Map actions into the policy's training space with the frozen stats (LeRobot's formulas)."""
-    if mode == "MEAN_STD":
-        return (x - np.asarray(stats["mean"])) / (np.asarray(stats["std"]) + 1e-8)
-    q01, q99 = np.asarray(stats["q01"]), np.asarray(stats["q99"])
-    return 2.0 * (x - q01) / np.maximum(q99 - q01, 1e-8) - 1.0
-
-
-def check_inputs(ckpt, dataset_root: Path, split_hash: str) -> None:
+def check_inputs(ckpt: LoadedCheckpoint, dataset_root: Path, split: dict) -> None:
     """The held-out episodes and the data must be the ones the checkpoint was trained against."""
-    if ckpt.norm_stats["split_hash"] != split_hash:
+    if ckpt.norm_stats["split_hash"] != compute_split_hash(split):
         raise CheckpointError(
-            f"the split in evaluate's norms dir differs from the one {ckpt.directory} was trained with; "
-            f"evaluating on it could score training episodes. Use the norms dir of that run"
+            f"the episode split given for evaluation differs from the one {ckpt.directory} was trained with; "
+            f"evaluating on it could score training episodes. Leave out --norms (the checkpoint's own split), "
+            f"or pass the norms dir of that run"
         )
     if ckpt.norm_stats["dataset_fingerprint"] != compute_dataset_fingerprint(dataset_root):
-        raise CheckpointError(f"{dataset_root} is not the dataset version {ckpt.directory} was trained on")
+        raise CheckpointError(f"{dataset_root} is not the dataset version {ckpt.directory} was trained on; "
+                              f"evaluate with the dataset the checkpoint's norm_stats.json names")
+    if not split["val"]:
+        raise ConfigError(f"{ckpt.directory} was trained without validation episodes: nothing is held out "
+                          f"to evaluate on (set norms.val_fraction or norms.val_episodes and retrain)")
 
 
-@torch.no_grad()
-def predict_chunks(ckpt, dataset, indices: list[int], batch_size: int, noise_seed: int) -> dict[str, np.ndarray]:
-    """Predicted chunks, ground truth, padding masks and the state at every evaluated frame."""
-    subset = torch.utils.data.Subset(dataset, indices)
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
-    torch.manual_seed(noise_seed)
-    out = {"pred": [], "target": [], "pad": [], "state": []}
-    for batch in tqdm(loader, desc="evaluate", unit="batch"):
-        obs = {k: v for k, v in batch.items() if k != ACTION}
-        chunk = ckpt.policy.predict_action_chunk(ckpt.preprocessor(obs))
-        out["pred"].append(ckpt.postprocessor(chunk).cpu().numpy())
-        out["target"].append(batch[ACTION].numpy())
-        out["pad"].append(batch[f"{ACTION}_is_pad"].numpy())
-        out["state"].append(batch[OBS_STATE].numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+def resolve_split(ckpt: LoadedCheckpoint, norms_dir: Path | None) -> dict:
+    if norms_dir is not None:
+        return load_split(norms_dir)
+    if ckpt.split is None:
+        raise CheckpointError(f"{ckpt.directory} has no split.json (saved before checkpoints carried their "
+                              f"split); pass the norms dir it was trained with (--norms DIR)")
+    return ckpt.split
 
 
-def compute_metrics(arrays: dict[str, np.ndarray], action_stats: dict, mode: str = "QUANTILES") -> dict[str, float]:
-    pred, target, state = arrays["pred"].astype(np.float64), arrays["target"].astype(np.float64), arrays["state"]
-    valid = ~arrays["pad"].astype(bool)
-    hold = np.broadcast_to(state[:, None, :], target.shape).astype(np.float64)
-    norm = lambda x: compute_normalized(x, action_stats, mode)  # noqa: E731
+def resolve_stride(stride: int | None, config) -> int:
+    """The replanning interval; at most a chunk, so every frame has an executed action."""
+    stride = config.n_action_steps if stride is None else stride
+    if stride > config.chunk_size:
+        raise ConfigError(f"evaluate.stride = {stride} exceeds the checkpoint's chunk_size {config.chunk_size}: "
+                          f"frames between chunks would have no action. Use a stride <= {config.chunk_size}")
+    return stride
+
+
+def resolve_checkpoint(path: Path, pick: str = "last") -> Path:
+    """A checkpoint path as given to `vla evaluate`: a train run dir (its ``last``/``best``
+    checkpoint), a step dir of ``checkpoints/`` or a ``pretrained_model`` dir."""
+    path = Path(path)
+    if (path / LAST_FILE).is_file():
+        return find_last(path, BEST_FILE if pick == "best" else LAST_FILE)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found; pass a train run dir (e.g. artifacts/train), one of "
+                              f"its checkpoints/<step> dirs or a pretrained_model dir")
+    return path
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Evaluate one checkpoint on its held-out episodes; returns (and writes) ``metrics.json``."""
+    ckpt = load_checkpoint(cfg.checkpoint, device=cfg.device)
+    split = resolve_split(ckpt, cfg.norms_dir)
+    check_inputs(ckpt, cfg.dataset_root, split)
+    contract = load_contract(ckpt.directory / CONTRACT_FILE)
+    config = ckpt.policy.config
+    stride = resolve_stride(cfg.stride, config)
+    dataset = make_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size)
+    preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, cfg.num_workers)
+    stats, mode = ckpt.norm_stats["features"][ACTION], config.normalization_mapping["ACTION"].value
+    joints = list(contract.joints)
+    args = (stats, mode, joints, contract.ranges, stride, cfg.saturation_margin)
+    metrics, table = compute_metrics(preds, *args), compute_episode_table(preds, *args)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_results(out, metrics, table, preds, make_protocol(cfg, ckpt, stride, split))
+    tracker = make_tracker(TrackingConfig(
+        live_dir=out / "live", wandb_dir=cfg.wandb_dir or out / "wandb", wandb_project=cfg.wandb_project,
+        wandb_mode=cfg.wandb_mode, run_key=read_checkpoint_state(ckpt).get("run_key", ""), job_type="evaluate",
+    ))
+    try:
+        tracker.log_config(make_protocol(cfg, ckpt, stride, split))
+        tracker.log_summary(metrics)
+        tracker.log_table("episodes", table, x="episode_index", y=RANK_KEY)
+        save_media(tracker, out, dataset, preds, table, contract, stride, cfg.videos)
+    finally:
+        tracker.close()
+    return metrics
+
+
+def read_checkpoint_state(ckpt: LoadedCheckpoint) -> dict:
+    """The step and run key of a checkpoint the train stage wrote ({} for a bare pretrained_model)."""
+    step_dir = ckpt.directory.parent
+    return read_run_state(step_dir) if (step_dir / TRAINING_STATE_DIR / RUN_STATE_FILE).is_file() else {}
+
+
+def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, split: dict) -> dict:
+    """What was evaluated and how: enough to reproduce the numbers."""
+    config = ckpt.policy.config
     return {
-        "action_mse": compute_masked_mse(pred, target, valid),
-        "action_mse_normalized": compute_masked_mse(norm(pred), norm(target), valid),
-        "baseline_hold_mse": compute_masked_mse(hold, target, valid),
-        "baseline_hold_mse_normalized": compute_masked_mse(norm(hold), norm(target), valid),
-        "n_frames": int(len(pred)),
-        "n_valid_steps": int(valid.sum()),
+        "checkpoint": str(ckpt.directory), "step": read_checkpoint_state(ckpt).get("step"),
+        "dataset_root": str(cfg.dataset_root),
+        "dataset_fingerprint": ckpt.norm_stats["dataset_fingerprint"], "val_episodes": split["val"],
+        "stride": stride, "chunk_size": config.chunk_size, "n_action_steps": config.n_action_steps,
+        "num_inference_steps": config.num_inference_steps, "noise_seed": cfg.noise_seed,
+        "saturation_margin": cfg.saturation_margin, "rank_episodes_by": RANK_KEY,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
     }
 
 
-def evaluate(cfg: EvaluateConfig) -> dict[str, float]:
-    """Evaluate one checkpoint on the validation split; writes ``metrics.json`` to ``out_dir``."""
-    ckpt = load_checkpoint(cfg.checkpoint, device=cfg.device)
-    split = load_split(cfg.norms_dir)
-    check_inputs(ckpt, cfg.dataset_root, compute_split_hash(split))
-    contract = load_contract(ckpt.directory / CONTRACT_FILE)
-    config = ckpt.policy.config
-    dataset = make_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size)
-    indices = list(range(0, len(dataset), cfg.stride))
-    arrays = predict_chunks(ckpt, dataset, indices, cfg.batch_size, cfg.noise_seed)
-    mode = config.normalization_mapping["ACTION"].value
-    metrics = compute_metrics(arrays, ckpt.norm_stats["features"][ACTION], mode)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+def save_results(out: Path, metrics: dict, table: list[dict], preds: Predictions, protocol: dict) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
+    with open(out / "episodes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in table)
+    np.savez_compressed(out / "predictions.npz", pred=preds.pred, target=preds.target, pad=preds.pad,
+                        state=preds.state, episode=preds.episode, frame=preds.frame, task=np.asarray(preds.task))
+
+
+def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict], contract: Contract,
+               stride: int, videos: bool) -> None:
+    """Per-joint traces (PNG) and a video (MP4) of the best, median and worst episode."""
+    executed = compute_executed(preds, stride)
+    by_episode = {r["episode_index"]: r for r in table}
+    joints = list(contract.joints)
+    done = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for which, ep in pick_representative(table, RANK_KEY).items():
+            if ep in done:  # fewer than three episodes: the median is the best one
+                continue
+            done.add(ep)
+            chunks = preds.select(preds.episode == ep)
+            title = (f"{which} episode {ep} ({by_episode[ep]['task']}): "
+                     f"normalized action MSE {by_episode[ep][RANK_KEY]:.4g}")
+            png = save_trace_plot(executed[ep], chunks, joints, contract.units, title, Path(tmp) / f"{which}.png")
+            tracker.log_image(f"traces/{which}_ep{ep}", png)
+            if videos:
+                frames = render_episode_frames(load_episode_images(dataset, ep), executed[ep], chunks, joints,
+                                               contract.units, title)
+                mp4 = out / "videos" / f"{which}_ep{ep}.mp4"
+                save_video(frames, contract.fps, mp4)
+                tracker.log_video(f"videos/{which}", mp4, contract.fps)

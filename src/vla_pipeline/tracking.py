@@ -29,6 +29,7 @@ class TrackingConfig:
     wandb_project: str = "vla-pipeline"
     wandb_mode: str = "offline"  # offline | online | disabled
     run_key: str = ""  # a resumed run (same key) continues its W&B run
+    job_type: str = "train"  # W&B job type; runs of other types (evaluate) always start a new W&B run
     resume_step: int | None = None  # None: a new run
     init_timeout: float = 60.0  # seconds W&B may take to reach its service before falling back to offline
 
@@ -38,6 +39,9 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, name: str, path: Path | None, kind: str, metadata: dict | None = None) -> None: ...
     def log_image(self, name: str, path: Path) -> None: ...
+    def log_video(self, name: str, path: Path, fps: int) -> None: ...
+    def log_table(self, name: str, rows: list[dict], x: str, y: str) -> None: ...
+    def log_summary(self, metrics: dict) -> None: ...
     def close(self) -> None: ...
 
 
@@ -81,6 +85,18 @@ def save_curves_plot(live_dir: Path, out: Path) -> Path | None:
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
+
+
+def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Nested metrics as one level of ``a/b/c`` keys (W&B's summary)."""
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
 
 
 def check_wandb_online(timeout: float) -> str | None:
@@ -129,7 +145,19 @@ class DvcLiveTracker:
         """Nothing to do: the files are DVC stage outputs, versioned by their content hash already."""
 
     def log_image(self, name: str, path: Path) -> None:
-        """Nothing to do: `dvc plots show` draws the same curves from the logged metrics."""
+        """Into ``<live_dir>/plots/images/<name>.png``: the stage declares it, `dvc plots show` renders it."""
+        self.live.log_image(f"{name}.png", str(path))
+
+    def log_video(self, name: str, path: Path, fps: int) -> None:
+        """Nothing to do: DVC plots cannot show a video; the MP4 is a stage output already."""
+
+    def log_table(self, name: str, rows: list[dict], x: str, y: str) -> None:
+        """A bar chart of ``y`` per ``x`` (``<live_dir>/plots/custom/<name>.json``; `dvc plots show`)."""
+        self.live.log_plot(name, [{x: str(r[x]), y: r[y]} for r in rows], x=y, y=x,
+                           template="bar_horizontal", title=f"{y} per {x}")
+
+    def log_summary(self, metrics: dict) -> None:
+        """Nothing to do: the stage writes its metrics file (DVC metrics) itself."""
 
     def close(self) -> None:
         self.live.end()
@@ -157,6 +185,8 @@ class WandbTracker:
 
         path = Path(cfg.wandb_dir) / RUN_IDS_FILE
         ids = json.loads(path.read_text()) if path.is_file() else {}
+        if cfg.job_type != "train":
+            return wandb.util.generate_id()
         if cfg.resume_step is None or cfg.run_key not in ids:
             ids[cfg.run_key] = wandb.util.generate_id()
             path.write_text(json.dumps(ids, indent=2))
@@ -168,6 +198,7 @@ class WandbTracker:
 
         return wandb.init(
             project=cfg.wandb_project, mode=mode, dir=str(cfg.wandb_dir), id=run_id, resume="allow",
+            job_type=cfg.job_type, group=cfg.run_key[:64] or None,
             settings=wandb.Settings(console="off", x_disable_stats=True, init_timeout=cfg.init_timeout),
         )
 
@@ -192,6 +223,20 @@ class WandbTracker:
         import wandb
 
         self.run.log({name: wandb.Image(str(path))})
+
+    def log_video(self, name: str, path: Path, fps: int) -> None:
+        import wandb
+
+        self.run.log({name: wandb.Video(str(path), fps=fps, format="mp4")})
+
+    def log_table(self, name: str, rows: list[dict], x: str, y: str) -> None:
+        import wandb
+
+        columns = list(rows[0]) if rows else [x, y]
+        self.run.log({name: wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+
+    def log_summary(self, metrics: dict) -> None:
+        self.run.summary.update(flatten_metrics(metrics))
 
     def close(self) -> None:
         import wandb
@@ -221,6 +266,18 @@ class MultiTracker:
     def log_image(self, name: str, path: Path) -> None:
         for t in self.trackers:
             t.log_image(name, path)
+
+    def log_video(self, name: str, path: Path, fps: int) -> None:
+        for t in self.trackers:
+            t.log_video(name, path, fps)
+
+    def log_table(self, name: str, rows: list[dict], x: str, y: str) -> None:
+        for t in self.trackers:
+            t.log_table(name, rows, x, y)
+
+    def log_summary(self, metrics: dict) -> None:
+        for t in self.trackers:
+            t.log_summary(metrics)
 
     def close(self) -> None:
         for t in self.trackers:

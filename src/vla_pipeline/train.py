@@ -7,6 +7,7 @@ policy, processors, optimizer and schedule, resume if this run was interrupted, 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ class TrainInputs:
     preprocessor: object
     postprocessor: object
     tokenizer: str
+    split: dict[str, list[int]]  # saved in every checkpoint: what `vla evaluate` holds out
 
 
 def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], runtime: Runtime | None = None
@@ -123,7 +125,7 @@ def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], 
     tokenizer = resolve_tokenizer(cfg.policy, Path(cfg.out_dir) / "tokenizer")
     pre, post = make_processors(pi05_config, make_processor_stats(stats_doc), tokenizer)
     return TrainInputs(dataset, make_val_subset(val, cfg.val_samples) if val else None, pi05_config, pre, post,
-                       tokenizer)
+                       tokenizer, split)
 
 
 def make_optimizer_and_scheduler(policy, pi05_config, steps: int):
@@ -272,7 +274,8 @@ def save_state_and_model(tmp, step, best, cfg, runtime, accelerator, policy, opt
     if accelerator.is_main_process:
         save_pretrained_model(
             tmp, policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims, tokenizer=inputs.tokenizer,
-            contract_path=cfg.contract_path, norm_stats=stats_doc, train_config=config, provenance={"git": collect_git()},
+            contract_path=cfg.contract_path, norm_stats=stats_doc, split=inputs.split, train_config=config,
+            provenance={"git": collect_git()},
         )
     save_state(tmp, step, optimizer, scheduler, run_state, runtime.rank)
 
@@ -289,9 +292,10 @@ def log_inputs(tracker, cfg: TrainConfig, stats_doc: dict) -> None:
 
 
 def log_outputs(tracker, cfg: TrainConfig) -> None:
-    plot = save_curves_plot(cfg.live_dir, Path(cfg.live_dir) / "train_curves.png")
-    if plot is not None:
-        tracker.log_image("media/training_curves", plot)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = save_curves_plot(cfg.live_dir, Path(tmp) / "training_curves.png")
+        if plot is not None:
+            tracker.log_image("training_curves", plot)
     if cfg.wandb_log_checkpoints:
         for name, pointer in (("checkpoint-last", LAST_FILE), ("checkpoint-best", BEST_FILE)):
             doc = read_pointer(cfg.out_dir, pointer)
