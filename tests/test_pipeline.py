@@ -74,9 +74,9 @@ def test_repro_produces_every_artifact(repo: Path) -> None:
         out = repo / "artifacts/eval" / which
         metrics = json.loads((out / "metrics.json").read_text())
         assert {"action_mse", "baseline_hold_mse", "joints", "smoothness", "saturation", "per_task"} <= set(metrics)
-        assert sorted(p.name.split("_ep")[0] for p in (out / "live/plots/images/traces").glob("*.png")) == [
-            "best", "median", "worst"]
-        assert len(list((out / "videos").glob("*.mp4"))) == 3
+        traces = sorted(p.stem for p in (out / "live/plots/images/traces").glob("*.png"))
+        assert {t.split("_ep")[0] for t in traces} >= {"best", "worst"}  # 2 held-out episodes: median is best
+        assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) == traces
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
 
 
