@@ -67,10 +67,20 @@ def cmd_evaluate(args) -> int:
         noise_seed=args.noise_seed, device=args.device, num_workers=args.num_workers, videos=not args.no_videos,
         wandb_mode=args.wandb, wandb_project=args.wandb_project,
         wandb_dir=Path(args.wandb_dir) if args.wandb_dir else out / "wandb",
+        frame_cache=Path(args.frame_cache) if args.frame_cache else None,
     )
     metrics = evaluate(cfg)
     print(json.dumps(metrics, indent=2))
     print(f"evaluated {cfg.checkpoint}: {out / 'metrics.json'}, {out / 'episodes.csv'}, media in {out}")
+    return 0
+
+
+def cmd_frame_cache(args) -> int:
+    from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
+
+    cfg = FrameCacheConfig(Path(args.dataset), Path(args.contract), Path(args.out),
+                           resolution=None if args.native else tuple(args.resolution), num_workers=args.num_workers)
+    print(f"frame cache: {save_frame_cache(cfg)}")
     return 0
 
 
@@ -129,7 +139,18 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     s.add_argument("--wandb-project", default="vla-pipeline")
     s.add_argument("--wandb-dir", help="W&B run files (default: OUT/wandb)")
+    s.add_argument("--frame-cache", help="read camera frames from this decoded-frame cache (vla frame-cache)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("frame-cache", help="decode every camera frame once into a memory-mapped cache")
+    s.add_argument("dataset")
+    s.add_argument("--contract", required=True)
+    s.add_argument("--out", default="frame_cache")
+    s.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=[224, 224],
+                   help="the policy's image_resolution (default 224 224: full-size Pi0.5)")
+    s.add_argument("--native", action="store_true", help="keep decoded frames as they are (bit-identical, larger)")
+    s.add_argument("--num-workers", type=int, default=1, help="decoding processes")
+    s.set_defaults(func=cmd_frame_cache)
 
     s = sub.add_parser("make-demo", help="write the synthetic LeKiwi demo dataset")
     s.add_argument("out")

@@ -58,7 +58,8 @@ def compute_dataset_fingerprint(root: Path) -> str:
 
 
 class ArmOnlyDataset(torch.utils.data.Dataset):
-    """The frames of some episodes of a ``LeRobotDataset``, carrying the contract's arm joints
+    """The frames of some episodes of a ``LeRobotDataset`` (or of the decoded-frame cache, which
+    gives the same items: ``frame_cache.FrameCacheSource``), carrying the contract's arm joints
     under LeRobot's keys.
 
     ``action`` (chunk, n_joints) and ``observation.state`` (n_joints,) are selected by joint

@@ -31,8 +31,9 @@ from vla_pipeline.checkpoint import (
     load_checkpoint,
 )
 from vla_pipeline.contract import Contract, load_contract
-from vla_pipeline.data import compute_dataset_fingerprint, make_dataset
+from vla_pipeline.data import compute_dataset_fingerprint
 from vla_pipeline.errors import CheckpointError, ConfigError
+from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
 from vla_pipeline.inference import load_episode_images, predict_episodes
 from vla_pipeline.media import render_episode_frames, save_trace_plot, save_video
 from vla_pipeline.metrics import (
@@ -66,6 +67,7 @@ class EvaluateConfig:
     wandb_mode: str = "offline"
     wandb_project: str = "vla-pipeline"
     wandb_dir: Path | None = None  # None: out_dir/wandb
+    frame_cache: Path | None = None  # read camera frames from this decoded-frame cache instead of the videos
 
     def __post_init__(self) -> None:
         if self.stride is not None:
@@ -84,6 +86,7 @@ class EvaluateConfig:
             saturation_margin=param(p, "evaluate.saturation_margin", float),
             videos=param(p, "evaluate.videos", bool), wandb_mode=param(p, "evaluate.wandb.mode", str),
             wandb_project=param(p, "evaluate.wandb.project", str), wandb_dir=param(p, "evaluate.wandb.dir", Path),
+            frame_cache=param(p, "frame_cache.dir", Path) if param(p, "frame_cache.enable", bool) else None,
         )
 
 
@@ -141,7 +144,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     contract = load_contract(ckpt.directory / CONTRACT_FILE)
     config = ckpt.policy.config
     stride = resolve_stride(cfg.stride, config)
-    dataset = make_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size)
+    cache = None if cfg.frame_cache is None else load_frame_cache(
+        cfg.frame_cache, ckpt.norm_stats["dataset_fingerprint"], tuple(config.image_resolution))
+    dataset = make_episode_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size, cache)
     preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, cfg.num_workers)
     stats, mode = ckpt.norm_stats["features"][ACTION], config.normalization_mapping["ACTION"].value
     joints = list(contract.joints)

@@ -53,13 +53,19 @@ class PolicyConfig:
         return cfg
 
 
+def compute_image_resolution(cfg: PolicyConfig) -> tuple[int, int]:
+    """The (H, W) Pi0.5 resizes camera images to: a tiny vision tower's image size, else LeRobot's 224x224."""
+    if cfg.dims is not None:  # a tiny vision tower may take smaller images than the full 224x224
+        return (cfg.dims.vision.image_size, cfg.dims.vision.image_size)
+    return tuple(PI05Config.__dataclass_fields__["image_resolution"].default)
+
+
 def make_pi05_config(
     cfg: PolicyConfig, n_joints: int, cameras: dict[str, tuple[int, int, int]], device: str, **overrides
 ) -> PI05Config:
     """LeRobot's ``PI05Config`` with the contract's arm-only features; ``overrides`` sets further PI05Config fields."""
     mode = NormalizationMode[cfg.normalization]
-    if cfg.dims is not None:  # a tiny vision tower may take smaller images than the full 224x224
-        overrides.setdefault("image_resolution", (cfg.dims.vision.image_size, cfg.dims.vision.image_size))
+    overrides.setdefault("image_resolution", compute_image_resolution(cfg))
     return PI05Config(
         chunk_size=cfg.chunk_size,
         n_action_steps=cfg.n_action_steps,

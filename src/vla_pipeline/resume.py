@@ -39,7 +39,8 @@ CHECKPOINTS_DIR = "checkpoints"
 RESUME_MODES = ("auto", "never")
 # keys that change how a run is recorded, never what it computes
 BOOKKEEPING = {"out_dir", "live_dir", "wandb_dir", "wandb_project", "wandb_mode", "wandb_init_timeout",
-               "wandb_log_checkpoints", "log_every", "save_every", "eval_every", "keep_last", "num_workers", "resume"}
+               "wandb_log_checkpoints", "log_every", "save_every", "eval_every", "keep_last", "num_workers", "resume",
+               "pin_memory", "prefetch_factor"}
 
 
 def compute_source_hash() -> str:

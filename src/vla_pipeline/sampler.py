@@ -42,9 +42,10 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 
 
 def make_loader(dataset, batch_size: int, seed: int, num_workers: int, start: int = 0, rank: int = 0,
-                world_size: int = 1) -> Iterator[dict]:
+                world_size: int = 1, pin_memory: bool = False, prefetch_factor: int = 2) -> Iterator[dict]:
     """Endless batches from global batch ``start`` (= optimizer steps already taken). Each epoch
-    tells the dataset its number (augmentation seeds) before its workers are created."""
+    tells the dataset its number (augmentation seeds) before its workers are created. ``pin_memory``
+    (on a GPU) and ``prefetch_factor`` (batches each worker prepares ahead) change speed, never values."""
     per_epoch = compute_batches_per_epoch(len(dataset), batch_size, world_size)
     epoch, offset = divmod(start, per_epoch)
     while True:
@@ -52,6 +53,7 @@ def make_loader(dataset, batch_size: int, seed: int, num_workers: int, start: in
         sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, offset, rank, world_size)
         # the generator keeps worker seeding off the global RNG (the model's noise stream)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                             generator=torch.Generator().manual_seed(seed))
+                                             generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory,
+                                             prefetch_factor=prefetch_factor if num_workers else None)
         yield from loader
         epoch, offset = epoch + 1, 0

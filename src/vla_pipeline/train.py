@@ -29,9 +29,9 @@ from vla_pipeline.data import (
     compute_dataset_fingerprint,
     feature_names,
     load_info,
-    make_dataset,
 )
 from vla_pipeline.errors import ConfigError, ContractError, TrainingDivergedError, TrainInputError
+from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
 from vla_pipeline.guards import (
     check_initial_loss,
     check_normalized_ranges,
@@ -42,7 +42,13 @@ from vla_pipeline.guards import (
 )
 from vla_pipeline.model import make_pi05_policy
 from vla_pipeline.norms import STATS_FILE, compute_split_hash, load_norm_stats, make_processor_stats
-from vla_pipeline.policy import apply_freeze, make_pi05_config, make_processors, resolve_tokenizer
+from vla_pipeline.policy import (
+    apply_freeze,
+    compute_image_resolution,
+    make_pi05_config,
+    make_processors,
+    resolve_tokenizer,
+)
 from vla_pipeline.pretrained import load_pretrained_weights
 from vla_pipeline.resume import (
     check_resumed_stats,
@@ -105,13 +111,16 @@ def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], 
     """The train split as LeRobot samples (augmented), a fixed validation subset, the policy config
     (with the runtime's lr scale, checkpointing and compile) and its processors."""
     contract = load_contract(cfg.contract_path)
-    dataset = make_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size,
-                           augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
+    cache = None if cfg.frame_cache_dir is None else load_frame_cache(
+        cfg.frame_cache_dir, stats_doc["dataset_fingerprint"], compute_image_resolution(cfg.policy))
+    dataset = make_episode_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size, cache,
+                                    augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
     world = runtime.world_size if runtime else 1
     if compute_batches_per_epoch(len(dataset), cfg.batch_size, world) < 1:
         raise ConfigError(f"train split has {len(dataset)} frames, fewer than train.batch_size={cfg.batch_size} "
                           f"x {world} process(es)")
-    val = make_dataset(cfg.dataset_root, contract, split["val"], cfg.policy.chunk_size) if split["val"] else None
+    val = make_episode_dataset(cfg.dataset_root, contract, split["val"], cfg.policy.chunk_size,
+                                cache) if split["val"] else None
     scale = runtime.lr_scale if runtime else 1.0
     pi05_config = make_pi05_config(
         cfg.policy, len(contract.joints), camera_shapes(cfg.dataset_root, contract),
@@ -224,8 +233,9 @@ def resume_if_possible(cfg, run_key, policy, optimizer, scheduler, inputs, stats
 def loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
          start, config, run_key) -> None:
     policy = accelerator.unwrap_model(model)
+    pin = runtime.platform != "cpu" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
     batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, start, runtime.rank,
-                          runtime.world_size)
+                          runtime.world_size, pin, cfg.prefetch_factor)
     implied_loss, first_losses = compute_implied_initial_loss(stats_doc, cfg.policy.normalization), []
     progress = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", initial=start, total=cfg.steps,
                     disable=not accelerator.is_main_process)

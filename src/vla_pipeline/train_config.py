@@ -70,9 +70,12 @@ class TrainConfig:
     wandb_log_checkpoints: bool = True
     augment: AugmentConfig = AugmentConfig()
     phase: str = "smoke"
+    frame_cache_dir: Path | None = None  # read camera frames from this decoded-frame cache (frame_cache stage)
+    pin_memory: str | bool = "auto"  # page-locked batches for fast host-to-GPU copies (auto: on a GPU)
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "log_every", "val_samples"):
+        for key in ("steps", "batch_size", "log_every", "val_samples", "prefetch_factor"):
             at_least(getattr(self, key), 1, f"train.{key}")
         for key in ("warmup_steps", "save_every", "eval_every", "num_workers", "keep_last"):
             at_least(getattr(self, key), 0, f"train.{key}")
@@ -80,13 +83,14 @@ class TrainConfig:
             raise ConfigError(f"params: 'train.lr' = {self.lr!r}; must be > 0")
         choice(self.wandb_mode, WANDB_MODES, "train.wandb.mode")
         choice(self.resume, RESUME_MODES, "train.resume")
+        choice(self.pin_memory, ("auto", True, False), "train.pin_memory")
         for group in self.freeze:
             choice(group, tuple(FREEZE_GROUPS), "train.freeze")
 
     @classmethod
     def from_params(cls, p: dict, **overrides) -> TrainConfig:
         ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every",
-                "eval_every", "keep_last", "val_samples")
+                "eval_every", "keep_last", "val_samples", "prefetch_factor")
         floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
         t = {"train": resolve_phase(p)}
         values = dict(
@@ -113,6 +117,8 @@ class TrainConfig:
             wandb_init_timeout=param(p, "train.wandb.init_timeout", float),
             wandb_log_checkpoints=param(p, "train.wandb.log_checkpoints", bool),
             augment=AugmentConfig.from_params(param(p, "train.augment")),
+            frame_cache_dir=param(p, "frame_cache.dir", Path) if param(p, "frame_cache.enable", bool) else None,
+            pin_memory=param(p, "train.pin_memory", _switch),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
         )

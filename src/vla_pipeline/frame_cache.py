@@ -1,0 +1,256 @@
+"""Decoded-frame cache: every camera frame of the dataset decoded once (by LeRobot's own video
+decoder), resized the way Pi0.5's preprocessing resizes it, and stored as uint8 in one
+memory-mapped file per camera. Training and evaluation then read frames instead of decoding
+video at every step.
+
+Layout of ``out_dir``: ``<camera key>.u8`` (``n_frames x 3 x H x W`` uint8, row = the dataset's
+global ``index``) and ``manifest.json`` (dataset fingerprint, resize settings, shapes, sha256 of
+every frame file). ``resolution`` is the policy's ``image_resolution``: each frame is resized
+with LeRobot's ``resize_with_pad_torch`` arithmetic (aspect kept) *without* the pad, so the
+model's own resize becomes the identity and it still adds its pad. The only difference from the
+decode path is the uint8 rounding of the resized image: at most 0.5/255 per pixel in [0, 1]
+(documented in README, tested in ``tests/test_frame_cache.py``). ``resolution=None`` keeps the
+decoded frames as they are: bit-identical tensors, more memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+from lerobot.datasets.video_utils import decode_video_frames
+from tqdm import tqdm
+
+from vla_pipeline.contract import Contract, load_contract
+from vla_pipeline.data import ArmOnlyDataset, compute_dataset_fingerprint, make_dataset
+from vla_pipeline.errors import TrainInputError
+from vla_pipeline.frames import load_frames_raw, load_task_indices
+from vla_pipeline.params import at_least, param
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+BLOCK = 32  # frames decoded per call: bounded memory at 640x480 and beyond
+FULL_RESOLUTION = (224, 224)  # LeRobot's PI05Config.image_resolution
+ROUNDING_TOLERANCE = 0.5 / 255 + 1e-6  # max |cache - decode| per pixel in [0, 1] when frames are resized
+
+
+@dataclass(frozen=True)
+class FrameCacheConfig:
+    dataset_root: Path
+    contract_path: Path
+    out_dir: Path
+    enable: bool = True
+    resolution: tuple[int, int] | None = (224, 224)  # the policy's image_resolution; None: native frames
+    num_workers: int = 1  # decoding processes
+
+    def __post_init__(self) -> None:
+        at_least(self.num_workers, 0, "frame_cache.num_workers")
+
+    @classmethod
+    def from_params(cls, p: dict) -> FrameCacheConfig:
+        """``frame_cache.*``, the dataset, and the policy's image resolution (``policy.size`` and, for the
+        tiny model, ``policy.dims.vision.image_size``) unless ``frame_cache.resize`` is false."""
+        size = param(p, "policy.size", str)
+        image_size = param(p, "policy.dims.vision.image_size", int) if size == "tiny" else None
+        resolution = (image_size, image_size) if image_size else FULL_RESOLUTION
+        return cls(
+            dataset_root=param(p, "dataset.root", Path), contract_path=param(p, "dataset.contract", Path),
+            out_dir=param(p, "frame_cache.dir", Path), enable=param(p, "frame_cache.enable", bool),
+            resolution=resolution if param(p, "frame_cache.resize", bool) else None,
+            num_workers=param(p, "frame_cache.num_workers", int),
+        )
+
+
+def compute_resized_shape(height: int, width: int, target: tuple[int, int] | None) -> tuple[int, int]:
+    """The (h, w) that LeRobot's ``resize_with_pad_torch`` resizes a frame to before padding."""
+    if target is None:
+        return height, width
+    ratio = max(width / target[1], height / target[0])
+    return int(height / ratio), int(width / ratio)
+
+
+def compute_resized_frames(frames: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(n, 3, h, w) float frames in [0, 1] -> (n, 3, *shape) uint8, by Pi0.5's bilinear resize
+    (``F.interpolate``, ``align_corners=False``, as ``resize_with_pad_torch`` calls it)."""
+    if tuple(frames.shape[-2:]) != tuple(shape):
+        frames = F.interpolate(frames, size=shape, mode="bilinear", align_corners=False)
+    return (frames * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def camera_file(out_dir: Path, key: str) -> Path:
+    return Path(out_dir) / f"{key}.u8"
+
+
+class _EpisodeBlocks(torch.utils.data.Dataset):
+    """(camera, episode, block of frames) decoded with LeRobot's decoder: a DataLoader spreads the
+    blocks over worker processes while the main process writes the memory-mapped files."""
+
+    def __init__(self, root: Path, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]]):
+        self.root, self.tolerance_s, self.shapes = Path(root), tolerance_s, shapes
+        self.meta = LeRobotDatasetMetadata(repo_id=f"local/{self.root.name}", root=self.root)
+        frames = load_frames_raw(self.root, {})
+        order = np.argsort(frames["index"], kind="stable")
+        self.timestamps = frames["timestamp"][order].astype(np.float64)
+        self.blocks = []
+        for ep in range(self.meta.total_episodes):
+            e = self.meta.episodes[ep]
+            lo, hi = int(e["dataset_from_index"]), int(e["dataset_to_index"])
+            for key in cameras:
+                self.blocks += [(key, ep, s, min(s + BLOCK, hi)) for s in range(lo, hi, BLOCK)]
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int):
+        key, ep, lo, hi = self.blocks[i]
+        e = self.meta.episodes[ep]
+        ts = [float(e[f"videos/{key}/from_timestamp"]) + float(t) for t in self.timestamps[lo:hi]]
+        path = self.root / self.meta.get_video_file_path(ep, key)
+        frames = decode_video_frames(path, ts, self.tolerance_s, "pyav").reshape(hi - lo, 3, *self._native(key))
+        return key, lo, hi, compute_resized_frames(frames, self.shapes[key])
+
+    def _native(self, key: str) -> tuple[int, int]:
+        h, w, _ = self.meta.info["features"][key]["shape"]
+        return h, w
+
+
+def save_frame_cache(cfg: FrameCacheConfig) -> Path:
+    """Decode every camera frame once into ``cfg.out_dir`` (atomically: a ``.tmp`` dir renamed at the
+    end). Disabled: only a manifest saying so, so the stage still has its output."""
+    out = Path(cfg.out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    manifest = {"format": FORMAT_VERSION, "enable": cfg.enable}
+    if cfg.enable:
+        contract = load_contract(cfg.contract_path)
+        fingerprint = compute_dataset_fingerprint(cfg.dataset_root)
+        manifest.update(_write_frames(cfg, contract, tmp, fingerprint))
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerprint: str) -> dict:
+    meta = LeRobotDatasetMetadata(repo_id=f"local/{Path(cfg.dataset_root).name}", root=cfg.dataset_root)
+    keys = list(contract.cameras.values())
+    shapes = {}
+    for key in keys:
+        h, w, _ = meta.info["features"][key]["shape"]
+        shapes[key] = compute_resized_shape(h, w, cfg.resolution)
+    n = meta.total_frames
+    maps = {k: np.lib.format.open_memmap(camera_file(tmp, k), mode="w+", dtype=np.uint8, shape=(n, 3, *shapes[k]))
+            for k in keys}
+    blocks = _EpisodeBlocks(cfg.dataset_root, keys, contract.timestamp_tolerance_s, shapes)
+    loader = torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=cfg.num_workers)
+    with tqdm(total=n * len(keys), desc="frame cache", unit="frame") as progress:
+        for key, lo, hi, frames in loader:
+            maps[key][lo:hi] = frames.numpy()
+            progress.update(hi - lo)
+    files = {}
+    for key, mm in maps.items():
+        mm.flush()
+        del mm
+        files[key] = {"shape": [n, 3, *shapes[key]], "sha256": _sha256(camera_file(tmp, key))}
+    return {"dataset_fingerprint": fingerprint, "resolution": list(cfg.resolution) if cfg.resolution else None,
+            "resize": "pi05 resize_with_pad (bilinear, aspect kept, no pad), uint8 rounding" if cfg.resolution
+            else "none (decoded frames)", "n_frames": n, "cameras": files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedFrameCache:
+    directory: Path
+    manifest: dict
+
+
+def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, int] | None) -> LoadedFrameCache:
+    """The cache at ``cache_dir``, refused (with the command that rebuilds it) when it was made from another
+    version of the dataset or with other resize settings than the policy's."""
+    path = Path(cache_dir) / MANIFEST
+    rebuild = "rebuild it with `dvc repro frame_cache` (or `vla frame-cache`)"
+    if not path.is_file():
+        raise TrainInputError(f"frame_cache.enable is true but {cache_dir} holds no frame cache; {rebuild}")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("enable"):
+        raise TrainInputError(f"{cache_dir} was built with frame_cache.enable: false; {rebuild}")
+    if manifest["dataset_fingerprint"] != fingerprint:
+        raise TrainInputError(f"the frame cache in {cache_dir} was decoded from another version of the dataset; "
+                              f"{rebuild}")
+    cached = tuple(manifest["resolution"]) if manifest["resolution"] else None
+    if cached is not None and cached != tuple(resolution or ()):
+        raise TrainInputError(f"the frame cache in {cache_dir} was resized for {cached}, the policy takes "
+                              f"{tuple(resolution or ())}; {rebuild}")
+    return LoadedFrameCache(Path(cache_dir), manifest)
+
+
+class FrameCacheSource:
+    """Items with the keys LeRobot's ``LeRobotDataset`` gives (what ``ArmOnlyDataset`` reads), built
+    from the frame cache and the data parquet files: the action chunk is indexed exactly as LeRobot
+    indexes it (clamped to the episode, ``*_is_pad`` past its end), images come from the cache."""
+
+    def __init__(self, cache: LoadedFrameCache, root: Path, contract: Contract, chunk_size: int):
+        self.meta = LeRobotDatasetMetadata(repo_id=f"local/{Path(root).name}", root=root)
+        self.cache_dir, self.contract = cache.directory, contract
+        dims = {k: self.meta.info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
+        frames = load_frames_raw(root, dims)
+        order = np.argsort(frames["index"], kind="stable")
+        self.vectors = {k: frames.vectors[k][order].astype(np.float32) for k in dims}
+        self.episode = frames["episode_index"][order].astype(np.int64)
+        self.frame = frames["frame_index"][order].astype(np.int64)
+        self.task_index = frames["task_index"][order].astype(np.int64)
+        self.tasks = load_task_indices(root)
+        ends = np.zeros(self.meta.total_episodes, dtype=np.int64)
+        for ep in range(self.meta.total_episodes):
+            ends[ep] = self.meta.episodes[ep]["dataset_to_index"]
+        self.episode_end = ends
+        self.offsets = np.arange(chunk_size)
+        self._maps: dict[str, np.ndarray] | None = None  # opened lazily, once per (worker) process
+
+    def _images(self) -> dict[str, np.ndarray]:
+        if self._maps is None:
+            self._maps = {k: np.load(camera_file(self.cache_dir, k), mmap_mode="r")
+                          for k in self.contract.cameras.values()}
+        return self._maps
+
+    def __getitem__(self, idx: int) -> dict:
+        c, ep = self.contract, self.episode[idx]
+        query = idx + self.offsets
+        end = self.episode_end[ep]
+        item = {
+            c.action_key: torch.from_numpy(self.vectors[c.action_key][np.minimum(query, end - 1)]),
+            f"{c.action_key}_is_pad": torch.from_numpy(query >= end),
+            c.state_key: torch.from_numpy(self.vectors[c.state_key][idx]),
+            "episode_index": torch.tensor(ep), "frame_index": torch.tensor(self.frame[idx]),
+            "task": self.tasks[int(self.task_index[idx])],
+        }
+        for key, mm in self._images().items():
+            item[key] = torch.from_numpy(np.array(mm[idx])).type(torch.float32) / 255
+        return item
+
+
+
+def make_episode_dataset(root: Path, contract: Contract, episodes: list[int], chunk_size: int,
+                          cache: LoadedFrameCache | None, augment=None, augment_seed: int = 0) -> ArmOnlyDataset:
+    """``data.make_dataset`` (LeRobot decoding the videos), or the same samples with images from
+    ``cache`` and vectors straight from the parquet files, indexed as LeRobot indexes them."""
+    if cache is None:
+        return make_dataset(root, contract, episodes, chunk_size, augment, augment_seed)
+    return ArmOnlyDataset(FrameCacheSource(cache, root, contract, chunk_size), contract, episodes, augment,
+                          augment_seed)
