@@ -127,3 +127,21 @@ def test_check_compat_cli(name: str, capsys) -> None:
 def test_check_compat_cli_missing_file(tmp_path: Path, capsys) -> None:
     assert main(["check-compat", str(tmp_path / "nope.safetensors")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_sdpa_attention_matches_reference(name: str) -> None:
+    """PyTorch's fused attention in place of LeRobot's eager one stays within the reference tolerance
+    (float32 1e-5, bfloat16 2e-2) and is really in use (the loss is not bit-identical to eager's)."""
+    from vla_pipeline.compat.attention import attention_kernel
+
+    meta, tensors = load_reference(TESTDATA / name)
+    model = build_reference_model(meta, tensors)
+    outputs = {}
+    for kind in ("eager", "sdpa"):
+        with attention_kernel(kind):
+            outputs[kind] = compute_reference_outputs(model, tensors, meta["num_inference_steps"])
+        for e in compute_errors(outputs[kind], tensors, TOLERANCES[meta["dtype"]]):
+            assert e.ok, f"{name} with {kind} attention: {e.name} differs by {e.max_abs_error} > {e.atol}"
+    assert not outputs["sdpa"]["loss"].equal(outputs["eager"]["loss"])
+    assert modeling_gemma.eager_attention_forward is compat.attention.EAGER  # restored afterwards

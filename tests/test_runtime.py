@@ -66,3 +66,48 @@ def test_two_processes_with_gloo(params, tiny_run, tmp_path) -> None:
     assert resolved["runtime_resolved"]["world_size"] == 2
     live = (tmp_path / "live/params.yaml").read_text()
     assert "effective_batch_size: 4" in live
+
+
+def test_gpu_speed_options_resolve_per_platform() -> None:
+    from vla_pipeline.runtime import make_accelerator
+
+    _, runtime = make_accelerator(RuntimeOptions(device="cpu"))
+    assert (runtime.attention, runtime.fused_optimizer, runtime.tf32) == ("eager", False, False)
+    _, runtime = make_accelerator(RuntimeOptions(device="cpu", attention="sdpa", fused_optimizer=True))
+    assert (runtime.attention, runtime.fused_optimizer) == ("sdpa", True)
+    with pytest.raises(ConfigError, match="train.attention"):
+        RuntimeOptions(attention="flash")
+
+
+def test_sdpa_and_fused_adamw_train_like_eager_and_foreach(params, tiny_run, tmp_path) -> None:
+    """The speed options change float rounding only: 4 steps give the same losses to 1e-4."""
+    losses = {}
+    for name, options in (("eager", {}), ("fast", {"attention": "sdpa", "fused_optimizer": True})):
+        p = write_train_params(params, tiny_run, tmp_path / name, log_every=1, **options)
+        result = vla("train", "--params", str(p))
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = (tmp_path / name / "live/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+        losses[name] = [float(r.split("\t")[-1]) for r in rows]
+        resolved = json.loads((tmp_path / name / "train/checkpoints/000004/pretrained_model/train_config.json")
+                              .read_text())["runtime_resolved"]
+        assert resolved["attention"] == options.get("attention", "eager")
+    assert len(losses["eager"]) == 4
+    assert losses["fast"] == pytest.approx(losses["eager"], rel=1e-4)
+
+
+def test_out_of_memory_becomes_an_actionable_error(params, tiny_run, tmp_path) -> None:
+    """A GPU out-of-memory error in a step (raised here where the allocator would) says what to change."""
+    from vla_pipeline.runtime import make_accelerator
+    from vla_pipeline.train import run_step
+
+    from conftest import make_train_config
+
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, batch_size=32)
+    accelerator, runtime = make_accelerator(RuntimeOptions(device="cpu"))
+
+    def out_of_memory(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(ConfigError, match=r"train.batch_size=32 does not fit .* step 1 ran out of GPU memory\. "
+                                          r"Set train.gradient_checkpointing: true or lower train.batch_size"):
+        run_step(None, out_of_memory, {}, None, None, accelerator, cfg, runtime, 1)

@@ -46,5 +46,6 @@ def stage_deps() -> dict[str, tuple[Path, set[Path]]]:
 def test_stage_deps_cover_every_imported_module(stage: str) -> None:
     script, deps = stage_deps()[stage]
     needed = imported_modules(script, {SRC / "__init__.py"})
-    missing = sorted(str(p.relative_to(REPO)) for p in needed if p not in deps)
+    covered = lambda p: p in deps or any(d.is_dir() and d in p.parents for d in deps)  # noqa: E731 (a dir dep)
+    missing = sorted(str(p.relative_to(REPO)) for p in needed if not covered(p))
     assert not missing, f"dvc.yaml stage {stage} imports {missing} but does not list them as deps"

@@ -3,7 +3,9 @@ device, precision, gradient checkpointing, torch.compile, seeding and determinis
 environment facts a run records (versions, GPUs, git commit).
 
 ``auto`` settings follow the AMD/ROCm spec on every GPU: compile off, gradient checkpointing on,
-bf16 where the device supports it, else fp16; on CPU: fp32 and no checkpointing."""
+bf16 where the device supports it, else fp16; on CPU: fp32 and no checkpointing. The speed options
+(README *Training throughput*) default to what is safe on ROCm too: SDPA attention, fused AdamW and
+TF32 (NVIDIA only) on GPUs; LeRobot's eager attention and foreach AdamW on CPU."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SWITCHES = ("auto", True, False)
 LR_SCALING = ("none", "linear", "sqrt")
+ATTENTION = ("auto", "eager", "sdpa")
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
@@ -36,6 +39,9 @@ class RuntimeOptions:
     compile: str | bool = "auto"
     deterministic: bool = False
     lr_scaling: str = "none"
+    attention: str = "auto"  # auto (GPU: sdpa, CPU: eager) | eager | sdpa
+    fused_optimizer: str | bool = "auto"  # auto (on for GPUs) | true | false
+    tf32: str | bool = "auto"  # TF32 matmuls for the float32 parts on NVIDIA GPUs: auto (on) | true | false
 
     def __post_init__(self) -> None:
         choice(self.device, DEVICES, "train.device")
@@ -43,6 +49,9 @@ class RuntimeOptions:
         choice(self.gradient_checkpointing, SWITCHES, "train.gradient_checkpointing")
         choice(self.compile, SWITCHES, "train.compile")
         choice(self.lr_scaling, LR_SCALING, "train.lr_scaling")
+        choice(self.attention, ATTENTION, "train.attention")
+        choice(self.fused_optimizer, SWITCHES, "train.fused_optimizer")
+        choice(self.tf32, SWITCHES, "train.tf32")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,9 @@ class Runtime:
     world_size: int
     rank: int
     lr_scale: float
+    attention: str = "eager"
+    fused_optimizer: bool = False
+    tf32: bool = False
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "rank"}
@@ -65,7 +77,8 @@ class Runtime:
     def describe(self) -> str:
         return (f"{self.platform} ({self.device}), precision {self.precision}, gradient checkpointing "
                 f"{'on' if self.gradient_checkpointing else 'off'}, compile {'on' if self.compile else 'off'}, "
-                f"{self.world_size} process(es), lr x{self.lr_scale:g}")
+                f"{self.world_size} process(es), lr x{self.lr_scale:g}, attention {self.attention}, "
+                f"{'fused' if self.fused_optimizer else 'foreach'} AdamW, TF32 {'on' if self.tf32 else 'off'}")
 
 
 def detect_platform() -> str:
@@ -110,7 +123,13 @@ def make_accelerator(opts: RuntimeOptions):
         compile=False if opts.compile == "auto" else bool(opts.compile),
         deterministic=opts.deterministic, world_size=accelerator.num_processes, rank=accelerator.process_index,
         lr_scale=compute_lr_scale(opts.lr_scaling, accelerator.num_processes),
+        attention=("sdpa" if on_gpu else "eager") if opts.attention == "auto" else opts.attention,
+        fused_optimizer=on_gpu if opts.fused_optimizer == "auto" else bool(opts.fused_optimizer),
+        tf32=platform == "cuda" if opts.tf32 == "auto" else bool(opts.tf32),
     )
+    if on_gpu:  # process-wide: only the training process runs here
+        torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
+        torch.backends.cudnn.allow_tf32 = runtime.tf32
     return accelerator, runtime
 
 

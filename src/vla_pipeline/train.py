@@ -7,6 +7,7 @@ policy, processors, optimizer and schedule, resume if this run was interrupted, 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from vla_pipeline.checkpoint import (
     save_pretrained_model,
 )
 from vla_pipeline.checkpointer import Checkpointer
+from vla_pipeline.compat.attention import attention_kernel
 from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import (
     camera_shapes,
@@ -35,7 +37,6 @@ from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
 from vla_pipeline.guards import (
     check_initial_loss,
     check_normalized_ranges,
-    check_prompt_fits,
     check_schedule,
     compute_implied_initial_loss,
     report_problems,
@@ -61,6 +62,7 @@ from vla_pipeline.resume import (
 )
 from vla_pipeline.runtime import Runtime, collect_git, collect_gpus, make_accelerator, seed_everything
 from vla_pipeline.sampler import compute_batches_per_epoch, make_loader
+from vla_pipeline.step import BatchPreparer, Pi05Loss
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train_config import TrainConfig
 from vla_pipeline.transforms import make_image_transforms
@@ -137,33 +139,38 @@ def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], 
                        tokenizer, split)
 
 
-def make_optimizer_and_scheduler(policy, pi05_config, steps: int):
+def make_optimizer_and_scheduler(policy, pi05_config, steps: int, fused: bool = False):
     """LeRobot's Pi0.5 presets (AdamW, cosine decay with warmup) with our params folded in; the
-    schedule is always built with the run's total steps (also on resume) and checked to end at decay_lr."""
-    optimizer = pi05_config.get_optimizer_preset().build(policy.get_optim_params())
+    schedule is always built with the run's total steps (also on resume) and checked to end at decay_lr.
+    ``fused``: the same AdamW (same preset values) as one fused kernel per step (a GPU speed option)."""
+    preset = pi05_config.get_optimizer_preset()
+    if fused:
+        optimizer = torch.optim.AdamW(policy.get_optim_params(), lr=preset.lr, betas=preset.betas, eps=preset.eps,
+                                      weight_decay=preset.weight_decay, fused=True)
+    else:
+        optimizer = preset.build(policy.get_optim_params())
     scheduler = pi05_config.get_scheduler_preset().build(optimizer, steps)
     check_schedule(scheduler, steps, pi05_config.scheduler_decay_lr, pi05_config.optimizer_lr)
     return optimizer, scheduler
 
 
-def train_step(model, preprocessor, batch: dict, optimizer, scheduler, accelerator, grad_clip_norm: float) -> dict:
-    """One optimizer step; returns its metrics (and the normalized batch, for the first-step guards)."""
+def train_step(model, prepare_batch, batch: dict, optimizer, scheduler, accelerator, grad_clip_norm: float) -> dict:
+    """One optimizer step. Loss and gradient norm stay device tensors: nothing here waits for the GPU
+    (``loop`` reads them at logging, guard, validation and checkpoint steps)."""
     model.train()
-    batch = preprocessor(batch)
-    check_prompt_fits(batch)
+    batch = prepare_batch(batch)
     with accelerator.autocast():
-        loss, _ = model(batch)
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(f"loss is {loss.item()}; lower train.lr or check the data")
+        loss = model(batch)
     accelerator.backward(loss)
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip_norm)
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
+    loss = loss.detach()
     if accelerator.num_processes > 1:  # log the mean over every process's share of the batch
-        loss = accelerator.reduce(loss.detach(), reduction="mean")
-    return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr, "batch": batch}
+        loss = accelerator.reduce(loss, reduction="mean")
+    return {"loss": loss, "grad_norm": grad_norm, "lr": lr, "batch": batch}
 
 
 def run_metadata(cfg: TrainConfig, runtime: Runtime, stats_doc: dict, run_key: str) -> dict:
@@ -188,7 +195,7 @@ def train(cfg: TrainConfig) -> Path:
         counts = load_pretrained_weights(policy, cfg.policy.pretrained)
         accelerator.print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
     accelerator.print(f"parameters: {apply_freeze(policy, cfg.freeze)} (train.freeze={list(cfg.freeze)})")
-    optimizer, scheduler = make_optimizer_and_scheduler(policy, inputs.pi05_config, cfg.steps)
+    optimizer, scheduler = make_optimizer_and_scheduler(policy, inputs.pi05_config, cfg.steps, runtime.fused_optimizer)
     config = {**cfg.resolved(), "runtime_resolved": runtime.to_dict()}
     run_key = compute_run_key({**config, "runtime_resolved": {k: v for k, v in runtime.to_dict().items()
                                                               if k != "device"}}, stats_doc, collect_versions())
@@ -201,14 +208,15 @@ def train(cfg: TrainConfig) -> Path:
         run_key=run_key, resume_step=start if resumed_from else None, init_timeout=cfg.wandb_init_timeout,
     )) if is_main else NullTracker()
     accelerator.print(f"runtime: {runtime.describe()}; effective batch {cfg.batch_size * runtime.world_size}")
-    model, optimizer = accelerator.prepare(policy, optimizer)
+    model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=runtime.compile), optimizer)
     if resumed_from is not None:
         restore_rng(resumed_from, runtime.rank)  # undo any draw made since the state was loaded
     try:
         tracker.log_config(run_metadata(cfg, runtime, stats_doc, run_key))
         log_inputs(tracker, cfg, stats_doc)
-        loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
-             start, config, run_key)
+        with attention_kernel(runtime.attention):
+            loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
+                 start, config, run_key)
         log_outputs(tracker, cfg)
     finally:
         tracker.close()
@@ -232,47 +240,98 @@ def resume_if_possible(cfg, run_key, policy, optimizer, scheduler, inputs, stats
 
 def loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
          start, config, run_key) -> None:
-    policy = accelerator.unwrap_model(model)
+    policy = accelerator.unwrap_model(model).policy
     pin = runtime.platform != "cpu" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
     batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, start, runtime.rank,
                           runtime.world_size, pin, cfg.prefetch_factor)
+    prepare = BatchPreparer(inputs.preprocessor, cfg.trim_prompt_padding)
     implied_loss, first_losses = compute_implied_initial_loss(stats_doc, cfg.policy.normalization), []
     progress = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", initial=start, total=cfg.steps,
                     disable=not accelerator.is_main_process)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+    perf = Interval(start)
     for step in progress:
-        t0 = time.perf_counter()
-        metrics = train_step(model, inputs.preprocessor, next(batches), optimizer, scheduler, accelerator,
-                             cfg.grad_clip_norm)
+        metrics = run_step(model, prepare, next(batches), optimizer, scheduler, accelerator, cfg, runtime, step)
+        nonfinite |= ~torch.isfinite(metrics["loss"])
         batch = metrics.pop("batch")
         if step == start + 1:
             report_problems(check_normalized_ranges(batch, cfg.policy.normalization))
-        if start == 0 and step <= GUARD_STEPS:
+        logged = {"train/lr": metrics["lr"]}  # every step: the schedule is visible whole
+        guarded = start == 0 and step <= GUARD_STEPS
+        log_now = step % cfg.log_every == 0 or step == cfg.steps
+        periodic_save = cfg.save_every > 0 and step % cfg.save_every == 0
+        if log_now or guarded or checkpointer.should_eval(step) or periodic_save:  # the only GPU waits
+            check_finite(nonfinite, step)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
+        if guarded:
             first_losses.append(metrics["loss"])
             if step == min(GUARD_STEPS, cfg.steps):
                 report_problems(check_initial_loss(first_losses, implied_loss))
-        elapsed = time.perf_counter() - t0
-        progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
-        logged = {"train/lr": metrics["lr"]}  # every step: the schedule is visible whole
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if log_now:
             logged.update({f"train/{k}": v for k, v in metrics.items()})
-            logged.update(perf_metrics(elapsed, cfg.batch_size * runtime.world_size))
+            logged.update(perf.measure(step, cfg.batch_size * runtime.world_size))
         val_loss = None
         if checkpointer.should_eval(step) and inputs.val_dataset is not None:
-            val_loss = compute_validation_loss(policy, inputs.preprocessor, inputs.val_dataset, cfg.batch_size,
-                                               cfg.seed, accelerator.autocast)
+            with perf.excluded_time():
+                val_loss = compute_validation_loss(policy, inputs.preprocessor, inputs.val_dataset, cfg.batch_size,
+                                                   cfg.seed, accelerator.autocast)
             logged["val/loss"] = val_loss
         tracker.log_metrics(logged, step)
         if checkpointer.should_save(step, val_loss):
-            checkpointer.save(step, val_loss, lambda tmp, best, step=step: save_state_and_model(
-                tmp, step, best, cfg, runtime, accelerator, policy, optimizer, scheduler, inputs, stats_doc, config,
-                run_key))
+            with perf.excluded_time():
+                checkpointer.save(step, val_loss, lambda tmp, best, step=step: save_state_and_model(
+                    tmp, step, best, cfg, runtime, accelerator, policy, optimizer, scheduler, inputs, stats_doc,
+                    config, run_key))
 
 
-def perf_metrics(step_time_s: float, global_batch: int) -> dict:
-    out = {"perf/step_time_s": step_time_s, "perf/samples_per_s": global_batch / step_time_s}
-    if torch.cuda.is_available():
-        out["perf/gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return out
+def run_step(model, prepare, batch, optimizer, scheduler, accelerator, cfg, runtime, step) -> dict:
+    """``train_step``, with a GPU out-of-memory error turned into what to change."""
+    try:
+        return train_step(model, prepare, batch, optimizer, scheduler, accelerator, cfg.grad_clip_norm)
+    except torch.OutOfMemoryError:
+        raise ConfigError(describe_oom(cfg, runtime, step)) from None
+
+
+def describe_oom(cfg, runtime, step: int) -> str:
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0.0
+    advice = ("set train.gradient_checkpointing: true or lower train.batch_size" if not runtime.gradient_checkpointing
+              else "lower train.batch_size (or freeze part of the model: train.freeze)")
+    return (f"train.batch_size={cfg.batch_size} does not fit on this GPU ({total:.0f} GiB) at precision "
+            f"{runtime.precision}, gradient checkpointing {'on' if runtime.gradient_checkpointing else 'off'}: "
+            f"step {step} ran out of GPU memory. {advice[0].upper()}{advice[1:]}; README 'Training throughput' "
+            f"lists the largest batches measured per GPU.")
+
+
+def check_finite(nonfinite: torch.Tensor, step: int) -> None:
+    if bool(nonfinite):
+        raise TrainingDivergedError(f"the loss became NaN/Inf at or before step {step}; lower train.lr or check "
+                                    f"the data")
+
+
+class Interval:
+    """Throughput over the steps since the last log, validation and checkpoint time left out; timed
+    after the loss was read, so it covers the GPU's work and not only the kernel launches."""
+
+    def __init__(self, step: int):
+        self.step, self.t0, self.excluded = step, time.perf_counter(), 0.0
+
+    @contextlib.contextmanager
+    def excluded_time(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t0
+
+    def measure(self, step: int, global_batch: int) -> dict:
+        now = time.perf_counter()
+        seconds = max(now - self.t0 - self.excluded, 1e-9) / max(step - self.step, 1)
+        self.step, self.t0, self.excluded = step, now, 0.0
+        out = {"perf/step_time_s": seconds, "perf/samples_per_s": global_batch / seconds}
+        if torch.cuda.is_available():
+            out["perf/gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
 
 
 def save_state_and_model(tmp, step, best, cfg, runtime, accelerator, policy, optimizer, scheduler, inputs,

@@ -73,6 +73,7 @@ class TrainConfig:
     frame_cache_dir: Path | None = None  # read camera frames from this decoded-frame cache (frame_cache stage)
     pin_memory: str | bool = "auto"  # page-locked batches for fast host-to-GPU copies (auto: on a GPU)
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
+    trim_prompt_padding: bool = True  # drop prompt positions that are padding in the whole batch (step.py)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every", "val_samples", "prefetch_factor"):
@@ -108,7 +109,8 @@ class TrainConfig:
                 device=param(p, "train.device", str), precision=param(p, "train.precision", str),
                 gradient_checkpointing=param(p, "train.gradient_checkpointing", _switch),
                 compile=param(p, "train.compile", _switch), deterministic=param(p, "train.deterministic", bool),
-                lr_scaling=param(p, "train.lr_scaling", str),
+                lr_scaling=param(p, "train.lr_scaling", str), attention=param(p, "train.attention", str),
+                fused_optimizer=param(p, "train.fused_optimizer", _switch), tf32=param(p, "train.tf32", _switch),
             ),
             freeze=tuple(param(p, "train.freeze", lambda v: [str(g) for g in v or []])),
             resume=param(p, "train.resume", str),
@@ -119,6 +121,7 @@ class TrainConfig:
             augment=AugmentConfig.from_params(param(p, "train.augment")),
             frame_cache_dir=param(p, "frame_cache.dir", Path) if param(p, "frame_cache.enable", bool) else None,
             pin_memory=param(p, "train.pin_memory", _switch),
+            trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
         )
