@@ -1,0 +1,239 @@
+"""Pi0.5 training step on a GPU: this project's step against LeRobot's own, same model, batch and precision.
+
+For each batch size and gradient-checkpointing setting it builds LeRobot's ``PI05Policy`` (random
+init, seeded: both sides get the same weights), one batch of the same images, prompts (LeRobot's
+Pi0.5 preprocessor with the local tokenizer; task + discretized state) and actions, and times:
+
+* ``lerobot``: ``lerobot_train.update_policy`` as LeRobot's train script calls it: eager attention,
+  LeRobot's AdamW preset, prompts padded to ``tokenizer_max_length`` (200), accelerate bf16 autocast;
+* ``ours``: ``vla_pipeline.train.train_step`` with the train stage's GPU defaults: SDPA attention,
+  fused AdamW, TF32, prompt padding trimmed, no host synchronisation inside the step; compile off
+  (the AMD ROCm default);
+* ``ours+compile`` (``--compile``): the same with ``torch.compile`` of ``PI05Pytorch.forward``; its
+  compilation (the warm-up) is reported separately.
+
+It reports s/step, samples/s, peak GPU memory and MFU (model FLOPs 6 x params x tokens per part,
+with LeRobot's padded prompt length for both sides, over ``--peak-tflops``: 989 for an H100 SXM's
+dense bf16), and with ``--max-batch`` the largest batch that fits for full fine-tuning with
+checkpointing on and off. Preprocessing is done once, outside the timed steps, on both sides.
+
+    PYTHONPATH=src python benchmarks/gpu_step.py                       # full size, batch 8 and 32, ckpt on/off
+    PYTHONPATH=src python benchmarks/gpu_step.py --compile --batch-sizes 8 --max-batch
+    python benchmarks/gpu_step.py --device cpu --size tiny --batch-sizes 2 --steps 2   # a CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import torch
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
+from vla_pipeline.compat.attention import attention_kernel
+from vla_pipeline.demo import TASKS
+from vla_pipeline.model import ModelDims, make_pi05_policy
+from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors
+from vla_pipeline.step import BatchPreparer, Pi05Loss
+from vla_pipeline.tokenizer import make_local_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+CAMERAS = {"observation.images.front": (3, 224, 224), "observation.images.wrist": (3, 224, 224)}
+N_JOINTS, CHUNK, PROMPT = 6, 50, 200  # LeRobot's Pi0.5 defaults: chunk 50, prompts padded to 200 tokens
+
+
+def make_policy(args, checkpointing: bool, device: str):
+    dims = None
+    if args.size == "tiny":
+        dims = ModelDims.from_dict(json.loads((REPO.parent / "shared/testdata/pi05_tiny_ref.json").read_text())["dims"])
+    cfg = PolicyConfig(dims=dims, chunk_size=CHUNK, n_action_steps=CHUNK, tokenizer_max_length=PROMPT,
+                       dtype=args.dtype)
+    config = make_pi05_config(cfg, N_JOINTS, CAMERAS, device, gradient_checkpointing=checkpointing,
+                              image_resolution=(224, 224))
+    torch.manual_seed(0)
+    with torch.device(device):
+        policy = make_pi05_policy(config, dims)
+    return policy.to(device), config, dims
+
+
+def make_raw_batch(batch_size: int) -> dict:
+    g = torch.Generator().manual_seed(1)
+    batch = {k: torch.rand((batch_size, *s), generator=g) for k, s in CAMERAS.items()}
+    batch[OBS_STATE] = torch.rand((batch_size, N_JOINTS), generator=g) * 2 - 1
+    batch[ACTION] = torch.rand((batch_size, CHUNK, N_JOINTS), generator=g) * 2 - 1
+    batch[f"{ACTION}_is_pad"] = torch.zeros((batch_size, CHUNK), dtype=torch.bool)
+    batch["task"] = [TASKS[i % len(TASKS)] for i in range(batch_size)]
+    return batch
+
+
+def identity_stats() -> dict:
+    q = {"q01": -torch.ones(N_JOINTS), "q99": torch.ones(N_JOINTS), "mean": torch.zeros(N_JOINTS),
+         "std": torch.ones(N_JOINTS)}
+    return {OBS_STATE: dict(q), ACTION: dict(q)}
+
+
+def model_flops_per_sample(policy, prefix_tokens: int, suffix_tokens: int) -> float:
+    """6 x params x tokens for each part: SigLIP on the image patches, the VLM on the prefix, the
+    action expert on the suffix (embedding tables left out)."""
+    parts = {"vision": 0, "vlm": 0, "expert": 0}
+    for name, p in policy.named_parameters():
+        if "embed_tokens" in name or "lm_head" in name:
+            continue
+        key = "vision" if ("vision_tower" in name or "multi_modal_projector" in name) else \
+              "vlm" if "paligemma.model.language_model" in name else "expert" if "gemma_expert" in name else None
+        if key:
+            parts[key] += p.numel()
+    return 6.0 * (parts["vision"] * image_tokens() + parts["vlm"] * prefix_tokens + parts["expert"] * suffix_tokens)
+
+
+def image_tokens() -> int:
+    """SigLIP patches over all cameras (14x14 patches: 256 per 224x224 image)."""
+    return sum((s[1] // 14) * (s[2] // 14) for s in CAMERAS.values())
+
+
+def time_steps(step, warmup: int, steps: int, device: str) -> tuple[float, float, float]:
+    """(warm-up seconds, seconds per timed step, peak GiB)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    sync()
+    warm = time.perf_counter() - t0
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    return warm, (time.perf_counter() - t0) / steps, peak
+
+
+def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: Path) -> dict:
+    from accelerate import Accelerator
+
+    from vla_pipeline.train import make_optimizer_and_scheduler, train_step
+
+    device = args.device
+    policy, config, _ = make_policy(args, checkpointing, device)
+    preprocessor, _ = make_processors(config, identity_stats(), tokenizer)
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=args.precision)
+    raw = make_raw_batch(batch_size)
+    ours = side.startswith("ours")
+    torch.backends.cuda.matmul.allow_tf32 = ours
+    torch.backends.cudnn.allow_tf32 = ours
+    optimizer, scheduler = make_optimizer_and_scheduler(policy, config, 10_000, fused=ours and device == "cuda")
+    if ours:
+        batch = BatchPreparer(preprocessor, trim=True)(raw)
+        model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=side == "ours+compile"), optimizer)
+
+        def step():
+            train_step(model, lambda b: b, batch, optimizer, scheduler, accelerator, config.optimizer_grad_clip_norm)
+        kernel = "sdpa"
+    else:
+        from lerobot.scripts.lerobot_train import update_policy
+
+        batch = preprocessor(raw)
+        model, optimizer = accelerator.prepare(policy, optimizer)
+
+        def step():
+            update_policy(types.SimpleNamespace(), model, batch, optimizer, config.optimizer_grad_clip_norm,
+                          accelerator, scheduler)
+        kernel = "eager"
+    prompt = batch["observation.language.tokens"].shape[1]
+    try:
+        with attention_kernel(kernel):
+            warm, seconds, peak = time_steps(step, args.warmup, args.steps, device)
+        result = {"s_per_step": seconds, "samples_per_s": batch_size / seconds, "peak_gib": peak, "warmup_s": warm,
+                  "prompt_tokens": prompt}
+        flops = model_flops_per_sample(policy, image_tokens() + PROMPT, CHUNK)
+        result["mfu"] = flops * result["samples_per_s"] / (args.peak_tflops * 1e12)
+    except torch.OutOfMemoryError:
+        result = {"oom": True}
+    return result
+
+
+def release(device: str) -> None:
+    """Free the last side's model and optimizer before the next one is built."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def find_max_batch(args, checkpointing: bool, tokenizer: Path) -> int:
+    best = 0
+    for batch_size in (8, 16, 24, 32, 48, 64, 96, 128):
+        args_one = argparse.Namespace(**{**vars(args), "warmup": 1, "steps": 1})
+        oom = run_side("ours", args_one, batch_size, checkpointing, tokenizer).get("oom")
+        release(args.device)
+        if oom:
+            break
+        best = batch_size
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["full", "tiny"], default="full")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="PI05Config.dtype (parameters); the step runs under bf16 autocast either way")
+    parser.add_argument("--precision", choices=["bf16", "fp16", "no"], default="bf16")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--checkpointing", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile (slow warm-up)")
+    parser.add_argument("--max-batch", action="store_true", help="search the largest batch that fits (ours)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no GPU: this benchmark needs CUDA or ROCm (or --device cpu --size tiny for a smoke run)")
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"{args.size} Pi0.5 on {name}, torch {torch.__version__}, params {args.dtype}, autocast {args.precision}")
+    sides = ["lerobot", "ours"] + (["ours+compile"] if args.compile else [])
+    settings = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = 512 if args.size == "tiny" else 257152
+        tokenizer = make_local_tokenizer(Path(tmp) / "tokenizer", vocab_size=vocab)
+        for batch_size in args.batch_sizes:
+            for checkpointing in settings:
+                row = {"batch": batch_size, "checkpointing": checkpointing}
+                for side in sides:
+                    row[side] = run_side(side, args, batch_size, checkpointing, tokenizer)
+                    release(args.device)
+                results.append(row)
+                print(format_row(row, sides), flush=True)
+        if args.max_batch:
+            for checkpointing in settings:
+                print(f"largest batch that fits (ours, checkpointing {'on' if checkpointing else 'off'}): "
+                      f"{find_max_batch(args, checkpointing, tokenizer)}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def format_row(row: dict, sides: list[str]) -> str:
+    parts = [f"batch {row['batch']:>3}, checkpointing {'on ' if row['checkpointing'] else 'off'}:"]
+    base = row["lerobot"].get("samples_per_s")
+    for side in sides:
+        r = row[side]
+        if r.get("oom"):
+            parts.append(f"{side} OOM")
+            continue
+        speedup = f" x{r['samples_per_s'] / base:.2f}" if base else ""
+        parts.append(f"{side} {r['s_per_step']:.3f} s/step {r['samples_per_s']:.1f} samples/s{speedup} "
+                     f"{r['peak_gib']:.1f} GiB MFU {r['mfu']:.1%} (prompt {r['prompt_tokens']}, "
+                     f"warm-up {r['warmup_s']:.0f} s)")
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    main()
