@@ -97,7 +97,9 @@ def test_sdpa_and_fused_adamw_train_like_eager_and_foreach(params, tiny_run, tmp
 
 def test_out_of_memory_becomes_an_actionable_error(params, tiny_run, tmp_path) -> None:
     """A GPU out-of-memory error in a step (raised here where the allocator would) says what to change."""
+    from vla_pipeline.checkpoint import load_checkpoint
     from vla_pipeline.runtime import make_accelerator
+    from vla_pipeline.step import Pi05Loss
     from vla_pipeline.train import run_step
 
     from conftest import make_train_config
@@ -110,4 +112,5 @@ def test_out_of_memory_becomes_an_actionable_error(params, tiny_run, tmp_path) -
 
     with pytest.raises(ConfigError, match=r"train.batch_size=32 does not fit .* step 1 ran out of GPU memory\. "
                                           r"Set train.gradient_checkpointing: true or lower train.batch_size"):
-        run_step(None, out_of_memory, {}, None, None, accelerator, cfg, runtime, 1)
+        run_step(Pi05Loss(load_checkpoint(tiny_run.checkpoint).policy), out_of_memory, {}, None, None, accelerator,
+                 cfg, runtime, 1)
