@@ -46,6 +46,7 @@ from vla_pipeline.metrics import (
 from vla_pipeline.norms import compute_split_hash, load_split
 from vla_pipeline.params import at_least, param
 from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
+from vla_pipeline.sampler import resolve_num_workers
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
 RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
@@ -61,7 +62,7 @@ class EvaluateConfig:
     batch_size: int = 16
     noise_seed: int = 0
     device: str = "cpu"
-    num_workers: int = 0
+    num_workers: int | str = 0  # "auto": sampler.resolve_num_workers
     saturation_margin: float = 0.01  # fraction of a joint's range counted as "at the limit"
     videos: bool = True
     wandb_mode: str = "offline"
@@ -73,7 +74,8 @@ class EvaluateConfig:
         if self.stride is not None:
             at_least(self.stride, 1, "evaluate.stride")
         at_least(self.batch_size, 1, "evaluate.batch_size")
-        at_least(self.num_workers, 0, "evaluate.num_workers")
+        if self.num_workers != "auto":
+            at_least(self.num_workers, 0, "evaluate.num_workers")
 
     @classmethod
     def from_params(cls, p: dict, checkpoint: Path, out_dir: Path) -> EvaluateConfig:
@@ -82,7 +84,7 @@ class EvaluateConfig:
             checkpoint=Path(checkpoint), dataset_root=param(p, "dataset.root", Path), out_dir=Path(out_dir),
             stride=None if stride is None else param(p, "evaluate.stride", int),
             batch_size=param(p, "evaluate.batch_size", int), noise_seed=param(p, "evaluate.noise_seed", int),
-            device=param(p, "evaluate.device", str), num_workers=param(p, "evaluate.num_workers", int),
+            device=param(p, "evaluate.device", str), num_workers=param(p, "evaluate.num_workers", lambda v: v if v == "auto" else int(v)),
             saturation_margin=param(p, "evaluate.saturation_margin", float),
             videos=param(p, "evaluate.videos", bool), wandb_mode=param(p, "evaluate.wandb.mode", str),
             wandb_project=param(p, "evaluate.wandb.project", str), wandb_dir=param(p, "evaluate.wandb.dir", Path),
@@ -147,7 +149,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     cache = None if cfg.frame_cache is None else load_frame_cache(
         cfg.frame_cache, ckpt.norm_stats["dataset_fingerprint"], tuple(config.image_resolution))
     dataset = make_episode_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size, cache)
-    preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, cfg.num_workers)
+    workers = resolve_num_workers(cfg.num_workers, cache is not None)
+    preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, workers)
     stats, mode = ckpt.norm_stats["features"][ACTION], config.normalization_mapping["ACTION"].value
     joints = list(contract.joints)
     args = (stats, mode, joints, contract.ranges, stride, cfg.saturation_margin)

@@ -3,8 +3,9 @@ own saved processors, LeRobot's ``predict_action_chunk`` (what ``select_action``
 queue is empty), one chunk every ``stride`` frames of each episode.
 
 The flow-matching noise of a frame is drawn from a generator seeded by (noise seed, episode,
-frame), so a frame's prediction does not depend on the batch size, the batch it lands in or the
-order of the episodes: re-running gives identical numbers.
+frame), so a frame's prediction does not depend on the batch it lands in or the order of the
+episodes (beyond the float rounding of batched matmuls, which BLAS may compute with other kernels
+for another batch size): re-running gives identical numbers.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ every process of a multi-GPU run takes its own disjoint share of each global bat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,3 +58,12 @@ def make_loader(dataset, batch_size: int, seed: int, num_workers: int, start: in
                                              prefetch_factor=prefetch_factor if num_workers else None)
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def resolve_num_workers(requested: int | str, cached: bool) -> int:
+    """Loader workers for ``auto``: none when frames come from the frame cache (a sample costs well
+    under a millisecond; moving batches between processes would cost more), else one per core but one,
+    at most 8 (video decoding is the work)."""
+    if requested != "auto":
+        return int(requested)
+    return 0 if cached else max(1, min(8, (os.cpu_count() or 2) - 1))

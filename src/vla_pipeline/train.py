@@ -61,7 +61,7 @@ from vla_pipeline.resume import (
     save_state,
 )
 from vla_pipeline.runtime import Runtime, collect_git, collect_gpus, make_accelerator, seed_everything
-from vla_pipeline.sampler import compute_batches_per_epoch, make_loader
+from vla_pipeline.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
 from vla_pipeline.step import BatchPreparer, Pi05Loss
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train_config import TrainConfig
@@ -242,7 +242,8 @@ def loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_d
          start, config, run_key) -> None:
     policy = accelerator.unwrap_model(model).policy
     pin = runtime.platform != "cpu" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
-    batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, cfg.num_workers, start, runtime.rank,
+    workers = resolve_num_workers(cfg.num_workers, cfg.frame_cache_dir is not None)
+    batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, workers, start, runtime.rank,
                           runtime.world_size, pin, cfg.prefetch_factor)
     prepare = BatchPreparer(inputs.preprocessor, cfg.trim_prompt_padding)
     implied_loss, first_losses = compute_implied_initial_loss(stats_doc, cfg.policy.normalization), []

@@ -54,7 +54,7 @@ class TrainConfig:
     decay_lr: float
     weight_decay: float
     grad_clip_norm: float
-    num_workers: int
+    num_workers: int | str  # "auto": sampler.resolve_num_workers
     seed: int
     log_every: int
     save_every: int  # 0: only at the end (and new bests)
@@ -78,8 +78,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every", "val_samples", "prefetch_factor"):
             at_least(getattr(self, key), 1, f"train.{key}")
-        for key in ("warmup_steps", "save_every", "eval_every", "num_workers", "keep_last"):
+        for key in ("warmup_steps", "save_every", "eval_every", "keep_last"):
             at_least(getattr(self, key), 0, f"train.{key}")
+        if self.num_workers != "auto":
+            at_least(self.num_workers, 0, "train.num_workers")
         if not self.lr > 0:
             raise ConfigError(f"params: 'train.lr' = {self.lr!r}; must be > 0")
         choice(self.wandb_mode, WANDB_MODES, "train.wandb.mode")
@@ -90,7 +92,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, p: dict, **overrides) -> TrainConfig:
-        ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "num_workers", "log_every", "save_every",
+        ints = ("steps", "batch_size", "warmup_steps", "decay_steps", "log_every", "save_every",
                 "eval_every", "keep_last", "val_samples", "prefetch_factor")
         floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
         t = {"train": resolve_phase(p)}
@@ -121,6 +123,7 @@ class TrainConfig:
             augment=AugmentConfig.from_params(param(p, "train.augment")),
             frame_cache_dir=param(p, "frame_cache.dir", Path) if param(p, "frame_cache.enable", bool) else None,
             pin_memory=param(p, "train.pin_memory", _switch),
+            num_workers=param(p, "train.num_workers", lambda v: v if v == "auto" else int(v)),
             trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
