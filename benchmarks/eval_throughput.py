@@ -55,7 +55,7 @@ def make_checkpoint(work: Path, size: str, device: str, episodes: int) -> tuple[
         params, dataset_root=root, contract_path=CONTRACT, norms_dir=work / "norms",
         validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
         wandb_dir=work / "wandb", steps=2, batch_size=2, warmup_steps=1, decay_steps=2, num_workers=0,
-        wandb_mode="disabled",
+        wandb_mode="disabled", frame_cache_dir=None,
     )
     return train(cfg), root
 

@@ -29,7 +29,7 @@ a = json.loads(sys.argv[1])
 params = yaml.safe_load(Path(a["params"]).read_text())
 params["train"]["augment"].update(enable=a["augment"], seed=a["augment_seed"])
 cfg = TrainConfig.from_params(params, **{k: Path(v) for k, v in a["paths"].items()}, batch_size=4,
-                              num_workers=a["workers"], wandb_mode="disabled")
+                              num_workers=a["workers"], wandb_mode="disabled", frame_cache_dir=None)
 stats, split = check_inputs(cfg)
 seed_everything(cfg.seed)
 inputs = make_inputs(cfg, stats, split)
