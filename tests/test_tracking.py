@@ -95,3 +95,24 @@ def test_secrets_are_never_written(online_run) -> None:
             leaks.append(f"console: {name}")
     assert not leaks, leaks
     assert sum(1 for p in work.rglob("*") if p.is_file()) > 30  # the scan saw the run's files
+
+
+def test_resume_survives_files_a_kill_left_half_written(tmp_path) -> None:
+    """SIGKILL while dvclive writes: an empty summary, an empty params file and a torn last TSV row.
+    Resuming drops them (and the rows past the checkpoint) instead of failing in dvclive."""
+    from vla_pipeline.tracking import DvcLiveTracker
+
+    live = tmp_path / "live"
+    tracker = DvcLiveTracker(live, None)
+    for step in range(1, 7):
+        tracker.log_metrics({"train/loss": 1.0 / step}, step)
+    tracker.live.end()
+    loss = live / "plots" / "metrics" / "train" / "loss.tsv"
+    loss.write_text(loss.read_text() + "7\t0.1")  # torn: the timestamp and the newline never came
+    (live / "metrics.json").write_text("")
+    (live / "params.yaml").write_text("")
+    resumed = DvcLiveTracker(live, 4)
+    resumed.log_metrics({"train/loss": 0.2}, 5)
+    rows = [r.split("\t") for r in loss.read_text().splitlines()]
+    assert [r[rows[0].index("step")] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+    assert json.loads((live / "metrics.json").read_text())["train"]["loss"] == 0.2

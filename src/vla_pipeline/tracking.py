@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import yaml
+
 RUN_IDS_FILE = "run_ids.json"
 CURVES = ("train/loss", "val/loss", "train/lr", "train/grad_norm")
 MACHINE_KEYS = ("git", "hardware")
@@ -46,16 +48,32 @@ class Tracker(Protocol):
 
 
 def rewind_live_dir(live_dir: Path, step: int) -> None:
-    """Drop dvclive rows logged after ``step`` (a killed run logged past its last checkpoint)."""
+    """Drop dvclive rows logged after ``step`` (a killed run logged past its last checkpoint), and
+    the files a kill can leave half-written: a torn last row, an unreadable summary or params file
+    (dvclive would fail to resume on them; the run writes both again)."""
     for tsv in (Path(live_dir) / "plots" / "metrics").rglob("*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))
         if not rows:
             continue
         col = rows[0].index("step")
-        kept = rows[:1] + [r for r in rows[1:] if int(float(r[col])) <= step]
+        kept = rows[:1] + [r for r in rows[1:] if _is_complete(r, len(rows[0])) and int(float(r[col])) <= step]
         with open(tsv, "w", newline="") as f:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+    for name, parse in (("metrics.json", json.loads), ("params.yaml", yaml.safe_load)):
+        path = Path(live_dir) / name
+        try:
+            if path.is_file() and not isinstance(parse(path.read_text()), dict):
+                raise ValueError(f"{path} is not a mapping")
+        except (ValueError, yaml.YAMLError):
+            path.unlink()
+
+
+def _is_complete(row: list[str], width: int) -> bool:
+    try:
+        return len(row) == width and all(isinstance(float(v), float) for v in row)
+    except ValueError:
+        return False
 
 
 def save_curves_plot(live_dir: Path, out: Path) -> Path | None:
