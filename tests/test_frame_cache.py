@@ -167,3 +167,17 @@ def test_cli_builds_cache_and_evaluate_reads_it(tiny_run, tmp_path) -> None:
     assert runs["cache"]["n_valid_steps"] == runs["decode"]["n_valid_steps"]
     assert runs["cache"]["baseline_hold_mse"] == runs["decode"]["baseline_hold_mse"]  # the vectors are identical
     assert runs["cache"]["action_mse"] == pytest.approx(runs["decode"]["action_mse"], rel=0.05)
+
+
+def test_excluded_episodes_are_not_decoded_and_cannot_be_read(demo_dataset, tmp_path) -> None:
+    """dataset.exclude_episodes may name episodes with broken videos: the cache skips them, and a
+    dataset over them is refused instead of serving blank frames."""
+    cache_dir = save_frame_cache(FrameCacheConfig(demo_dataset, CONTRACT, tmp_path / "fc", resolution=RESOLUTION,
+                                                  exclude_episodes=(1,)))
+    cache = load_frame_cache(cache_dir, compute_dataset_fingerprint(demo_dataset), RESOLUTION)
+    assert cache.manifest["excluded_episodes"] == [1]
+    contract = load_contract(CONTRACT)
+    ok = make_episode_dataset(demo_dataset, contract, [0, 2], 10, cache)
+    assert all(ok[i][f"{OBS_IMAGES}.front"].max() > 0 for i in range(len(ok)))
+    with pytest.raises(TrainInputError, match=r"episodes \[1\] were excluded .*dvc repro frame_cache"):
+        make_episode_dataset(demo_dataset, contract, [0, 1], 10, cache)

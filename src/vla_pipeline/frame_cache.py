@@ -33,7 +33,7 @@ from vla_pipeline.contract import Contract, load_contract
 from vla_pipeline.data import ArmOnlyDataset, compute_dataset_fingerprint, make_dataset
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.frames import load_frames_raw, load_task_indices
-from vla_pipeline.params import at_least, param
+from vla_pipeline.params import at_least, int_list, param
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -50,6 +50,7 @@ class FrameCacheConfig:
     enable: bool = True
     resolution: tuple[int, int] | None = (224, 224)  # the policy's image_resolution; None: native frames
     num_workers: int = 1  # decoding processes
+    exclude_episodes: tuple[int, ...] = ()  # not decoded (their rows stay zero; a video may be broken)
 
     def __post_init__(self) -> None:
         at_least(self.num_workers, 0, "frame_cache.num_workers")
@@ -66,6 +67,7 @@ class FrameCacheConfig:
             out_dir=param(p, "frame_cache.dir", Path), enable=param(p, "frame_cache.enable", bool),
             resolution=resolution if param(p, "frame_cache.resize", bool) else None,
             num_workers=param(p, "frame_cache.num_workers", int),
+            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
         )
 
 
@@ -93,14 +95,15 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
     """(camera, episode, block of frames) decoded with LeRobot's decoder: a DataLoader spreads the
     blocks over worker processes while the main process writes the memory-mapped files."""
 
-    def __init__(self, root: Path, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]]):
+    def __init__(self, root: Path, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]],
+                 exclude: tuple[int, ...] = ()):
         self.root, self.tolerance_s, self.shapes = Path(root), tolerance_s, shapes
         self.meta = LeRobotDatasetMetadata(repo_id=f"local/{self.root.name}", root=self.root)
         frames = load_frames_raw(self.root, {})
         order = np.argsort(frames["index"], kind="stable")
         self.timestamps = frames["timestamp"][order].astype(np.float64)
         self.blocks = []
-        for ep in range(self.meta.total_episodes):
+        for ep in sorted(set(range(self.meta.total_episodes)) - set(exclude)):
             e = self.meta.episodes[ep]
             lo, hi = int(e["dataset_from_index"]), int(e["dataset_to_index"])
             for key in cameras:
@@ -150,9 +153,10 @@ def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerpr
     n = meta.total_frames
     maps = {k: np.lib.format.open_memmap(camera_file(tmp, k), mode="w+", dtype=np.uint8, shape=(n, 3, *shapes[k]))
             for k in keys}
-    blocks = _EpisodeBlocks(cfg.dataset_root, keys, contract.timestamp_tolerance_s, shapes)
+    blocks = _EpisodeBlocks(cfg.dataset_root, keys, contract.timestamp_tolerance_s, shapes, cfg.exclude_episodes)
+    decoded = sum(hi - lo for _, _, lo, hi in blocks.blocks)
     loader = torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=cfg.num_workers)
-    with tqdm(total=n * len(keys), desc="frame cache", unit="frame") as progress:
+    with tqdm(total=decoded, desc="frame cache", unit="frame") as progress:
         for key, lo, hi, frames in loader:
             maps[key][lo:hi] = frames.numpy()
             progress.update(hi - lo)
@@ -163,7 +167,8 @@ def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerpr
         files[key] = {"shape": [n, 3, *shapes[key]], "sha256": _sha256(camera_file(tmp, key))}
     return {"dataset_fingerprint": fingerprint, "resolution": list(cfg.resolution) if cfg.resolution else None,
             "resize": "pi05 resize_with_pad (bilinear, aspect kept, no pad), uint8 rounding" if cfg.resolution
-            else "none (decoded frames)", "n_frames": n, "cameras": files}
+            else "none (decoded frames)", "n_frames": n, "cameras": files,
+            "excluded_episodes": sorted(cfg.exclude_episodes)}
 
 
 def _sha256(path: Path) -> str:
@@ -252,5 +257,9 @@ def make_episode_dataset(root: Path, contract: Contract, episodes: list[int], ch
     ``cache`` and vectors straight from the parquet files, indexed as LeRobot indexes them."""
     if cache is None:
         return make_dataset(root, contract, episodes, chunk_size, augment, augment_seed)
+    skipped = sorted(set(episodes) & set(cache.manifest.get("excluded_episodes", [])))
+    if skipped:
+        raise TrainInputError(f"episodes {skipped} were excluded when the frame cache in {cache.directory} was "
+                              f"built; rebuild it with `dvc repro frame_cache` after changing dataset.exclude_episodes")
     return ArmOnlyDataset(FrameCacheSource(cache, root, contract, chunk_size), contract, episodes, augment,
                           augment_seed)
