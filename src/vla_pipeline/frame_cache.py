@@ -87,6 +87,14 @@ def compute_resized_frames(frames: torch.Tensor, shape: tuple[int, int]) -> torc
     return (frames * 255).round().clamp(0, 255).to(torch.uint8)
 
 
+def load_rows_by_index(root: Path, vector_dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """Every data row's scalar columns and ``vector_dims`` vectors, ordered by the global ``index``
+    (row i is frame i: validation checked the index is contiguous), the order the cache files use."""
+    frames = load_frames_raw(root, vector_dims)
+    order = np.argsort(frames["index"], kind="stable")
+    return {k: v[order] for k, v in {**frames.scalars, **frames.vectors}.items()}
+
+
 def camera_file(out_dir: Path, key: str) -> Path:
     return Path(out_dir) / f"{key}.u8"
 
@@ -99,9 +107,7 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
                  exclude: tuple[int, ...] = ()):
         self.root, self.tolerance_s, self.shapes = Path(root), tolerance_s, shapes
         self.meta = LeRobotDatasetMetadata(repo_id=f"local/{self.root.name}", root=self.root)
-        frames = load_frames_raw(self.root, {})
-        order = np.argsort(frames["index"], kind="stable")
-        self.timestamps = frames["timestamp"][order].astype(np.float64)
+        self.timestamps = load_rows_by_index(self.root, {})["timestamp"].astype(np.float64)
         self.blocks = []
         for ep in sorted(set(range(self.meta.total_episodes)) - set(exclude)):
             e = self.meta.episodes[ep]
@@ -214,12 +220,10 @@ class FrameCacheSource:
         self.meta = LeRobotDatasetMetadata(repo_id=f"local/{Path(root).name}", root=root)
         self.cache_dir, self.contract = cache.directory, contract
         dims = {k: self.meta.info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
-        frames = load_frames_raw(root, dims)
-        order = np.argsort(frames["index"], kind="stable")
-        self.vectors = {k: frames.vectors[k][order].astype(np.float32) for k in dims}
-        self.episode = frames["episode_index"][order].astype(np.int64)
-        self.frame = frames["frame_index"][order].astype(np.int64)
-        self.task_index = frames["task_index"][order].astype(np.int64)
+        rows = load_rows_by_index(root, dims)
+        self.vectors = {k: rows[k].astype(np.float32) for k in dims}
+        self.episode, self.frame, self.task_index = (rows[k].astype(np.int64)
+                                                     for k in ("episode_index", "frame_index", "task_index"))
         self.tasks = load_task_indices(root)
         ends = np.zeros(self.meta.total_episodes, dtype=np.int64)
         for ep in range(self.meta.total_episodes):
@@ -248,7 +252,6 @@ class FrameCacheSource:
         for key, mm in self._images().items():
             item[key] = torch.from_numpy(np.array(mm[idx])).type(torch.float32) / 255
         return item
-
 
 
 def make_episode_dataset(root: Path, contract: Contract, episodes: list[int], chunk_size: int,
