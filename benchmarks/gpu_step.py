@@ -10,7 +10,10 @@ Pi0.5 preprocessor with the local tokenizer; task + discretized state) and actio
   fused AdamW, TF32, prompt padding trimmed, no host synchronisation inside the step; compile off
   (the AMD ROCm default);
 * ``ours+compile`` (``--compile``): the same with ``torch.compile`` of ``PI05Pytorch.forward``; its
-  compilation (the warm-up) is reported separately.
+  compilation (the warm-up) is reported separately;
+* ``ours+data`` (``--with-data``): ours with the train stage's whole data path in the loop (a 640x480
+  two-camera demo dataset read through the frame cache, LeRobot's preprocessing, the pinned copy),
+  against the bare step: the stage should stay within 10% of it.
 
 It reports s/step, samples/s, peak GPU memory and MFU (model FLOPs 6 x params x tokens per part,
 with LeRobot's padded prompt length for both sides, over ``--peak-tflops``: 989 for an H100 SXM's
@@ -18,7 +21,7 @@ dense bf16), and with ``--max-batch`` the largest batch that fits for full fine-
 checkpointing on and off. Preprocessing is done once, outside the timed steps, on both sides.
 
     PYTHONPATH=src python benchmarks/gpu_step.py                       # full size, batch 8 and 32, ckpt on/off
-    PYTHONPATH=src python benchmarks/gpu_step.py --compile --batch-sizes 8 --max-batch
+    PYTHONPATH=src python benchmarks/gpu_step.py --compile --with-data --max-batch
     python benchmarks/gpu_step.py --device cpu --size tiny --batch-sizes 2 --steps 2   # a CPU smoke run
 """
 
@@ -40,6 +43,7 @@ from vla_pipeline.compat.attention import attention_kernel
 from vla_pipeline.demo import TASKS
 from vla_pipeline.model import ModelDims, make_pi05_policy
 from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors
+from vla_pipeline.sampler import make_loader
 from vla_pipeline.step import BatchPreparer, Pi05Loss
 from vla_pipeline.tokenizer import make_local_tokenizer
 
@@ -129,7 +133,16 @@ def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: P
     torch.backends.cuda.matmul.allow_tf32 = ours
     torch.backends.cudnn.allow_tf32 = ours
     optimizer, scheduler = make_optimizer_and_scheduler(policy, config, 10_000, fused=ours and device == "cuda")
-    if ours:
+    if side == "ours+data":  # the train stage's whole path: frame-cache loader, preprocessing, copy, step
+        loader = make_loader(args.data, batch_size, 0, 0, pin_memory=device == "cuda")
+        prepare = BatchPreparer(preprocessor, trim=True)
+        batch = prepare(next(loader))
+        model, optimizer = accelerator.prepare(Pi05Loss(policy), optimizer)
+
+        def step():
+            train_step(model, prepare, next(loader), optimizer, scheduler, accelerator, config.optimizer_grad_clip_norm)
+        kernel = "sdpa"
+    elif ours:
         batch = BatchPreparer(preprocessor, trim=True)(raw)
         model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=side == "ours+compile"), optimizer)
 
@@ -157,6 +170,27 @@ def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: P
     except torch.OutOfMemoryError:
         result = {"oom": True}
     return result
+
+
+def make_data(work: Path):
+    """A 640x480 two-camera dataset from the demo generator, through a frame cache at 224x224."""
+    from vla_pipeline.contract import load_contract
+    from vla_pipeline.data import compute_dataset_fingerprint
+    from vla_pipeline.demo import DemoConfig, make_demo_dataset
+    from vla_pipeline.frame_cache import (
+        FrameCacheConfig,
+        load_frame_cache,
+        make_episode_dataset,
+        save_frame_cache,
+    )
+
+    contract_path = REPO / "contracts" / "lekiwi_arm.yaml"
+    root = make_demo_dataset(DemoConfig(root=work / "data", num_episodes=6, min_length=40, max_length=60,
+                                        image_height=480, image_width=640))
+    cache = save_frame_cache(FrameCacheConfig(root, contract_path, work / "cache", resolution=(224, 224)))
+    loaded = load_frame_cache(cache, compute_dataset_fingerprint(root), (224, 224))
+    contract = load_contract(contract_path)
+    return make_episode_dataset(root, contract, list(range(6)), CHUNK, loaded)
 
 
 def release(device: str) -> None:
@@ -191,6 +225,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile (slow warm-up)")
     parser.add_argument("--max-batch", action="store_true", help="search the largest batch that fits (ours)")
+    parser.add_argument("--with-data", action="store_true",
+                        help="also time ours with the data path (640x480 demo dataset, frame cache, preprocessing)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -198,12 +234,14 @@ def main() -> None:
         raise SystemExit("no GPU: this benchmark needs CUDA or ROCm (or --device cpu --size tiny for a smoke run)")
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"{args.size} Pi0.5 on {name}, torch {torch.__version__}, params {args.dtype}, autocast {args.precision}")
-    sides = ["lerobot", "ours"] + (["ours+compile"] if args.compile else [])
+    sides = ["lerobot", "ours"] + (["ours+compile"] if args.compile else []) + (["ours+data"] if args.with_data else [])
     settings = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         vocab = 512 if args.size == "tiny" else 257152
         tokenizer = make_local_tokenizer(Path(tmp) / "tokenizer", vocab_size=vocab)
+        if args.with_data:
+            args.data = make_data(Path(tmp))
         for batch_size in args.batch_sizes:
             for checkpointing in settings:
                 row = {"batch": batch_size, "checkpointing": checkpointing}
