@@ -44,7 +44,7 @@ from vla_pipeline.metrics import (
     pick_representative,
 )
 from vla_pipeline.norms import compute_split_hash, load_split
-from vla_pipeline.params import at_least, param
+from vla_pipeline.params import at_least, int_or_auto, param
 from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
 from vla_pipeline.sampler import resolve_num_workers
 from vla_pipeline.tracking import TrackingConfig, make_tracker
@@ -84,7 +84,7 @@ class EvaluateConfig:
             checkpoint=Path(checkpoint), dataset_root=param(p, "dataset.root", Path), out_dir=Path(out_dir),
             stride=None if stride is None else param(p, "evaluate.stride", int),
             batch_size=param(p, "evaluate.batch_size", int), noise_seed=param(p, "evaluate.noise_seed", int),
-            device=param(p, "evaluate.device", str), num_workers=param(p, "evaluate.num_workers", lambda v: v if v == "auto" else int(v)),
+            device=param(p, "evaluate.device", str), num_workers=param(p, "evaluate.num_workers", int_or_auto),
             saturation_margin=param(p, "evaluate.saturation_margin", float),
             videos=param(p, "evaluate.videos", bool), wandb_mode=param(p, "evaluate.wandb.mode", str),
             wandb_project=param(p, "evaluate.wandb.project", str), wandb_dir=param(p, "evaluate.wandb.dir", Path),

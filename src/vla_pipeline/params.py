@@ -31,6 +31,11 @@ def int_list(value) -> list[int]:
     return [int(v) for v in value or []]
 
 
+def int_or_auto(value) -> int | str:
+    """A count that may be ``auto`` (resolved where the machine is known)."""
+    return value if value == "auto" else int(value)
+
+
 def choice(value: str, allowed: tuple[str, ...], key: str) -> str:
     if value not in allowed:
         raise ConfigError(f"params: '{key}' = {value!r}; expected one of {list(allowed)}")

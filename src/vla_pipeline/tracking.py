@@ -70,10 +70,12 @@ def rewind_live_dir(live_dir: Path, step: int) -> None:
 
 
 def _is_complete(row: list[str], width: int) -> bool:
+    """A TSV row with every column, each a number (a kill mid-write leaves the last row short)."""
     try:
-        return len(row) == width and all(isinstance(float(v), float) for v in row)
+        [float(v) for v in row]
     except ValueError:
         return False
+    return len(row) == width
 
 
 def save_curves_plot(live_dir: Path, out: Path) -> Path | None:

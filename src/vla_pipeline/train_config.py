@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.params import at_least, choice, param
+from vla_pipeline.params import at_least, choice, int_or_auto, param
 from vla_pipeline.policy import FREEZE_GROUPS, PolicyConfig
 from vla_pipeline.resume import RESUME_MODES
 from vla_pipeline.runtime import RuntimeOptions
@@ -123,7 +123,7 @@ class TrainConfig:
             augment=AugmentConfig.from_params(param(p, "train.augment")),
             frame_cache_dir=param(p, "frame_cache.dir", Path) if param(p, "frame_cache.enable", bool) else None,
             pin_memory=param(p, "train.pin_memory", _switch),
-            num_workers=param(p, "train.num_workers", lambda v: v if v == "auto" else int(v)),
+            num_workers=param(p, "train.num_workers", int_or_auto),
             trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
