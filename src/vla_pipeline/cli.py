@@ -91,6 +91,31 @@ def cmd_make_demo(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from vla_pipeline.convert import convert_v21_to_v30
+
+    out = convert_v21_to_v30(Path(args.src), Path(args.out))
+    print(f"converted {args.src} -> {out} (LeRobot v3.0, loads with LeRobot); next: point dataset.root "
+          f"(params.yaml) at {out} and `dvc add {out}`")
+    return 0
+
+
+def cmd_contract_init(args) -> int:
+    from vla_pipeline.contract_init import InitConfig, init_contract
+
+    cfg = InitConfig(Path(args.dataset), Path(args.out), joints=tuple(args.joints),
+                     cameras=tuple(c for arg in args.cameras for c in arg.split(",") if c),
+                     action_key=args.action, state_key=args.state, name=args.name, margin=args.margin,
+                     force=args.force)
+    starter = init_contract(cfg)
+    print(f"starter contract: {args.out} ({len(starter.joints)} joints of '{starter.action_key}', cameras "
+          f"{list(starter.cameras)}); confirm the lines marked 'guessed: confirm', then: "
+          f"vla validate {args.dataset} --contract {args.out}")
+    for note in starter.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +181,30 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.add_argument("--episodes", type=int, default=24)
     s.set_defaults(func=cmd_make_demo)
+
+    s = sub.add_parser("convert", help="convert a LeRobot v2.1 dataset into a new v3.0 directory (offline; "
+                                       "the source is only read)")
+    s.add_argument("src", help="root of the v2.1 dataset (meta/, data/, videos/)")
+    s.add_argument("--out", required=True, help="new directory for the v3.0 dataset (must not exist)")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("contract", help="action contracts: write a starter contract from a dataset")
+    contract_sub = s.add_subparsers(dest="contract_command", required=True)
+    s = contract_sub.add_parser("init", help="write a starter contract from a dataset's info.json and data")
+    s.add_argument("dataset", help="LeRobotDataset v3.0 root (holds meta/info.json)")
+    s.add_argument("--out", required=True, help="contract file to write, e.g. contracts/NAME.yaml")
+    s.add_argument("--joints", action="append", default=[], metavar="PATTERN",
+                   help="joints by name: a glob ('right.*') or a regex ('re:...'), repeatable; default: every "
+                        "name of the action vector")
+    s.add_argument("--cameras", action="append", default=[], metavar="NAME[,NAME]",
+                   help="camera names or keys, in the policy's order, repeatable (default: every camera)")
+    s.add_argument("--action", help="the action vector's key (default: guessed from the key names)")
+    s.add_argument("--state", help="the state vector's key (default: guessed from the key names)")
+    s.add_argument("--name", help="the contract's name (default: the --out file's stem)")
+    s.add_argument("--margin", type=float, default=0.1,
+                   help="ranges: observed min/max widened by this fraction of the span on each side")
+    s.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    s.set_defaults(func=cmd_contract_init)
     return parser
 
 
