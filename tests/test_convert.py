@@ -73,6 +73,8 @@ def test_v21_is_detected_and_the_hint_gives_the_command(v21_dataset, demo_datase
     assert "codebase_version 'v2.1'" in hint and str(v21_dataset) in hint and "v3.0" in hint
     assert f"`vla convert {v21_dataset} --out {v21_dataset}_v30`" in hint
     assert f"dvc add {v21_dataset}_v30" in hint and "\n" not in hint
+    assert "no conversion needed" in format_conversion_hint(demo_dataset)
+    assert "no meta/info.json" in format_conversion_hint(tmp_path)
 
     v20 = tmp_path / "old ds"  # a v2.0 one is recognised too; its hint says what to do first, quoted paths
     (v20 / "meta").mkdir(parents=True)

@@ -61,8 +61,8 @@ def detect_v21(root: Path) -> bool:
 
 def default_output(root: Path) -> Path:
     """Where the hint suggests writing the converted copy: ``<root>_v30`` beside ``root``."""
-    root = Path(root)
-    return root.with_name(f"{(root if root.name else root.resolve()).name}_v30")
+    root = Path(root) if Path(root).name else Path(root).resolve()
+    return root.with_name(f"{root.name}_v30")
 
 
 def conversion_command(root: Path, out: Path | None = None) -> str:
@@ -87,6 +87,11 @@ def format_conversion_hint(root: Path) -> str:
                 f"reads {V21} (it needs meta/episodes_stats.jsonl). Convert it to {V21} first with LeRobot "
                 f"0.3.x (python -m lerobot.datasets.v21.convert_dataset_v20_to_v21), then run "
                 f"`{conversion_command(root)}`; {then}")
+    if version == V30:
+        return f"{found}: LeRobot {V30}, the format the pipeline reads; no conversion needed"
+    if not (root / "meta" / "info.json").is_file():
+        return (f"{root}: no meta/info.json, not the root of a LeRobot dataset (the folder with meta/, data/, "
+                f"videos/); point dataset.root at the folder that holds meta/info.json")
     return (f"{found}; the pipeline reads LeRobot {V30} datasets only and `vla convert` converts {V21} only; "
             f"re-export the dataset with LeRobot 0.4.2")
 
