@@ -291,6 +291,26 @@ def test_force_overwrites_and_no_force_leaves_the_file_alone(so101, tmp_path, ca
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_notes_for_a_recording_without_state_and_with_wall_clock_timestamps(so101, tmp_path, capsys):
+    import shutil
+
+    from realdata import alter_wall_clock_timestamps, edit_info
+
+    root = tmp_path / "odd"
+    shutil.copytree(so101, root)
+    alter_wall_clock_timestamps(root)
+    edit_info(root, lambda info: info["features"].pop("observation.state"))
+    out = tmp_path / "odd.yaml"
+    assert main(["contract", "init", str(root), "--out", str(out), "--joints", "gripper.pos"]) == 0
+    stdout = capsys.readouterr().out
+    assert "note: no state vector found" in stdout and "note: timestamp spacing deviates" in stdout
+    c = load_contract(out)
+    assert c.joints == ("gripper.pos",) and not c.state_required
+    assert re.search(r"^  state: observation.state +# NOT in this dataset", out.read_text(), re.M)
+    lo, hi = _observed(so101, ["gripper.pos"], ("action",))  # the action alone sets the range now
+    assert c.ranges["gripper.pos"][0] <= lo[0] - 0.1 * (hi[0] - lo[0]) < c.ranges["gripper.pos"][0] + 1
+
+
 def _write_info(root: Path, info: dict) -> Path:
     (root / "meta").mkdir(parents=True)
     (root / "meta" / "info.json").write_text(json.dumps(info))

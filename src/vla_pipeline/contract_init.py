@@ -501,8 +501,9 @@ def build_starter(cfg: InitConfig) -> Starter:
     semantics_hint = _semantics_hint(actions, states, lo, hi)
     image_cams = [n for n, k in cameras.items() if info["features"][k].get("dtype") == "image"]
     if image_cams:
-        notes.append(f"cameras {image_cams} are stored as images, not video: left out of required_cameras (the "
-                     f"validator checks video cameras only)")
+        notes.append(f"cameras {image_cams} are stored as images in the parquet, not as video: the validator's "
+                     f"videos check expects video files and will report them; convert them to video or leave "
+                     f"them out with --cameras")
     if not cameras:
         notes.append("no camera selected: Pi0.5 needs at least one camera")
     if state is None:
@@ -590,9 +591,10 @@ def _render(s: Starter, cfg: InitConfig, info: dict, *, action: dict, state: dic
         rows += [(f"    {quote(n)}: {quote(k)}", None) for n, k in s.cameras.items()]
     else:
         rows.append(("  cameras: {}", "no camera: Pi0.5 needs at least one"))
-    required = [n for n in s.cameras if n not in image_cams]
+    required = list(s.cameras)  # the policy reads every camera under keys.cameras
     rows.append((f"required_cameras: [{', '.join(quote(n) for n in required)}]",
-                 "cameras every episode must have, as video files"))
+                 "cameras every episode must have, as video files"
+                 + (f"; {image_cams} are stored as images: the validator will report them" if image_cams else "")))
     rows.append((f"state_required: {'true' if state is not None else 'false'}",
                  "Pi0.5 tokenizes the state into its prompt" if state is not None
                  else "no state vector found: set true once keys.state is mapped"))
