@@ -210,7 +210,6 @@ CORRUPTIONS: dict[str, tuple[Callable, str, int | None]] = {
     "inf_state": (inf_state, "finite", 3),
     "dropped_frame": (dropped_frame, "frame_index", 3),
     "swapped_timestamps": (swapped_timestamps, "timestamps", 1),
-    "drifting_timestamps": (drifting_timestamps, "timestamps", 5),
     "wrong_fps": (wrong_fps, "fps", None),
     "old_codebase": (old_codebase, "codebase", None),
     "unreadable_info": (unreadable_info, "info_json", None),
@@ -229,8 +228,8 @@ CORRUPTIONS: dict[str, tuple[Callable, str, int | None]] = {
     "meta_overlap": (meta_overlap, "episode_bounds", 3),
     "missing_meta_episode": (missing_meta_episode, "episode_bounds", 5),
     "missing_task": (missing_task, "tasks", 0),
-    "missing_video": (missing_video, "videos", 0),
-    "truncated_video": (truncated_video, "videos", 0),
+    "missing_video": (missing_video, "videos", None),  # the file holds every episode: a dataset-wide fault
+    "truncated_video": (truncated_video, "videos", None),
     "short_video": (short_video, "videos", 5),
 }
 
@@ -269,8 +268,8 @@ def test_corruption_is_caught_by_its_check(name, dataset, tmp_path) -> None:
     found = [e for e in report["errors"] if e["check"] == check]
     assert any(e["episode"] == episode for e in found), found
     if episode is not None:
-        assert episode in report["exclude_episodes"]
-        assert f"dataset.exclude_episodes: {report['exclude_episodes']}" in message
+        assert episode in report["suggested_exclusions"]
+        assert f"dataset.exclude_episodes: {report['suggested_exclusions']}" in message
 
 
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
@@ -281,6 +280,17 @@ def test_cli_fails_with_one_screen_and_no_traceback(name, dataset, tmp_path, cap
     assert code == 1
     assert err.startswith("error: ") and "Traceback" not in err
     assert len(err.splitlines()) <= 45, err
+
+
+@pytest.mark.parametrize("name", ["missing_video", "truncated_video"])
+def test_a_fault_in_every_episode_is_one_dataset_error_without_exclusion_advice(name, dataset, tmp_path) -> None:
+    CORRUPTIONS[name][0](dataset)
+    report, message = _validate(dataset, tmp_path)
+    assert report["dataset_wide"] == ["videos"] and report["suggested_exclusions"] == []
+    first = report["errors"][0]
+    assert first["check"] == "videos" and first["episode"] is None and "6 of 6 episodes" in first["message"]
+    assert "exclude_episodes:" not in message
+    assert message.splitlines()[2].startswith("  [videos] 6 of 6 episodes fail this check")
 
 
 def test_excluded_episodes_pass_and_are_reported(dataset, tmp_path) -> None:

@@ -4,20 +4,21 @@ checks are vectorised over whole columns; none loops over frames in Python."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from vla_pipeline.contract import Contract
 from vla_pipeline.data import feature_names
-from vla_pipeline.frames import Frames
+from vla_pipeline.frames import BARE_INDEX_COLUMN, Frames, has_bare_task_column
 
 SUPPORTED_CODEBASE = "v3.0"
-MAX_OFFENDERS = 5  # per check and message, in the one-screen summary (the report keeps up to 100)
+MAX_OFFENDERS = 5  # lines per check on screen ("... and N more" after them; the JSON report has every one)
+MIN_EPISODES = 2  # a train/validation split needs one episode on each side
 
 
 @dataclass
@@ -58,6 +59,8 @@ class View:
     tasks: dict[int, str] | None = None
     min_episode_length: int = 1
     decode_samples: int = 0
+    exclude_episodes: tuple[int, ...] = ()
+    probes: dict = field(default_factory=dict)  # video path -> VideoProbe | Exception | None (absent)
 
     @property
     def dt(self) -> float:
@@ -75,18 +78,14 @@ def _episodes_of(frames: Frames, rows: np.ndarray) -> list[int]:
     return sorted(set(frames["episode_index"][rows].tolist()))
 
 
-def _closest(key: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(key, options, n=1, cutoff=0.3)
-    return f"; closest: '{match[0]}'" if match else ""
-
-
 # ----------------------------------------------------------------------------- meta and keys
 def check_codebase(v: View, out: Findings) -> None:
     found = v.info.get("codebase_version")
     if found != SUPPORTED_CODEBASE:
-        out.error("codebase", f"meta/info.json: codebase_version {found!r}, supported is {SUPPORTED_CODEBASE}; "
-                  f"convert the dataset with LeRobot's v2.1 -> v3.0 converter", key="codebase_version",
-                  value=found, expected=SUPPORTED_CODEBASE)
+        from vla_pipeline.convert import format_conversion_hint
+
+        out.error("codebase", format_conversion_hint(v.root), key="codebase_version", value=found,
+                  expected=SUPPORTED_CODEBASE)
 
 
 def check_fps(v: View, out: Findings) -> None:
@@ -97,19 +96,33 @@ def check_fps(v: View, out: Findings) -> None:
 
 
 def required_keys(contract: Contract) -> dict[str, str]:
-    keys = {"action": contract.action_key}
-    if contract.state_required:
-        keys["state"] = contract.state_key
-    keys.update({f"camera {c}": contract.cameras[c] for c in contract.required_cameras})
-    return keys
+    """role -> dataset key of everything the run reads: the action, the state, every camera."""
+    return {"action": contract.action_key, "state": contract.state_key,
+            **{f"camera '{c}'": key for c, key in contract.cameras.items()}}
 
 
 def check_contract_keys(v: View, out: Findings) -> None:
-    features = list(v.info.get("features", {}))
-    for role, key in required_keys(v.contract).items():
-        if key not in features:
-            out.error("contract_keys", f"{role} key '{key}' missing; dataset has {features}{_closest(key, features)}; "
-                      f"map the right key in the contract's keys", key=key, expected=key)
+    """The contract maps what Pi0.5 needs (a state, at least one camera) onto keys the dataset has. A
+    mismatch is one error about the contract, with the dataset's features by role and a keys block."""
+    from vla_pipeline.contract_init import format_feature_roles, format_keys_block
+
+    c = v.contract
+    if not c.cameras:
+        out.error("contract_keys", f"contract '{c.name}' maps no camera (keys.cameras is empty): Pi0.5 needs at "
+                  f"least one camera image; map one or more of the dataset's cameras:\n"
+                  f"{format_feature_roles(v.info)}", key="keys.cameras")
+    if not c.state_required:
+        out.error("contract_keys", f"contract '{c.name}' sets state_required: false, but Pi0.5 tokenizes the state "
+                  f"into its prompt; map keys.state and set state_required: true", key="state_required")
+    features = v.info.get("features", {})
+    missing = {role: key for role, key in required_keys(c).items() if key not in features}
+    if missing:
+        listed = ", ".join(f"{role} '{key}'" for role, key in missing.items())
+        out.error("contract_keys", f"contract '{c.name}' does not fit this dataset: it names {listed}, which the "
+                  f"dataset does not have. The dataset's features:\n{format_feature_roles(v.info)}\n"
+                  f"Map them in the contract (dataset.contract), e.g.:\n{format_keys_block(v.info)}\n"
+                  f"or write a starter contract: vla contract init {v.root} --out contracts/NAME.yaml",
+                  key=next(iter(missing.values())), value=sorted(features), expected=sorted(missing.values()))
 
 
 def check_features_in_data(v: View, out: Findings) -> None:
@@ -179,6 +192,23 @@ def check_episode_bounds(v: View, out: Findings) -> None:
         out.error("episode_bounds", f"episode {e} has data rows but no meta/episodes entry", episode=e)
 
 
+def check_exclusions(v: View, out: Findings) -> None:
+    """``dataset.exclude_episodes`` names episodes that exist and leaves enough to split into train and
+    validation."""
+    episodes = set(v.episodes["episode_index"].tolist())
+    unknown = sorted(set(v.exclude_episodes) - episodes)
+    if unknown:
+        out.error("exclusions", f"dataset.exclude_episodes names episodes {unknown} that the dataset does not have "
+                  f"(it has {len(episodes)}: 0..{max(episodes, default=-1)}); remove them", value=unknown)
+    left = len(episodes - set(v.exclude_episodes))
+    if left == 0:
+        out.error("exclusions", f"dataset.exclude_episodes excludes all {len(episodes)} episodes: nothing is left "
+                  f"to train on; fix the dataset instead of excluding it", value=left, expected=MIN_EPISODES)
+    elif left < MIN_EPISODES:
+        out.error("exclusions", f"{left} episode left after dataset.exclude_episodes; a train/validation split "
+                  f"needs at least {MIN_EPISODES}", value=left, expected=MIN_EPISODES)
+
+
 def _episode_starts(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
     """First row of each run of equal episode_index, and the run each row belongs to."""
     ep = frames["episode_index"]
@@ -200,27 +230,58 @@ def check_frame_index(v: View, out: Findings) -> None:
 
 
 def check_timestamps(v: View, out: Findings) -> None:
+    """Timestamps that go backwards are an error. Spacing off 1/fps is a warning: the pipeline reads
+    frame i of an episode's video at i / fps, as LeRobot's writer encodes it, not at the timestamp
+    (LeRobot's own loader looks frames up by timestamp and fails beyond its tolerance)."""
     ts, ep = v.frames["timestamp"].astype(np.float64), v.frames["episode_index"]
     same = ep[1:] == ep[:-1]
     gaps = np.diff(ts)
-    tol = v.contract.timestamp_tolerance_s
-    deviation = np.where(same, np.abs(gaps - v.dt), 0.0)
     not_increasing = same & (gaps <= 0)
-    bad = np.nonzero((deviation > tol) | not_increasing)[0]
-    for e in _episodes_of(v.frames, bad + 1):
-        rows = bad[ep[bad + 1] == e]
-        worst = rows[np.argmax(deviation[rows])]
+    for e in _episodes_of(v.frames, np.nonzero(not_increasing)[0] + 1):
+        row = np.nonzero(not_increasing & (ep[1:] == e))[0][0]
+        frame = int(v.frames["frame_index"][row + 1])
+        out.error("timestamps", f"episode {e}: timestamps not strictly increasing at frame {frame} ({ts[row]:.5f}s "
+                  f"then {ts[row + 1]:.5f}s): frames out of order; exclude the episode or fix its timestamps",
+                  episode=e, frame=frame, value=float(gaps[row]), expected=v.dt)
+    tol = v.contract.timestamp_tolerance_s
+    off = same & ~not_increasing & (np.abs(gaps - v.dt) > tol)
+    off_episodes = _episodes_of(v.frames, np.nonzero(off)[0] + 1)
+    if not off_episodes:
+        return
+    starts, run = _episode_starts(v.frames)
+    drift = np.abs(ts - ts[starts[run]] - v.frames["frame_index"] * v.dt)
+    within = gaps[same]
+    lerobot = (f"LeRobot's own loader looks video frames up by these timestamps and fails beyond tolerance_s: "
+               f"{int((drift > tol).sum())} of {v.frames.n} frames are more than {tol}s from frame_index/fps "
+               f"(up to {drift.max():.3f}s). This pipeline reads frame i of an episode at i/fps, so training "
+               f"and evaluation read the right frames; check that the videos hold one frame per row")
+    if len(off_episodes) * 2 > len(starts):
+        q = np.percentile(within, [0, 5, 50, 95, 100])
+        out.warn("timestamps", f"timestamps are not 1/fps = {v.dt:.4f}s apart in {len(off_episodes)} of "
+                 f"{len(starts)} episodes: a wall clock, not frame_index/fps. Frame spacing min {q[0]:.4f}s, "
+                 f"p5 {q[1]:.4f}s, median {q[2]:.4f}s, p95 {q[3]:.4f}s, max {q[4]:.4f}s. {lerobot}",
+                 value={"min": q[0], "p5": q[1], "median": q[2], "p95": q[3], "max": q[4]}, expected=v.dt)
+        return
+    for e in off_episodes:
+        rows = np.nonzero(off & (ep[1:] == e))[0]
+        worst = rows[np.argmax(np.abs(gaps[rows] - v.dt))]
         frame = int(v.frames["frame_index"][worst + 1])
-        what = "not strictly increasing" if not_increasing[worst] else "off 1/fps"
-        out.error("timestamps", f"episode {e}: timestamps {what} at frame {frame}: spacing {gaps[worst]:.5f}s, "
-                  f"expected {v.dt:.5f}s +- {tol}s ({len(rows)} bad gaps); exclude the episode or fix its timestamps",
-                  episode=e, frame=frame, value=float(gaps[worst]), expected=v.dt)
+        out.warn("timestamps", f"episode {e}: timestamps off 1/fps at {len(rows)} frames (worst at frame {frame}: "
+                 f"spacing {gaps[worst]:.5f}s, expected {v.dt:.5f}s +- {tol}s): a stall or a clock that drifts. "
+                 f"{lerobot}", episode=e, frame=frame, value=float(gaps[worst]), expected=v.dt)
 
 
 def check_tasks(v: View, out: Findings) -> None:
     if "task_index" not in v.frames.columns:
         out.error("tasks", "data: no 'task_index' column; every frame needs a task", key="task_index")
         return
+    tasks = pd.read_parquet(Path(v.root) / "meta" / "tasks.parquet")
+    if has_bare_task_column(tasks):
+        out.warn("tasks", f"meta/tasks.parquet keeps the task strings in a bare '{BARE_INDEX_COLUMN}' column (written "
+                 f"without pandas metadata), so LeRobot's loader would prompt the policy with the task's number "
+                 f"instead of its text (e.g. {tasks.index[0]!r} for {str(tasks[BARE_INDEX_COLUMN].iloc[0])!r}); this "
+                 f"pipeline reads the strings from that column. To fix the file for other tools: "
+                 f"df.set_index('{BARE_INDEX_COLUMN}').to_parquet(...) with pandas", key=BARE_INDEX_COLUMN)
     ti = v.frames["task_index"]
     known = np.array(sorted(v.tasks), dtype=ti.dtype)
     bad = np.nonzero(~np.isin(ti, known))[0]
@@ -294,78 +355,6 @@ def check_ranges(v: View, out: Findings) -> None:
                       key=joint, value=float(col[row]), expected=[lo, hi])
 
 
-# ----------------------------------------------------------------------------- videos
-def _video_path(v: View, key: str, chunk: int, file: int) -> Path:
-    template = v.info.get("video_path", "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4")
-    return v.root / template.format(video_key=key, chunk_index=int(chunk), file_index=int(file))
-
-
-def probe_video(path: Path, decode_samples: int = 0) -> tuple[float, int]:
-    """(covered duration in s, frame count) of a video file.
-
-    The duration is the end of the last frame that actually decodes (one seek near the end of
-    the file), not only what the container's header claims: a file cut short keeps its header.
-    ``decode_samples`` > 0 also decodes that many frames from the start.
-    """
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        header = float(stream.duration * stream.time_base) if stream.duration else float(container.duration or 0) / 1e6
-        fps = float(stream.average_rate or 0) or 30.0
-        frames = int(stream.frames or round(header * fps))
-        if decode_samples:
-            decoded = sum(1 for _ in zip(range(decode_samples), container.decode(stream), strict=False))
-            if decoded < min(decode_samples, frames):
-                raise ValueError(f"decoded {decoded} of the first {decode_samples} frames")
-        container.seek(int(max(header - 1.0, 0.0) / stream.time_base), stream=stream, backward=True)
-        last = None
-        try:
-            for frame in container.decode(stream):
-                last = frame.time
-        except av.FFmpegError:
-            pass  # a truncated file stops decoding early: what decoded is what is covered
-    if last is None:
-        raise ValueError("no frame decodes near the end of the file")
-    return min(header, last + 1.0 / fps), frames
-
-
-def check_videos(v: View, out: Findings) -> None:
-    """Each episode's frames are covered by its video file's duration and frame count."""
-    meta, probed = v.episodes, {}
-    for camera in v.contract.required_cameras:
-        key = v.contract.cameras[camera]
-        cols = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
-        if not all(c in meta for c in cols):
-            out.error("videos", f"meta/episodes has no video columns for '{key}'; is it stored as video?", key=key)
-            continue
-        for i, e in enumerate(meta["episode_index"].tolist()):
-            path = _video_path(v, key, meta[cols[0]][i], meta[cols[1]][i])
-            if path not in probed:
-                try:
-                    probed[path] = probe_video(path, v.decode_samples) if path.is_file() else None
-                except Exception as exc:  # noqa: BLE001  (any unreadable container is a finding)
-                    probed[path] = exc
-            found = probed[path]
-            rel = path.relative_to(v.root)
-            if found is None:
-                out.error("videos", f"episode {e}: video file {rel} ({camera}) does not exist; restore it or "
-                          f"exclude the episode", episode=e, key=key)
-                continue
-            if isinstance(found, Exception):
-                out.error("videos", f"episode {e}: video file {rel} cannot be read ({found}); it is truncated or "
-                          f"corrupt: re-encode it or exclude the episode", episode=e, key=key)
-                continue
-            duration, n_frames = found
-            span_end = float(meta[cols[3]][i])
-            length = int(meta["length"][i])
-            if span_end > duration + v.contract.timestamp_tolerance_s + v.dt or length > n_frames:
-                out.error("videos", f"episode {e}: {rel} ({camera}) covers {duration:.3f}s / {n_frames} frames "
-                          f"but the episode needs up to {span_end:.3f}s and {length} frames; the video is "
-                          f"truncated: re-encode it or exclude the episode", episode=e, key=key,
-                          value=duration, expected=span_end)
-
-
 # ----------------------------------------------------------------------------- warnings
 def _grouped(v: View) -> tuple[np.ndarray, np.ndarray]:
     """Start row and episode index of each episode run."""
@@ -415,6 +404,29 @@ def check_action_jumps(v: View, out: Findings) -> None:
                  f"{v.frames['frame_index'][row + 1]} (limit {limit}; {int(sel.sum())} jumps in the episode)",
                  episode=e, frame=v.frames["frame_index"][row + 1], key=v.contract.joints[col],
                  value=float(jump[row, col]), expected=limit)
+
+
+def check_calibration(v: View, out: Findings) -> None:
+    """A joint whose action and state ranges do not overlap: the action sits at an offset from the state
+    it commands (a leader/follower calibration mismatch, or other units)."""
+    actions, key = _arm_actions(v), v.contract.state_key
+    pos = v.joint_positions(key)
+    if actions is None or pos is None or key not in v.frames.vectors:
+        return
+    states = v.frames.vectors[key][:, pos]
+    ok = np.isfinite(actions).all(axis=1) & np.isfinite(states).all(axis=1)
+    if not ok.any():
+        return
+    a_lo, a_hi = np.percentile(actions[ok], [1, 99], axis=0)
+    s_lo, s_hi = np.percentile(states[ok], [1, 99], axis=0)
+    offset = np.median(actions[ok] - states[ok], axis=0)
+    for j in np.nonzero((a_lo > s_hi) | (s_lo > a_hi))[0]:
+        joint = v.contract.joints[j]
+        out.warn("calibration", f"joint '{joint}': its actions span [{a_lo[j]:.4g}, {a_hi[j]:.4g}] but its states "
+                 f"span [{s_lo[j]:.4g}, {s_hi[j]:.4g}] (median action - state {offset[j]:+.4g}): the action does not "
+                 f"command the state it is paired with. A leader/follower calibration offset or different units "
+                 f"(degrees vs radians, percent vs 0..1); check the recording's calibration before training, the "
+                 f"policy would learn the offset", key=joint, value=float(offset[j]))
 
 
 def check_duplicate_episodes(v: View, out: Findings) -> None:

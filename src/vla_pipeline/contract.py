@@ -67,6 +67,11 @@ def _parse(raw: dict, path: Path) -> Contract:
     missing_cams = [c for c in required if c not in cameras]
     if missing_cams:
         raise ContractError(f"contract {path}: required_cameras {missing_cams} have no key under keys.cameras")
+    optional = [c for c in cameras if c not in required]
+    if optional:
+        raise ContractError(f"contract {path}: cameras {optional} are under keys.cameras but not in required_cameras; "
+                            f"the policy reads every camera under keys.cameras, so add them to required_cameras "
+                            f"or remove them from keys.cameras")
     jump = raw.get("max_action_jump")
     return Contract(
         name=str(raw["name"]),

@@ -1,5 +1,6 @@
-"""Dataset access: raw frame tables (for validation and norms), the dataset fingerprint, and
-LeRobot's ``LeRobotDataset`` wrapped so every sample carries the contract's arm-only vectors."""
+"""Dataset access: raw frame tables (for validation and norms), the dataset fingerprint, LeRobot's
+metadata of a local root (never the hub), and LeRobot's ``LeRobotDataset`` reading only what a run
+uses, wrapped so every sample carries the contract's arm-only vectors."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.datasets.utils import hf_transform_to_torch
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
 from vla_pipeline.contract import Contract
+from vla_pipeline.errors import TrainInputError
+from vla_pipeline.frames import load_tasks_table
 from vla_pipeline.transforms import apply_seeded, compute_sample_seed
 
 VIDEO_BACKEND = "pyav"  # torchcodec needs system FFmpeg libraries these machines lack
@@ -46,15 +50,88 @@ def column_array(frames: pd.DataFrame, key: str) -> np.ndarray:
 
 
 def compute_dataset_fingerprint(root: Path) -> str:
-    """sha256 over the data, meta and video files (path and content) that define the frames."""
+    """sha256 over every file of the dataset (path and content), hidden directories aside: the data,
+    meta and video files wherever info.json's templates put them."""
     root = Path(root)
     digest = hashlib.sha256()
-    files = [*root.glob("data/**/*.parquet"), *root.glob("meta/**/*"), *root.glob("videos/**/*")]
+    files = [p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
     for path in sorted(files):
         if path.is_file():
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+META_FILES = ("meta/info.json", "meta/tasks.parquet", "meta/episodes")
+
+
+def load_metadata(root: Path) -> LeRobotDatasetMetadata:
+    """LeRobot's metadata of the local dataset at ``root``. LeRobot falls back to the hub when a file is
+    missing (and then fails offline, telling the user to unset ``HF_HUB_OFFLINE``); a local root that
+    lacks its meta files is refused here instead, with the files named. Task strings stored in a bare
+    ``__index_level_0__`` column are read as the task index (``frames.load_tasks_table``)."""
+    root = Path(root)
+    missing = [f for f in META_FILES if not (root / f).exists()]
+    if missing:
+        raise TrainInputError(f"{root} is not a complete LeRobotDataset v3.0 root: {missing} missing; check "
+                              f"dataset.root, then run `vla validate {root} --contract ...`")
+    meta = LeRobotDatasetMetadata(repo_id=f"local/{root.name}", root=root)
+    meta.tasks = load_tasks_table(root)
+    return meta
+
+
+def _frame_timestamps(hf_dataset, fps: int) -> np.ndarray:
+    """``frame_index / fps`` per row, as float32 (what LeRobot's writer stores as ``timestamp``)."""
+    return (np.asarray(hf_dataset.with_format("numpy")["frame_index"], dtype=np.float64) / fps).astype(np.float32)
+
+
+class RunDataset(LeRobotDataset):
+    """LeRobot's ``LeRobotDataset`` over a local root that opens only what a run uses.
+
+    LeRobot 0.4.2 checks the video files of *every* episode and camera of the dataset when it is
+    built, then falls back to a hub download (failing offline with advice to unset
+    ``HF_HUB_OFFLINE``), and decodes every video feature at every item. Here only ``episodes`` and
+    the ``video_keys`` the contract maps are checked and decoded; a missing file is a
+    :class:`TrainInputError` naming it; the hub is never asked.
+
+    Video frames are looked up at ``frame_index / fps`` (LeRobot's writer encodes frame i of an
+    episode at i / fps and stores that as ``timestamp``), so a recording whose ``timestamp``
+    column is a wall clock (validation warns about it) still reads frame i for row i.
+    """
+
+    def __init__(self, root: Path, episodes: list[int], video_keys: list[str], **kwargs):
+        self._run_episodes, self._run_video_keys = sorted(episodes), list(video_keys)
+        root = Path(root)
+        load_metadata(root)  # refuses an incomplete root before LeRobot can reach for the hub
+        super().__init__(repo_id=f"local/{root.name}", root=root, **kwargs)
+        self.meta.tasks = load_tasks_table(root)
+        unused = [k for k in self.meta.video_keys if k not in self._run_video_keys]
+        self.meta.info["features"] = {k: v for k, v in self.meta.features.items() if k not in unused}
+
+    def load_hf_dataset(self):
+        try:
+            hf_dataset = super().load_hf_dataset()
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise TrainInputError(f"cannot read the data files of {self.root} ({e}); run `vla validate`") from e
+        hf_dataset = hf_dataset.remove_columns("timestamp").add_column(
+            "timestamp", _frame_timestamps(hf_dataset, self.meta.fps), new_fingerprint=None,
+            feature=hf_dataset.features["timestamp"])
+        hf_dataset.set_transform(hf_transform_to_torch)
+        return hf_dataset
+
+    def _check_cached_episodes_sufficient(self) -> bool:
+        available = set(self.hf_dataset.unique("episode_index"))
+        absent = [e for e in self._run_episodes if e not in available]
+        if absent:
+            raise TrainInputError(f"episodes {absent} have no rows in {self.root}/data; run `vla validate`")
+        for ep in self._run_episodes:
+            for key in self._run_video_keys:
+                path = self.root / self.meta.get_video_file_path(ep, key)
+                if not path.is_file():
+                    raise TrainInputError(
+                        f"episode {ep}: video file {path} ({key}) does not exist; restore it, or add the episode "
+                        f"to dataset.exclude_episodes and re-run `dvc repro` (validate reports every such file)")
+        return True
 
 
 class ArmOnlyDataset(torch.utils.data.Dataset):
@@ -122,16 +199,17 @@ class ArmOnlyDataset(torch.utils.data.Dataset):
 def make_dataset(
     root: Path, contract: Contract, episodes: list[int], chunk_size: int, augment=None, augment_seed: int = 0
 ) -> ArmOnlyDataset:
-    """LeRobot's dataset over ``episodes`` with an action chunk of ``chunk_size`` per frame.
+    """LeRobot's dataset over ``episodes`` with an action chunk of ``chunk_size`` per frame, opening only
+    those episodes' files of the contract's cameras (:class:`RunDataset`).
 
     LeRobot's timestamp tolerance is the contract's, the one validation checked against, so a
     dataset that passed validation never fails mid-training on a frame lookup.
     """
-    info = load_info(root)
-    fps = info["fps"]
-    dataset = LeRobotDataset(
-        repo_id=f"local/{Path(root).name}",
-        root=root,
+    fps = load_info(root)["fps"]
+    dataset = RunDataset(
+        root,
+        episodes,
+        [key for key in contract.cameras.values() if load_info(root)["features"][key]["dtype"] == "video"],
         delta_timestamps={contract.action_key: [i / fps for i in range(chunk_size)]},
         tolerance_s=contract.timestamp_tolerance_s,
         video_backend=VIDEO_BACKEND,

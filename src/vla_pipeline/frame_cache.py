@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 from lerobot.datasets.video_utils import decode_video_frames
 from tqdm import tqdm
 
 from vla_pipeline.contract import Contract, load_contract
-from vla_pipeline.data import ArmOnlyDataset, compute_dataset_fingerprint, make_dataset
+from vla_pipeline.data import ArmOnlyDataset, compute_dataset_fingerprint, load_metadata, make_dataset
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.frames import load_frames_raw, load_task_indices
 from vla_pipeline.params import at_least, int_list, param
@@ -106,8 +105,9 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
     def __init__(self, root: Path, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]],
                  exclude: tuple[int, ...] = ()):
         self.root, self.tolerance_s, self.shapes = Path(root), tolerance_s, shapes
-        self.meta = LeRobotDatasetMetadata(repo_id=f"local/{self.root.name}", root=self.root)
-        self.timestamps = load_rows_by_index(self.root, {})["timestamp"].astype(np.float64)
+        self.meta = load_metadata(self.root)
+        # frame i of an episode sits at i / fps in its video (a wall-clock `timestamp` column would miss it)
+        self.timestamps = load_rows_by_index(self.root, {})["frame_index"].astype(np.float64) / self.meta.fps
         self.blocks = []
         for ep in sorted(set(range(self.meta.total_episodes)) - set(exclude)):
             e = self.meta.episodes[ep]
@@ -150,7 +150,7 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
 
 
 def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerprint: str) -> dict:
-    meta = LeRobotDatasetMetadata(repo_id=f"local/{Path(cfg.dataset_root).name}", root=cfg.dataset_root)
+    meta = load_metadata(cfg.dataset_root)
     keys = list(contract.cameras.values())
     shapes = {}
     for key in keys:
@@ -217,7 +217,7 @@ class FrameCacheSource:
     indexes it (clamped to the episode, ``*_is_pad`` past its end), images come from the cache."""
 
     def __init__(self, cache: LoadedFrameCache, root: Path, contract: Contract, chunk_size: int):
-        self.meta = LeRobotDatasetMetadata(repo_id=f"local/{Path(root).name}", root=root)
+        self.meta = load_metadata(root)
         self.cache_dir, self.contract = cache.directory, contract
         dims = {k: self.meta.info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
         rows = load_rows_by_index(root, dims)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -85,8 +86,28 @@ def load_episodes_meta(root: Path) -> dict[str, np.ndarray]:
     return {c: np.concatenate([t[c].to_numpy() for t in tables]) for c in names if all(c in t.column_names for t in tables)}
 
 
+BARE_INDEX_COLUMN = "__index_level_0__"  # where pandas keeps an index when the pandas metadata is lost
+
+
+def load_tasks_table(root: Path) -> pd.DataFrame:
+    """``meta/tasks.parquet`` as LeRobot reads it: indexed by the task string, with a ``task_index`` column.
+
+    A file written without pandas metadata (by a pyarrow-only tool) keeps the task strings in a plain
+    ``__index_level_0__`` column and pandas reads a 0..n-1 index, so LeRobot would prompt the policy
+    with "0", "1", ...; the strings are taken from that column instead (validation warns about it)."""
+    df = pd.read_parquet(Path(root) / "meta" / "tasks.parquet")
+    if has_bare_task_column(df):
+        df = df.set_index(BARE_INDEX_COLUMN)
+        df.index.name = None
+    return df
+
+
+def has_bare_task_column(tasks: pd.DataFrame) -> bool:
+    """Whether a tasks table read by pandas keeps its strings in a bare ``__index_level_0__`` column."""
+    return BARE_INDEX_COLUMN in tasks.columns and not all(isinstance(i, str) for i in tasks.index)
+
+
 def load_task_indices(root: Path) -> dict[int, str]:
-    """task_index -> task string from ``meta/tasks.parquet`` (the task string is the pandas index)."""
-    table = pq.read_table(Path(root) / "meta" / "tasks.parquet")
-    df = table.to_pandas()
+    """task_index -> task string from ``meta/tasks.parquet``."""
+    df = load_tasks_table(root)
     return {int(i): str(name) for name, i in zip(df.index, df["task_index"], strict=True)}
