@@ -309,6 +309,11 @@ def test_notes_for_a_recording_without_state_and_with_wall_clock_timestamps(so10
     assert re.search(r"^  state: observation.state +# NOT in this dataset", out.read_text(), re.M)
     lo, hi = _observed(so101, ["gripper.pos"], ("action",))  # the action alone sets the range now
     assert c.ranges["gripper.pos"][0] <= lo[0] - 0.1 * (hi[0] - lo[0]) < c.ranges["gripper.pos"][0] + 1
+    # a state without per-dimension names: written anyway, with a note (validation will name it)
+    edit_info(root, lambda info: info["features"].__setitem__(
+        "observation.state", {"dtype": "float32", "shape": [6], "names": None}))
+    notes = build_starter(InitConfig(root, tmp_path / "unnamed.yaml")).notes
+    assert any("lacks joints" in n and "no per-dimension names" in n for n in notes), notes
 
 
 def _write_info(root: Path, info: dict) -> Path:

@@ -324,13 +324,15 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _vector_entry(info: dict, key: str, role: str, root: Path, flag: str) -> dict:
+def _vector_entry(info: dict, key: str, role: str, root: Path, flag: str, need_names: bool = True) -> dict:
     groups = group_features(info)
     entry = next((e for e in groups["vectors"] if e["key"] == key), None)
     if entry is None:
         what = "is not a feature" if key not in info["features"] else "is not a float vector feature"
         raise ContractError(f"{flag} '{key}' {what} of {root}/meta/info.json; its features:\n"
                             f"{format_feature_roles(info)}\npass {flag} with one of the action/state candidates")
+    if not entry["names"] and not need_names:
+        return entry  # a state without names: a note, not a refusal (init can still write the contract)
     if not entry["names"]:
         raise ContractError(f"{root}/meta/info.json: the {role} vector '{key}' has no per-dimension names "
                             f"(features.{key}.names); contracts select joints by name: add the names "
@@ -352,7 +354,7 @@ def _resolve_keys(cfg: InitConfig, info: dict, root: Path) -> tuple[dict, dict |
     state_key = cfg.state_key or guess["state"]
     if state_key == action_key:
         state_key = None
-    state = _vector_entry(info, state_key, "state", root, "--state") if state_key else None
+    state = _vector_entry(info, state_key, "state", root, "--state", need_names=False) if state_key else None
     return action, state
 
 
@@ -474,8 +476,9 @@ def build_starter(cfg: InitConfig) -> Starter:
             if not state_lacks:
                 states = s_all
         if state_lacks:
-            notes.append(f"state '{state['key']}' lacks joints {state_lacks}: validation (feature_names) will fail; "
-                         f"map the state vector that holds them (--state KEY) or drop those joints")
+            unnamed = " (it has no per-dimension names in info.json)" if not state["names"] else ""
+            notes.append(f"state '{state['key']}' lacks joints {state_lacks}{unnamed}: validation (feature_names) "
+                         f"will fail; map the state vector that holds them (--state KEY) or drop those joints")
 
     observed, ranges, units, unit_why = {}, {}, {}, {}
     for i, j in enumerate(joints):
