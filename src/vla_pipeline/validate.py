@@ -150,8 +150,11 @@ def run_checks(view: View, loaded: set[str], out: Findings) -> dict[str, dict]:
     status: dict[str, dict] = {}
     for check in CHECKS:
         needs = [LOADERS[n] for n in check.loads if n not in loaded]
-        needs += [a for a in check.after if status.get(a, {}).get("state") != "ran"
-                  or any(f.check == a for f in out.errors)]
+        for before in check.after:  # a skipped prerequisite passes on what it needs: the root cause is named
+            st = status.get(before, {"state": "skipped", "needs": [before]})
+            needs += st["needs"] if st["state"] == "skipped" else [before] if any(
+                f.check == before for f in out.errors) else []
+        needs = list(dict.fromkeys(needs))
         if needs:
             status[check.name] = {"state": "skipped", "needs": needs}
             continue
