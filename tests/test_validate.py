@@ -348,6 +348,18 @@ def test_report_is_refused_when_stale_or_failed(dataset, tmp_path) -> None:
         load_report(tmp_path / "report.json", dataset)
 
 
+def test_report_is_refused_for_another_contract_or_other_exclusions(dataset, tmp_path) -> None:
+    _validate(dataset, tmp_path, exclude_episodes=(3,))
+    report = tmp_path / "report.json"
+    assert load_report(report, dataset, CONTRACT, (3,))["excluded_episodes"] == [3]
+    with pytest.raises(ValidationError, match=r"made with dataset.exclude_episodes \[3\], not \[\]"):
+        load_report(report, dataset, CONTRACT, ())
+    other = tmp_path / "other.yaml"
+    other.write_text(CONTRACT.read_text().replace("max_action_jump: 30", "max_action_jump: 20"))
+    with pytest.raises(ValidationError, match="made against another contract"):
+        load_report(report, dataset, other, (3,))
+
+
 def test_contract_ranges_must_name_its_joints(tmp_path) -> None:
     from vla_pipeline.contract import load_contract
     from vla_pipeline.errors import ContractError

@@ -144,7 +144,7 @@ def _load_meta_stats(root: Path) -> dict | None:
 def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
     """Split the episodes and compute the frozen stats; returns (stats document, split)."""
     if cfg.report_path is not None:
-        load_report(cfg.report_path, cfg.dataset_root)
+        load_report(cfg.report_path, cfg.dataset_root, cfg.contract_path, cfg.exclude_episodes)
     contract = load_contract(cfg.contract_path)
     info = load_info(cfg.dataset_root)
     frames = load_frames(cfg.dataset_root, ["index", "episode_index", contract.action_key, contract.state_key])

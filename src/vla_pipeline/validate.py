@@ -293,8 +293,10 @@ def validate_dataset(cfg: ValidateConfig) -> Report:
     return report
 
 
-def load_report(path: Path, dataset_root: Path) -> dict:
-    """The validation report of ``dataset_root``; refuses a missing, failed or stale one."""
+def load_report(path: Path, dataset_root: Path, contract_path: Path | None = None,
+                exclude_episodes: tuple[int, ...] | None = None) -> dict:
+    """The validation report of ``dataset_root``; refuses a missing, failed or stale one, and (when
+    given) one made against another contract or with other ``dataset.exclude_episodes``."""
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"validation report {path} not found; run `dvc repro validate`")
@@ -305,4 +307,11 @@ def load_report(path: Path, dataset_root: Path) -> dict:
     if report.get("dataset_fingerprint") != compute_dataset_fingerprint(dataset_root):
         raise ValidationError(f"validation report {path} belongs to another version of {dataset_root}; "
                               f"run `dvc repro validate`")
+    if contract_path is not None and report.get("contract_hash") != compute_contract_hash(contract_path):
+        raise ValidationError(f"validation report {path} was made against another contract than {contract_path}; "
+                              f"run `dvc repro validate`")
+    if exclude_episodes is not None and report.get("excluded_episodes") != sorted(set(exclude_episodes)):
+        raise ValidationError(f"validation report {path} was made with dataset.exclude_episodes "
+                              f"{report.get('excluded_episodes')}, not {sorted(set(exclude_episodes))}; run "
+                              f"`dvc repro validate`")
     return report
