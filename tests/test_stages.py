@@ -17,6 +17,8 @@ def imported_modules(path: Path, seen: set[Path]) -> set[Path]:
     """The project files ``path`` imports, transitively (a package counts as its directory)."""
     for node in ast.walk(ast.parse(path.read_text())):
         names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        if isinstance(node, ast.ImportFrom) and node.module == "vla_pipeline":  # from vla_pipeline import a, b
+            names += [f"vla_pipeline.{a.name}" for a in node.names]
         names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
         for name in names:
             if name != "vla_pipeline" and not name.startswith("vla_pipeline."):
