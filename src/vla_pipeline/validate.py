@@ -288,7 +288,7 @@ def validate_dataset(cfg: ValidateConfig) -> Report:
     if not report.ok:
         raise ValidationError(
             f"dataset {cfg.dataset_root} failed validation against {cfg.contract_path} "
-            f"({len(report.errors)} errors; full report: {path}):\n{format_report(report, where=str(path))}"
+            f"({len(report.errors)} error{'' if len(report.errors) == 1 else 's'}; full report: {path}):\n{format_report(report, where=str(path))}"
         )
     return report
 
