@@ -141,3 +141,17 @@ def test_a_local_dataset_never_asks_the_hub(recording, tmp_path, monkeypatch) ->
     (root / "meta" / "tasks.parquet").unlink()
     with pytest.raises(TrainInputError, match=r"not a complete LeRobotDataset v3.0 root: \['meta/tasks.parquet'\]"):
         make_dataset(root, contract, [0, 1], 4)
+
+
+def test_frame_cache_names_a_missing_file_of_a_used_episode(recording, tmp_path) -> None:
+    from vla_pipeline.errors import TrainInputError
+    from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
+
+    root = tmp_path / "ds"
+    shutil.copytree(recording, root)
+    missing = alter_remove_videos(root, WRIST, [4])[0]
+    cfg = FrameCacheConfig(root, REPO / "contracts" / "so101_arm.yaml", tmp_path / "fc", resolution=(24, 32),
+                           num_workers=0)
+    with pytest.raises(TrainInputError, match=f"episode 4: video file {missing} .* does not exist"):
+        save_frame_cache(cfg)
+    assert not (tmp_path / "fc").exists()  # nothing half-built is left as if it were a cache

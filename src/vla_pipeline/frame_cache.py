@@ -113,6 +113,10 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
             e = self.meta.episodes[ep]
             lo, hi = int(e["dataset_from_index"]), int(e["dataset_to_index"])
             for key in cameras:
+                path = self.root / self.meta.get_video_file_path(ep, key)
+                if not path.is_file():
+                    raise TrainInputError(f"episode {ep}: video file {path} ({key}) does not exist; restore it, or add "
+                                          f"the episode to dataset.exclude_episodes and re-run `dvc repro`")
                 self.blocks += [(key, ep, s, min(s + BLOCK, hi)) for s in range(lo, hi, BLOCK)]
 
     def __len__(self) -> int:
