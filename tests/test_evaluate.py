@@ -106,7 +106,9 @@ def test_rerun_gives_identical_numbers_and_batching_changes_only_rounding(evalua
     again, pred = run("again")
     assert again == reference and np.array_equal(first["pred"], pred)
     batched, pred = run("batch3", batch_size=3)
-    np.testing.assert_allclose(pred, first["pred"], rtol=1e-5, atol=1e-6)
+    # atol: float32 spacing is 3.8e-6 at 32 and 7.6e-6 at 64 degrees, the magnitude the postprocessor's
+    # unnormalization goes through; a near-zero action can move by that much (seen: 3.8e-6 at 0.2 degrees)
+    np.testing.assert_allclose(pred, first["pred"], rtol=1e-5, atol=2e-5)
     assert batched["action_mse"] == pytest.approx(reference["action_mse"], rel=1e-6)
     other, pred = run("seed", noise_seed=1)
     assert abs(other["action_mse"] - reference["action_mse"]) > 1e3 * abs(batched["action_mse"] - reference["action_mse"])

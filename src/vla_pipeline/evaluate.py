@@ -16,11 +16,13 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from lerobot.utils.constants import ACTION
+import torch
+from lerobot.utils.constants import ACTION, OBS_IMAGES
 
 from vla_pipeline.checkpoint import (
     BEST_FILE,
@@ -33,9 +35,9 @@ from vla_pipeline.checkpoint import (
 from vla_pipeline.contract import Contract, load_contract
 from vla_pipeline.data import compute_dataset_fingerprint
 from vla_pipeline.errors import CheckpointError, ConfigError
-from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
-from vla_pipeline.inference import load_episode_images, predict_episodes
-from vla_pipeline.media import render_episode_frames, save_trace_plot, save_video
+from vla_pipeline.frame_cache import FrameCacheSource, load_frame_cache, make_episode_dataset
+from vla_pipeline.inference import predict_episodes
+from vla_pipeline.media import EpisodeFigure, decode_video_frames, prefetch, save_video
 from vla_pipeline.metrics import (
     Predictions,
     compute_episode_table,
@@ -210,19 +212,60 @@ def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict
     by_episode = {r["episode_index"]: r for r in table}
     joints = list(contract.joints)
     done = set()
-    with tempfile.TemporaryDirectory() as tmp:
-        for which, ep in pick_representative(table, RANK_KEY).items():
+    representative = pick_representative(table, RANK_KEY)
+    shapes = camera_shapes(dataset, representative["best"]) if videos else {}
+    # one figure for every episode: drawn once per episode for its PNG and every frame of its video
+    with tempfile.TemporaryDirectory() as tmp, EpisodeFigure(shapes, joints, contract.units) as figure:
+        for which, ep in representative.items():
             if ep in done:  # fewer than three episodes: the median is the best one
                 continue
             done.add(ep)
             chunks = preds.select(preds.episode == ep)
             title = (f"{which} episode {ep} ({by_episode[ep]['task']}): "
                      f"normalized action MSE {by_episode[ep][RANK_KEY]:.4g}")
-            png = save_trace_plot(executed[ep], chunks, joints, contract.units, title, Path(tmp) / f"{which}.png")
+            png = figure.show(executed[ep], chunks, title).save_traces(Path(tmp) / f"{which}.png")
             tracker.log_image(f"traces/{which}_ep{ep}", png)
             if videos:
-                frames = render_episode_frames(load_episode_images(dataset, ep), executed[ep], chunks, joints,
-                                               contract.units, title)
                 mp4 = out / "videos" / f"{which}_ep{ep}.mp4"
-                save_video(frames, contract.fps, mp4)
+                save_video(figure.render(prefetch(load_media_frames(dataset, ep, figure.sizes))), contract.fps, mp4)
                 tracker.log_video(f"videos/{which}", mp4, contract.fps)
+
+
+def _episode_span(dataset, episode: int) -> tuple[int, int]:
+    """(position of the episode's first frame in ``dataset``, its number of frames)."""
+    bounds = dataset.dataset.meta.episodes[episode]
+    start = int(bounds["dataset_from_index"])
+    return dataset.frames.index(start), int(bounds["dataset_to_index"]) - start
+
+
+def camera_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:
+    """(h, w) of each camera's frames as ``load_media_frames`` reads them (policy camera names)."""
+    cameras = dataset.contract.cameras
+    if isinstance(dataset.dataset, FrameCacheSource):
+        item = dataset[_episode_span(dataset, episode)[0]]
+        return {name: tuple(item[f"{OBS_IMAGES}.{name}"].shape[1:]) for name in cameras}
+    features = dataset.dataset.meta.info["features"]
+    return {name: tuple(features[key]["shape"][:2]) for name, key in cameras.items()}
+
+
+def load_media_frames(dataset, episode: int, sizes: dict[str, tuple[int, int]]) -> Iterator[dict[str, np.ndarray]]:
+    """Every frame of one episode, one {camera: (h, w, 3) uint8} at a time, at ``sizes`` (camera -> (h, w)):
+    from the frame cache when the dataset reads one (cheap), else decoded from the videos in one pass per
+    camera, scaled by the decoder (LeRobot's per-item decoding seeks and converts every frame at full size)."""
+    start, length = _episode_span(dataset, episode)
+    cameras = dataset.contract.cameras
+    if isinstance(dataset.dataset, FrameCacheSource):
+        for pos in range(start, start + length):
+            item = dataset[pos]
+            yield {name: (item[f"{OBS_IMAGES}.{name}"].clamp(0, 1) * 255).round().to(torch.uint8)
+                   .permute(1, 2, 0).numpy() for name in cameras}
+        return
+    source = dataset.dataset
+    bounds = source.meta.episodes[episode]
+    streams = {}
+    for name, key in cameras.items():
+        timestamps = float(bounds[f"videos/{key}/from_timestamp"]) + np.arange(length) / source.meta.fps
+        streams[name] = decode_video_frames(Path(source.root) / source.meta.get_video_file_path(episode, key),
+                                            timestamps, sizes[name])
+    for frames in zip(*streams.values(), strict=True):  # each yields `length` frames or raises ValidationError
+        yield dict(zip(streams, frames, strict=True))
