@@ -1,6 +1,6 @@
 """The checkpointer decides when to evaluate and save, writes each checkpoint atomically (a
 ``.tmp`` directory, a manifest of hashes, then a rename), keeps the last / best pointers and
-deletes periodic checkpoints beyond the retention count (never the best or the last)."""
+applies the retention rule: the last, the best and the newest ``keep_last`` periodic checkpoints."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Checkpointer:
     total_steps: int
     save_every: int  # 0: only the last step (plus new bests)
     eval_every: int  # 0: only the last step
-    keep_last: int  # periodic checkpoints kept besides best and last; 0: all
+    keep_last: int  # newest periodic checkpoints kept besides best and last; 0: every checkpoint
     is_main: bool = True
     barrier: Callable[[], None] = field(default=lambda: None)
     best: dict | None = None  # {"step", "val_loss"} of the best checkpoint so far
@@ -65,12 +65,24 @@ class Checkpointer:
         return final
 
     def apply_retention(self) -> None:
+        """Delete the checkpoints ``retained_steps`` does not keep (process 0, after each finished save:
+        the newest checkpoint, the one a killed run resumes from, is always kept)."""
         if self.keep_last <= 0:
             return
-        steps = list_checkpoints(self.run_dir)  # newest first; the newest is the last checkpoint
-        protected = {s for s in steps[: self.keep_last]}
-        if self.best is not None:
-            protected |= {s for s in steps if int(s.name) == self.best["step"]}
+        steps = list_checkpoints(self.run_dir)
+        keep = retained_steps([int(s.name) for s in steps], None if self.best is None else self.best["step"],
+                              self.save_every, self.keep_last)
         for step_dir in steps:
-            if step_dir not in protected:
+            if int(step_dir.name) not in keep:
                 shutil.rmtree(step_dir)
+
+
+def retained_steps(steps: list[int], best: int | None, save_every: int, keep_last: int) -> set[int]:
+    """Of the checkpoint steps on disk: the last (newest), the best, and the newest ``keep_last``
+    periodic ones (multiples of ``save_every``; a periodic last one counts among them). A best that a
+    lower validation loss superseded is deleted unless it is periodic and recent enough. ``keep_last``
+    0 keeps everything; ``save_every`` 0 has no periodic checkpoints: the last and the best remain."""
+    if keep_last <= 0 or not steps:
+        return set(steps)
+    periodic = sorted((s for s in steps if save_every > 0 and s % save_every == 0), reverse=True)
+    return {max(steps), *periodic[:keep_last], *([best] if best in steps else [])}
