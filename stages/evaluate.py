@@ -1,5 +1,10 @@
 """DVC stage `evaluate@best` / `evaluate@last`: one checkpoint of the train run, by the offline
-evaluation protocol, into `<evaluate.out_dir>/<best|last>`."""
+evaluation protocol, into `<evaluate.out_dir>/<best|last>`.
+
+`evaluate@last` runs after `evaluate@best` (dvc.yaml makes its outputs a dependency) and, when both
+name the same checkpoint (the best is the last step, common on short runs), copies its results
+instead of evaluating it again; `protocol.json` then says `reused_from`. Anything else that differs
+(checkpoint manifest, evaluation settings, code, data, missing outputs) means a normal evaluation."""
 
 import json
 import sys
@@ -11,6 +16,7 @@ from vla_pipeline.evaluate import EvaluateConfig, evaluate
 from _params import run
 
 POINTERS = {"best": BEST_FILE, "last": LAST_FILE}
+REUSES = {"last": "best"}  # evaluate@last may reuse evaluate@best's outputs (dvc.yaml orders it after)
 
 
 def main(params: dict) -> None:
@@ -18,8 +24,9 @@ def main(params: dict) -> None:
     if which not in POINTERS:
         raise SystemExit(f"usage: stages/evaluate.py [best|last], not {which!r}")
     checkpoint = find_last(Path(params["train"]["out_dir"]), POINTERS[which])
-    out_dir = Path(params["evaluate"]["out_dir"]) / which
-    metrics = evaluate(EvaluateConfig.from_params(params, checkpoint, out_dir))
+    out_root = Path(params["evaluate"]["out_dir"])
+    reuse_from = out_root / REUSES[which] if which in REUSES else None
+    metrics = evaluate(EvaluateConfig.from_params(params, checkpoint, out_root / which), reuse_from=reuse_from)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
 
 

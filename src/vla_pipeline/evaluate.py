@@ -9,12 +9,18 @@ everything is logged through the tracker (dvclive + W&B). Outputs in ``out_dir``
 * ``protocol.json``: what was evaluated, how; ``predictions.npz``: the raw chunks, for analysis;
 * ``videos/<which>_ep<N>.mp4``: camera frames beside the moving traces, best/median/worst episode;
 * ``live/plots/images/traces/<which>_ep<N>.png``: per-joint traces (``dvc plots show``).
+
+An evaluation can reuse another one's outputs (``evaluate(cfg, reuse_from=...)``) when that one
+evaluated the same checkpoint (directory and manifest hash) by the same protocol, code and data:
+the stage ``evaluate@last`` does so with ``evaluate@best`` when the best checkpoint is the last.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -28,6 +34,8 @@ from vla_pipeline.checkpoint import (
     BEST_FILE,
     CONTRACT_FILE,
     LAST_FILE,
+    MANIFEST_FILE,
+    PRETRAINED_DIR,
     LoadedCheckpoint,
     find_last,
     load_checkpoint,
@@ -47,11 +55,12 @@ from vla_pipeline.metrics import (
 )
 from vla_pipeline.norms import compute_split_hash, load_split
 from vla_pipeline.params import at_least, int_or_auto, param
-from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
+from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, compute_source_hash, read_run_state
 from vla_pipeline.sampler import resolve_num_workers
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
 RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
+TRACES_DIR = "live/plots/images/traces"  # where dvclive puts the trace PNGs (the stage's plots output)
 
 
 @dataclass(frozen=True)
@@ -140,8 +149,19 @@ def resolve_checkpoint(path: Path, pick: str = "last") -> Path:
     return path
 
 
-def evaluate(cfg: EvaluateConfig) -> dict:
-    """Evaluate one checkpoint on its held-out episodes; returns (and writes) ``metrics.json``."""
+def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
+    """Evaluate one checkpoint on its held-out episodes; returns (and writes) ``metrics.json``.
+
+    ``reuse_from``: the output directory of another evaluation; when it evaluated the same checkpoint
+    (same directory and manifest) by the same protocol with the same code and data, its results are
+    copied instead of evaluating again (``reuse_evaluation``); otherwise this evaluates as usual."""
+    if reuse_from is not None:
+        protocol, why_not = find_reusable(cfg, Path(reuse_from))
+        if protocol is not None:
+            print(f"{cfg.checkpoint} was evaluated by the same protocol in {reuse_from} "
+                  f"(same checkpoint manifest, config, code and data): reusing its results, no second inference")
+            return reuse_evaluation(cfg, Path(reuse_from), protocol)
+        print(f"not reusing {reuse_from}: {why_not}; evaluating {cfg.checkpoint}")
     ckpt = load_checkpoint(cfg.checkpoint, device=cfg.device)
     split = resolve_split(ckpt, cfg.norms_dir)
     check_inputs(ckpt, cfg.dataset_root, split)
@@ -174,10 +194,23 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     return metrics
 
 
-def read_checkpoint_state(ckpt: LoadedCheckpoint) -> dict:
+def read_checkpoint_state(ckpt: LoadedCheckpoint | Path) -> dict:
     """The step and run key of a checkpoint the train stage wrote ({} for a bare pretrained_model)."""
-    step_dir = ckpt.directory.parent
+    step_dir = _pretrained_dir(ckpt).parent
     return read_run_state(step_dir) if (step_dir / TRAINING_STATE_DIR / RUN_STATE_FILE).is_file() else {}
+
+
+def _pretrained_dir(ckpt: LoadedCheckpoint | Path) -> Path:
+    if isinstance(ckpt, LoadedCheckpoint):
+        return ckpt.directory
+    return Path(ckpt) / PRETRAINED_DIR if (Path(ckpt) / PRETRAINED_DIR).is_dir() else Path(ckpt)
+
+
+def compute_checkpoint_id(checkpoint: LoadedCheckpoint | Path) -> str | None:
+    """sha256 of the checkpoint's ``manifest.json`` (the size and sha256 of every file of the step
+    directory): the same value means the same checkpoint. None for a bare pretrained_model."""
+    manifest = _pretrained_dir(checkpoint).parent / MANIFEST_FILE
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
 
 
 def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, split: dict) -> dict:
@@ -190,8 +223,96 @@ def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, spli
         "stride": stride, "chunk_size": config.chunk_size, "n_action_steps": config.n_action_steps,
         "num_inference_steps": config.num_inference_steps, "noise_seed": cfg.noise_seed,
         "saturation_margin": cfg.saturation_margin, "rank_episodes_by": RANK_KEY,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "checkpoint_manifest_sha256": compute_checkpoint_id(ckpt), "code_sha256": compute_source_hash(),
+        "config": _config_doc(cfg),
     }
+
+
+def _config_doc(cfg: EvaluateConfig) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+
+
+# EvaluateConfig fields that change where results go or how fast they come, never what they are
+NOT_PROTOCOL = {"out_dir", "num_workers", "wandb_mode", "wandb_project", "wandb_dir"}
+REUSED_FILES = ("metrics.json", "episodes.csv", "predictions.npz")
+
+
+def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
+    """(``source``'s protocol, "") when the evaluation in ``source`` is the one ``cfg`` asks for: the same
+    checkpoint directory and manifest, every protocol setting, this code and the dataset it names, with
+    all its outputs present; else (None, why not)."""
+    path = source / "protocol.json"
+    if not path.is_file():
+        return None, f"{path} not found"
+    protocol = json.loads(path.read_text())
+    if Path(protocol.get("checkpoint", "")).resolve() != _pretrained_dir(cfg.checkpoint).resolve():
+        return None, f"it evaluated {protocol.get('checkpoint')}, not {_pretrained_dir(cfg.checkpoint)}"
+    checkpoint_id = compute_checkpoint_id(cfg.checkpoint)
+    if checkpoint_id is None or protocol.get("checkpoint_manifest_sha256") != checkpoint_id:
+        return None, (f"the checkpoint's {MANIFEST_FILE} is not the one it evaluated (or either is missing): "
+                      f"the checkpoint changed since")
+    if protocol.get("code_sha256") != compute_source_hash():
+        return None, "another version of vla_pipeline produced it"
+    mine, theirs = _config_doc(cfg), protocol.get("config", {})
+    differ = sorted(k for k in mine.keys() | theirs.keys() if k not in NOT_PROTOCOL and mine.get(k) != theirs.get(k))
+    if differ:
+        return None, f"its evaluation settings differ: {', '.join(f'{k} {theirs.get(k)!r} vs {mine.get(k)!r}' for k in differ)}"
+    missing = [name for name in REUSED_FILES if not (source / name).is_file()]
+    pngs = sorted((source / TRACES_DIR).glob("*.png"))
+    if not pngs:
+        missing.append(f"{TRACES_DIR}/*.png")
+    if cfg.videos and sorted(p.stem for p in (source / "videos").glob("*.mp4")) != [p.stem for p in pngs]:
+        missing.append("videos/*.mp4 (one per trace PNG)")
+    if missing:
+        return None, f"its outputs are incomplete ({', '.join(missing)} missing)"
+    if compute_dataset_fingerprint(cfg.dataset_root) != protocol.get("dataset_fingerprint"):
+        return None, f"{cfg.dataset_root} is not the dataset version it evaluated"
+    return protocol, ""
+
+
+def reuse_evaluation(cfg: EvaluateConfig, source: Path, protocol: dict) -> dict:
+    """``cfg.out_dir`` as a complete evaluation copied from ``source`` (``find_reusable`` said it is the
+    same one): byte-identical metrics, episode table, predictions, trace PNGs and videos; the protocol
+    says where it came from; dvclive and W&B get what ``evaluate`` logs."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in REUSED_FILES:
+        shutil.copyfile(source / name, out / name)
+    if cfg.videos:
+        shutil.rmtree(out / "videos", ignore_errors=True)
+        shutil.copytree(source / "videos", out / "videos")
+    protocol = {**protocol, "config": _config_doc(cfg), "reused_from": str(source)}
+    (out / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
+    metrics = json.loads((out / "metrics.json").read_text())
+    with open(out / "episodes.csv", newline="") as f:
+        table = [{k: v if k == "task" else _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    fps = load_contract(_pretrained_dir(cfg.checkpoint) / CONTRACT_FILE).fps
+    tracker = make_tracker(TrackingConfig(
+        live_dir=out / "live", wandb_dir=cfg.wandb_dir or out / "wandb", wandb_project=cfg.wandb_project,
+        wandb_mode=cfg.wandb_mode, run_key=read_checkpoint_state(cfg.checkpoint).get("run_key", ""),
+        job_type="evaluate",
+    ))
+    try:
+        tracker.log_config(protocol)
+        tracker.log_summary(metrics)
+        tracker.log_table("episodes", table, x="episode_index", y=RANK_KEY)
+        for png in sorted((source / TRACES_DIR).glob("*.png")):
+            tracker.log_image(f"traces/{png.stem}", png)
+            if cfg.videos:
+                tracker.log_video(f"videos/{png.stem.split('_ep')[0]}", out / "videos" / f"{png.stem}.mp4", fps)
+    finally:
+        tracker.close()
+    return metrics
+
+
+def _number(text: str):
+    """A value of episodes.csv as ``save_results`` wrote it: int, float or text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def save_results(out: Path, metrics: dict, table: list[dict], preds: Predictions, protocol: dict) -> None:
