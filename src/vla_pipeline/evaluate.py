@@ -359,23 +359,32 @@ def _episode_span(dataset, episode: int) -> tuple[int, int]:
     return dataset.frames.index(start), int(bounds["dataset_to_index"]) - start
 
 
+def _decodes_videos(dataset) -> bool:
+    """Whether ``load_media_frames`` decodes the videos itself: LeRobot's dataset with every camera a video
+    (not the frame cache, not image features)."""
+    if isinstance(dataset.dataset, FrameCacheSource):
+        return False
+    features = dataset.dataset.meta.info["features"]
+    return all(features[key]["dtype"] == "video" for key in dataset.contract.cameras.values())
+
+
 def camera_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:
     """(h, w) of each camera's frames as ``load_media_frames`` reads them (policy camera names)."""
     cameras = dataset.contract.cameras
-    if isinstance(dataset.dataset, FrameCacheSource):
-        item = dataset[_episode_span(dataset, episode)[0]]
-        return {name: tuple(item[f"{OBS_IMAGES}.{name}"].shape[1:]) for name in cameras}
-    features = dataset.dataset.meta.info["features"]
-    return {name: tuple(features[key]["shape"][:2]) for name, key in cameras.items()}
+    if _decodes_videos(dataset):
+        features = dataset.dataset.meta.info["features"]
+        return {name: tuple(features[key]["shape"][:2]) for name, key in cameras.items()}
+    item = dataset[_episode_span(dataset, episode)[0]]
+    return {name: tuple(item[f"{OBS_IMAGES}.{name}"].shape[1:]) for name in cameras}
 
 
 def load_media_frames(dataset, episode: int, sizes: dict[str, tuple[int, int]]) -> Iterator[dict[str, np.ndarray]]:
-    """Every frame of one episode, one {camera: (h, w, 3) uint8} at a time, at ``sizes`` (camera -> (h, w)):
-    from the frame cache when the dataset reads one (cheap), else decoded from the videos in one pass per
-    camera, scaled by the decoder (LeRobot's per-item decoding seeks and converts every frame at full size)."""
+    """Every frame of one episode, one {camera: (h, w, 3) uint8} at a time: decoded from the videos in one
+    pass per camera and scaled by the decoder to ``sizes`` (camera -> (h, w); LeRobot's per-item decoding
+    seeks and converts every frame at full size), else (frame cache, image features) read item by item."""
     start, length = _episode_span(dataset, episode)
     cameras = dataset.contract.cameras
-    if isinstance(dataset.dataset, FrameCacheSource):
+    if not _decodes_videos(dataset):
         for pos in range(start, start + length):
             item = dataset[pos]
             yield {name: (item[f"{OBS_IMAGES}.{name}"].clamp(0, 1) * 255).round().to(torch.uint8)
@@ -385,6 +394,7 @@ def load_media_frames(dataset, episode: int, sizes: dict[str, tuple[int, int]]) 
     bounds = source.meta.episodes[episode]
     streams = {}
     for name, key in cameras.items():
+        # frame i of an episode sits at i / fps in its video, as data.RunDataset reads it
         timestamps = float(bounds[f"videos/{key}/from_timestamp"]) + np.arange(length) / source.meta.fps
         streams[name] = decode_video_frames(Path(source.root) / source.meta.get_video_file_path(episode, key),
                                             timestamps, sizes[name])
