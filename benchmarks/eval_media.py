@@ -4,15 +4,22 @@ of the best, median and worst episode, against inference and metrics, at a real 
 Writes a demo dataset with LeRobot's writer at 640x480 (two AV1 cameras; LeRobot encodes at about
 11 frames/s on 2 cores, so the default is 6 episodes of 60 frames), freezes its stats with half the
 episodes held out (so best, median and worst are three different episodes), trains the tiny policy
-for 2 steps (a real checkpoint, random init, no hub) and times one ``evaluate()`` as the stage runs
-it (the checkpoint's default stride, videos on), split by wrapping the functions it calls:
+for 2 steps (a real checkpoint, random init, no hub) and times ``evaluate()`` as the stage runs it
+(videos on; W&B off unless --wandb), split by wrapping the functions it calls:
 
 * inference: ``predict_episodes`` (decoding the queried frames, processors, chunked inference);
-* media: ``save_media`` as a whole, and inside it the camera frames of the drawn episodes, the
-  trace PNGs and the MP4s (drawing and H.264 encoding);
+* media: ``save_media`` as a whole; in it the figures and trace PNGs, and the MP4s (camera frames,
+  drawing, H.264 encoding; after this change these three run in overlapping threads);
 * the rest: loading the checkpoint, checks, metrics, result files, tracker start and close.
 
+The media share depends on how many frames are drawn (3 episodes) per frame evaluated: --stride 1
+(the default here) evaluates every held-out frame, 1 drawn frame per evaluated frame with the 3
+held-out episodes all drawn; the evaluation stride 10 of the checkpoint (--stride 10) makes it 10.
+A real dataset holds out many more episodes than the 3 drawn (the reported 6.5-minute evaluation
+drew ~0.5 frame per evaluated one).
+
     python benchmarks/eval_media.py                       # 640x480, videos decoded (no frame cache)
+    python benchmarks/eval_media.py --stride 10           # the checkpoint's stride: 10 drawn per evaluated
     python benchmarks/eval_media.py --frame-cache         # camera frames from the (resized) frame cache
     python benchmarks/eval_media.py --wandb offline       # W&B offline too, as params.yaml's default
     python benchmarks/eval_media.py --work /tmp/media     # keep (and next time reuse) dataset and checkpoint
@@ -119,6 +126,14 @@ def run_once(cfg: ev.EvaluateConfig) -> dict[str, float]:
     return times
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return f"{platform.machine()} {platform.processor() or 'CPU'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=6)
@@ -126,7 +141,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--val-fraction", type=float, default=0.5, help="held-out share of the episodes")
-    parser.add_argument("--stride", type=int, default=None, help="evaluate.stride (default: the checkpoint's)")
+    parser.add_argument("--stride", type=int, default=1, help="evaluate.stride (0: the checkpoint's, 10)")
     parser.add_argument("--num-workers", default="auto", help="evaluate.num_workers")
     parser.add_argument("--wandb", default="disabled", choices=["disabled", "offline"])
     parser.add_argument("--frame-cache", action="store_true",
@@ -150,7 +165,7 @@ def main() -> None:
         runs = []
         for i in range(args.repeat):
             cfg = ev.EvaluateConfig(
-                checkpoint=checkpoint, dataset_root=root, out_dir=work / f"eval{i}", stride=args.stride,
+                checkpoint=checkpoint, dataset_root=root, out_dir=work / f"eval{i}", stride=args.stride or None,
                 num_workers=args.num_workers if args.num_workers == "auto" else int(args.num_workers),
                 videos=True, wandb_mode=args.wandb, wandb_dir=work / "wandb", frame_cache=cache,
             )
@@ -158,12 +173,13 @@ def main() -> None:
         protocol = yaml.safe_load((work / "eval0" / "protocol.json").read_text())
         n_frames = args.length * len(protocol["val_episodes"])
         videos = sorted((work / "eval0" / "videos").glob("*.mp4"))
-    machine = f"{platform.machine()} {platform.processor() or 'CPU'}, {os.cpu_count()} cores, " \
-              f"{torch.get_num_threads()} torch threads"
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     print(f"\n{machine}; tiny Pi0.5; {args.width}x{args.height}, 2 cameras, "
           f"{'frame cache' if cache else 'videos decoded'}, W&B {args.wandb}")
+    evaluated = -(-args.length // protocol["stride"]) * len(protocol["val_episodes"])
     print(f"held-out: {len(protocol['val_episodes'])} episodes x {args.length} frames = {n_frames} frames, "
-          f"stride {protocol['stride']}; media: {len(videos)} episodes drawn ({args.length * len(videos)} MP4 frames)")
+          f"stride {protocol['stride']}: {evaluated} evaluated; media: {len(videos)} episodes drawn "
+          f"({args.length * len(videos)} MP4 frames, {args.length * len(videos) / evaluated:.1f} per evaluated frame)")
     parts = ["inference", "media", "media: figures and trace PNGs", MP4, REST, "total"]
     header = f"{'part':<46}" + "".join(f"{f'run {i + 1} s':>10}{'%':>7}" for i in range(len(runs)))
     print(header + "\n" + "-" * len(header))
