@@ -127,6 +127,7 @@ class EpisodeFigure:
             # placed, not laid out: matplotlib would measure every tick label at every draw to place them
             ax.set_title(_joint_label(joint, units), fontsize=8, y=1.0)
             ax.tick_params(labelsize=7)
+            ax.locator_params(nbins=4)  # fewer tick labels: text is most of the drawing time
         for ax in self.axes[-min(3, len(joints)):]:
             ax.annotate("frame", (0.5, 0.0), xycoords="axes fraction", xytext=(0, -17), textcoords="offset points",
                         ha="center", va="top", fontsize=7)
