@@ -53,13 +53,21 @@ def test_sequential_decode_gives_the_frames_lerobot_reads(dataset) -> None:
     assert {f.shape for f in scaled.values()} == {(16, 20, 3)}
 
 
-def test_decode_past_the_end_of_a_video_is_a_clear_error(dataset) -> None:
+def test_decoding_past_the_end_of_a_video_is_a_clear_error(dataset) -> None:
     source = dataset.dataset
     episode = dataset.episodes[-1]
     key = next(iter(dataset.contract.cameras.values()))
     path = source.root / source.meta.get_video_file_path(episode, key)
     with pytest.raises(ValidationError, match="ends before .* check the dataset with `vla validate`"):
         list(decode_video_frames(path, np.arange(100_000) / source.meta.fps))
+
+
+def test_an_undecodable_video_is_a_clear_error(tmp_path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    for path in (broken, tmp_path / "missing.mp4"):
+        with pytest.raises(ValidationError, match="cannot be decoded .* `vla validate`"):
+            list(decode_video_frames(path, np.arange(3) / 30))
 
 
 def test_pictures_show_the_cameras_and_move_the_cursor() -> None:

@@ -183,6 +183,8 @@ def test_other_code_data_or_missing_outputs_are_not_reused(evaluated, monkeypatc
     shutil.copytree(source, partial)
     next((partial / "videos").glob("*.mp4")).unlink()
     assert "outputs are incomplete" in find_reusable(cfg, partial)[1]
+    (partial / "protocol.json").write_text("{")  # torn
+    assert "unreadable" in find_reusable(cfg, partial)[1]
     (partial / "protocol.json").unlink()
     assert "not found" in find_reusable(cfg, partial)[1]
 

@@ -244,7 +244,12 @@ def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
     path = source / "protocol.json"
     if not path.is_file():
         return None, f"{path} not found"
-    protocol = json.loads(path.read_text())
+    try:
+        protocol = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"{path} is unreadable ({e})"
+    if not isinstance(protocol, dict):
+        return None, f"{path} is not an evaluation protocol"
     if Path(protocol.get("checkpoint", "")).resolve() != _pretrained_dir(cfg.checkpoint).resolve():
         return None, f"it evaluated {protocol.get('checkpoint')}, not {_pretrained_dir(cfg.checkpoint)}"
     checkpoint_id = compute_checkpoint_id(cfg.checkpoint)

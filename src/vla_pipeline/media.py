@@ -231,6 +231,15 @@ def decode_video_frames(path: Path, timestamps: np.ndarray, size: tuple[int, int
     timestamps = np.asarray(timestamps, dtype=np.float64)
     if not len(timestamps):
         return
+    try:
+        yield from _decode(path, timestamps, size)
+    except av.error.FFmpegError as e:
+        raise ValidationError(f"{path} cannot be decoded ({e}); check the dataset with `vla validate`") from e
+
+
+def _decode(path: Path, timestamps: np.ndarray, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    import av
+
     kwargs = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
