@@ -19,6 +19,7 @@ from vla_pipeline.frames import BARE_INDEX_COLUMN, Frames, has_bare_task_column
 SUPPORTED_CODEBASE = "v3.0"
 MAX_OFFENDERS = 5  # lines per check on screen ("... and N more" after them; the JSON report has every one)
 MIN_EPISODES = 2  # a train/validation split needs one episode on each side
+CALIBRATION_SAMPLES = 100_000  # frames the calibration check compares (evenly spread over the dataset)
 
 
 @dataclass
@@ -409,17 +410,20 @@ def check_action_jumps(v: View, out: Findings) -> None:
 def check_calibration(v: View, out: Findings) -> None:
     """A joint whose action and state ranges do not overlap: the action sits at an offset from the state
     it commands (a leader/follower calibration mismatch, or other units)."""
-    actions, key = _arm_actions(v), v.contract.state_key
-    pos = v.joint_positions(key)
-    if actions is None or pos is None or key not in v.frames.vectors:
+    c = v.contract
+    pos_a, pos_s = v.joint_positions(c.action_key), v.joint_positions(c.state_key)
+    if pos_a is None or pos_s is None or c.action_key not in v.frames.vectors or c.state_key not in v.frames.vectors:
         return
-    states = v.frames.vectors[key][:, pos]
+    sample = np.arange(0, v.frames.n, max(1, v.frames.n // CALIBRATION_SAMPLES))  # evenly spread: ranges need no more
+    actions = v.frames.vectors[c.action_key][sample][:, pos_a]
+    states = v.frames.vectors[c.state_key][sample][:, pos_s]
     ok = np.isfinite(actions).all(axis=1) & np.isfinite(states).all(axis=1)
     if not ok.any():
         return
-    a_lo, a_hi = np.percentile(actions[ok], [1, 99], axis=0)
-    s_lo, s_hi = np.percentile(states[ok], [1, 99], axis=0)
-    offset = np.median(actions[ok] - states[ok], axis=0)
+    actions, states = actions[ok], states[ok]
+    a_lo, a_hi = np.percentile(actions, [1, 99], axis=0)
+    s_lo, s_hi = np.percentile(states, [1, 99], axis=0)
+    offset = np.median(actions - states, axis=0)
     for j in np.nonzero((a_lo > s_hi) | (s_lo > a_hi))[0]:
         joint = v.contract.joints[j]
         out.warn("calibration", f"joint '{joint}': its actions span [{a_lo[j]:.4g}, {a_hi[j]:.4g}] but its states "
