@@ -65,16 +65,22 @@ def compute_dataset_fingerprint(root: Path) -> str:
 META_FILES = ("meta/info.json", "meta/tasks.parquet", "meta/episodes")
 
 
-def load_metadata(root: Path) -> LeRobotDatasetMetadata:
-    """LeRobot's metadata of the local dataset at ``root``. LeRobot falls back to the hub when a file is
-    missing (and then fails offline, telling the user to unset ``HF_HUB_OFFLINE``); a local root that
-    lacks its meta files is refused here instead, with the files named. Task strings stored in a bare
-    ``__index_level_0__`` column are read as the task index (``frames.load_tasks_table``)."""
+def require_local_root(root: Path) -> Path:
+    """``root`` if it holds the meta files LeRobot reads (else LeRobot would go to the hub for them)."""
     root = Path(root)
     missing = [f for f in META_FILES if not (root / f).exists()]
     if missing:
         raise TrainInputError(f"{root} is not a complete LeRobotDataset v3.0 root: {missing} missing; check "
                               f"dataset.root, then run `vla validate {root} --contract ...`")
+    return root
+
+
+def load_metadata(root: Path) -> LeRobotDatasetMetadata:
+    """LeRobot's metadata of the local dataset at ``root``. LeRobot falls back to the hub when a file is
+    missing (and then fails offline, telling the user to unset ``HF_HUB_OFFLINE``); a local root that
+    lacks its meta files is refused here instead, with the files named. Task strings stored in a bare
+    ``__index_level_0__`` column are read as the task index (``frames.load_tasks_table``)."""
+    root = require_local_root(root)
     meta = LeRobotDatasetMetadata(repo_id=f"local/{root.name}", root=root)
     meta.tasks = load_tasks_table(root)
     return meta
@@ -101,8 +107,7 @@ class RunDataset(LeRobotDataset):
 
     def __init__(self, root: Path, episodes: list[int], video_keys: list[str], **kwargs):
         self._run_episodes, self._run_video_keys = sorted(episodes), list(video_keys)
-        root = Path(root)
-        load_metadata(root)  # refuses an incomplete root before LeRobot can reach for the hub
+        root = require_local_root(root)  # before LeRobot can reach for the hub
         super().__init__(repo_id=f"local/{root.name}", root=root, **kwargs)
         self.meta.tasks = load_tasks_table(root)
         unused = [k for k in self.meta.video_keys if k not in self._run_video_keys]
@@ -205,11 +210,12 @@ def make_dataset(
     LeRobot's timestamp tolerance is the contract's, the one validation checked against, so a
     dataset that passed validation never fails mid-training on a frame lookup.
     """
-    fps = load_info(root)["fps"]
+    info = load_info(root)
+    fps = info["fps"]
     dataset = RunDataset(
         root,
         episodes,
-        [key for key in contract.cameras.values() if load_info(root)["features"][key]["dtype"] == "video"],
+        [key for key in contract.cameras.values() if info["features"][key]["dtype"] == "video"],
         delta_timestamps={contract.action_key: [i / fps for i in range(chunk_size)]},
         tolerance_s=contract.timestamp_tolerance_s,
         video_backend=VIDEO_BACKEND,
