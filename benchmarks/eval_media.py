@@ -44,12 +44,9 @@ import vla_pipeline.evaluate as ev
 from vla_pipeline.checkpoint import LAST_FILE, find_last
 from vla_pipeline.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
-from vla_pipeline.norms import NormsConfig, save_norm_stats
-from vla_pipeline.train import TrainConfig, train
-from vla_pipeline.validate import ValidateConfig, validate_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-CONTRACT = REPO / "contracts" / "lekiwi_arm.yaml"
+from _checkpoint import CONTRACT, REPO, make_checkpoint
+
 # (part, name in vla_pipeline.evaluate) timed at call time; names a version of the code lacks are skipped
 PARTS = [
     ("inference", "predict_episodes"),
@@ -63,19 +60,10 @@ MP4 = "media: MP4s (camera frames, drawing, H.264)"  # the rest of the media tim
 REST = "rest (checkpoint, metrics, files, tracker)"
 
 
-def make_checkpoint(work: Path, args) -> tuple[Path, Path]:
+def make_checkpoint_at_size(work: Path, args) -> tuple[Path, Path]:
     root = make_demo_dataset(DemoConfig(root=work / "demo", num_episodes=args.episodes, min_length=args.length,
                                         max_length=args.length, image_height=args.height, image_width=args.width))
-    validate_dataset(ValidateConfig(root, CONTRACT, work / "report.json"))
-    save_norm_stats(NormsConfig(root, CONTRACT, work / "norms", val_fraction=args.val_fraction))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = TrainConfig.from_params(
-        params, dataset_root=root, contract_path=CONTRACT, norms_dir=work / "norms",
-        validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
-        wandb_dir=work / "wandb", steps=2, batch_size=2, warmup_steps=1, decay_steps=2, num_workers=0,
-        wandb_mode="disabled", frame_cache_dir=None,
-    )
-    return train(cfg), root
+    return make_checkpoint(root, work, args.val_fraction), root
 
 
 def timed(times: dict, part: str, fn):
@@ -156,7 +144,7 @@ def main() -> None:
         if args.work and (work / "train" / LAST_FILE).is_file():  # made by an earlier run with --work
             checkpoint, root = find_last(work / "train", LAST_FILE), work / "demo"
         else:
-            checkpoint, root = make_checkpoint(work, args)
+            checkpoint, root = make_checkpoint_at_size(work, args)
         cache = None
         if args.frame_cache:
             size = yaml.safe_load((REPO / "params.yaml").read_text())["policy"]["dims"]["vision"]["image_size"]

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from lerobot.utils.constants import ACTION
 
 from vla_pipeline.checkpoint import load_checkpoint
@@ -36,28 +35,13 @@ from vla_pipeline.frame_cache import (
     save_frame_cache,
 )
 from vla_pipeline.inference import predict_episodes
-from vla_pipeline.norms import NormsConfig, save_norm_stats
-from vla_pipeline.train import TrainConfig, train
-from vla_pipeline.validate import ValidateConfig, validate_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-CONTRACT = REPO / "contracts" / "lekiwi_arm.yaml"
+from _checkpoint import CONTRACT, make_checkpoint
 
 
-def make_checkpoint(work: Path, size: str, device: str, episodes: int) -> tuple[Path, Path]:
+def make_demo_checkpoint(work: Path, size: str, device: str, episodes: int) -> tuple[Path, Path]:
     root = make_demo_dataset(DemoConfig(root=work / "demo", num_episodes=episodes))
-    validate_dataset(ValidateConfig(root, CONTRACT, work / "report.json"))
-    save_norm_stats(NormsConfig(root, CONTRACT, work / "norms", val_fraction=0.25))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["policy"]["size"] = size
-    params["train"]["device"] = device
-    cfg = TrainConfig.from_params(
-        params, dataset_root=root, contract_path=CONTRACT, norms_dir=work / "norms",
-        validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
-        wandb_dir=work / "wandb", steps=2, batch_size=2, warmup_steps=1, decay_steps=2, num_workers=0,
-        wandb_mode="disabled", frame_cache_dir=None,
-    )
-    return train(cfg), root
+    return make_checkpoint(root, work, 0.25, size, device), root
 
 
 def main() -> None:
@@ -71,7 +55,7 @@ def main() -> None:
     parser.add_argument("--frame-cache", action="store_true", help="also time evaluation through the frame cache")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint, root = make_checkpoint(Path(tmp), args.size, args.device, args.episodes)
+        checkpoint, root = make_demo_checkpoint(Path(tmp), args.size, args.device, args.episodes)
         ckpt = load_checkpoint(checkpoint, device=args.device)
         dataset = make_dataset(root, load_contract(CONTRACT), ckpt.split["val"], ckpt.policy.config.chunk_size)
         predict_episodes(ckpt, dataset, 1, max(args.batch_sizes), 0, args.num_workers)  # warm-up

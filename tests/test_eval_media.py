@@ -13,8 +13,7 @@ import pytest
 from vla_pipeline.contract import load_contract
 from vla_pipeline.data import make_dataset
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.evaluate import camera_shapes, load_media_frames
-from vla_pipeline.inference import load_episode_images
+from vla_pipeline.evaluate import camera_shapes, load_media_frames, read_item_frames
 from vla_pipeline.media import EpisodeFigure, decode_video_frames, prefetch, save_trace_plot, save_video
 from vla_pipeline.metrics import Predictions, compute_executed
 
@@ -42,13 +41,13 @@ def dataset(demo_dataset, tiny_run):
 
 def test_sequential_decode_gives_the_frames_lerobot_reads(dataset) -> None:
     episode = dataset.episodes[-1]
-    theirs = load_episode_images(dataset, episode)  # LeRobot: a seek and a decode per item
+    theirs = list(read_item_frames(dataset, episode))  # LeRobot: a seek and a decode per item
     shapes = camera_shapes(dataset, episode)
     ours = list(load_media_frames(dataset, episode, shapes))  # at the stored size: no scaling
-    assert len(ours) == len(next(iter(theirs.values()))) >= 20
-    for name, frames in theirs.items():
-        assert shapes[name] == frames[0].shape[:2]
-        assert all(np.array_equal(a[name], b) for a, b in zip(ours, frames, strict=True)), name
+    assert len(ours) == len(theirs) >= 20
+    for name in shapes:
+        assert shapes[name] == theirs[0][name].shape[:2]
+        assert all(np.array_equal(a[name], b[name]) for a, b in zip(ours, theirs, strict=True)), name
     scaled = next(load_media_frames(dataset, episode, {name: (16, 20) for name in shapes}))
     assert {f.shape for f in scaled.values()} == {(16, 20, 3)}
 

@@ -383,18 +383,25 @@ def camera_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:
     return {name: tuple(item[f"{OBS_IMAGES}.{name}"].shape[1:]) for name in cameras}
 
 
+def read_item_frames(dataset, episode: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every frame of one episode as the dataset's items give it (LeRobot: a seek and a decode per item;
+    or the frame cache), one {camera: (h, w, 3) uint8} at a time."""
+    start, length = _episode_span(dataset, episode)
+    for pos in range(start, start + length):
+        item = dataset[pos]
+        yield {name: (item[f"{OBS_IMAGES}.{name}"].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+               for name in dataset.contract.cameras}
+
+
 def load_media_frames(dataset, episode: int, sizes: dict[str, tuple[int, int]]) -> Iterator[dict[str, np.ndarray]]:
     """Every frame of one episode, one {camera: (h, w, 3) uint8} at a time: decoded from the videos in one
     pass per camera and scaled by the decoder to ``sizes`` (camera -> (h, w); LeRobot's per-item decoding
     seeks and converts every frame at full size), else (frame cache, image features) read item by item."""
-    start, length = _episode_span(dataset, episode)
-    cameras = dataset.contract.cameras
     if not _decodes_videos(dataset):
-        for pos in range(start, start + length):
-            item = dataset[pos]
-            yield {name: (item[f"{OBS_IMAGES}.{name}"].clamp(0, 1) * 255).round().to(torch.uint8)
-                   .permute(1, 2, 0).numpy() for name in cameras}
+        yield from read_item_frames(dataset, episode)
         return
+    _, length = _episode_span(dataset, episode)
+    cameras = dataset.contract.cameras
     source = dataset.dataset
     bounds = source.meta.episodes[episode]
     streams = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
+from lerobot.utils.constants import ACTION, OBS_STATE
 from tqdm import tqdm
 
 from vla_pipeline.data import ArmOnlyDataset
@@ -75,23 +75,3 @@ def predict_episodes(ckpt, dataset: ArmOnlyDataset, stride: int, batch_size: int
         pad=arrays["pad"].astype(bool), state=arrays["state"].astype(np.float64),
         episode=arrays["episode"].astype(int), frame=arrays["frame"].astype(int), task=list(out["task"]),
     )
-
-
-def load_episode_images(dataset: ArmOnlyDataset, episode: int) -> dict[str, list[np.ndarray]]:
-    """Every camera frame of one episode as (H, W, 3) uint8, per policy camera name (for videos)."""
-    bounds = dataset.dataset.meta.episodes
-    start = 0
-    for ep in dataset.episodes:
-        length = bounds[ep]["dataset_to_index"] - bounds[ep]["dataset_from_index"]
-        if ep == episode:
-            break
-        start += length
-    else:
-        raise KeyError(f"episode {episode} is not in this dataset's episodes {dataset.episodes}")
-    images: dict[str, list[np.ndarray]] = {name: [] for name in dataset.contract.cameras}
-    for pos in range(start, start + length):
-        item = dataset[pos]
-        for name in images:
-            chw = item[f"{OBS_IMAGES}.{name}"]
-            images[name].append((chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-    return images

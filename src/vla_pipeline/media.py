@@ -211,16 +211,6 @@ def save_trace_plot(executed: Executed, chunks: Predictions, joints: list[str], 
         return figure.show(executed, chunks, title).save_traces(out)
 
 
-def render_episode_frames(images: dict[str, list[np.ndarray]], executed: Executed, chunks: Predictions,
-                          joints: list[str], units: dict[str, str], title: str) -> Iterator[np.ndarray]:
-    """Yield one (H, W, 4) uint8 RGBA picture per frame: the cameras at that frame beside the traces,
-    a cursor at the frame and the chunk in use drawn bold (``images``: camera -> its frames)."""
-    shapes = {name: frames[0].shape[:2] for name, frames in images.items()}
-    with EpisodeFigure(shapes, joints, units) as figure:
-        per_frame = (dict(zip(images, f, strict=True)) for f in zip(*images.values(), strict=True))
-        yield from figure.show(executed, chunks, title).render(per_frame)
-
-
 def decode_video_frames(path: Path, timestamps: np.ndarray, size: tuple[int, int] | None = None
                         ) -> Iterator[np.ndarray]:
     """The frames of ``path`` nearest to ``timestamps`` (seconds, increasing, one frame period
