@@ -7,7 +7,7 @@ import torch
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint import CheckpointError, load_checkpoint
+from vla_pipeline.checkpoint import MANIFEST_FILE, CheckpointError, load_checkpoint, verify_checkpoint, write_manifest
 from vla_pipeline.model import load_dims, shrunk_pi05
 
 
@@ -28,9 +28,11 @@ def test_missing_weights_hard_fail(tiny_run, tmp_path) -> None:
     state = load_file(str(broken / "model.safetensors"))
     state.pop(next(k for k in state if "action_out_proj" in k))
     save_file(state, str(broken / "model.safetensors"))
+    write_manifest(broken)  # a consistent checkpoint of another model, not a damaged one
     with pytest.raises(CheckpointError, match="1 missing keys"):
         load_checkpoint(broken)
     (broken / "model.safetensors").unlink()
+    write_manifest(broken)
     with pytest.raises(CheckpointError, match="no weights"):
         load_checkpoint(broken)
 
@@ -86,3 +88,58 @@ def test_best_and_last_reload_in_fresh_process_and_reproduce_val_loss(params, ti
         assert doc["val_loss"] == logged[doc["step"]]
     last = json.loads((work / "train" / "last_checkpoint.json").read_text())
     assert last["step"] == 8
+
+
+def _flip_one_byte(path) -> None:
+    """One bit pattern changed inside the tensor data: same size, still a valid safetensors file."""
+    data = bytearray(path.read_bytes())
+    data[len(data) - 64] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def flipped(tiny_run, tmp_path):
+    """A copy of the tiny run's checkpoint (step directory) with one byte of its weights flipped."""
+    import shutil
+
+    step = tmp_path / "checkpoints" / tiny_run.checkpoint.parent.name
+    shutil.copytree(tiny_run.checkpoint.parent, step)
+    before = (step / "pretrained_model" / "model.safetensors").stat().st_size
+    _flip_one_byte(step / "pretrained_model" / "model.safetensors")
+    assert (step / "pretrained_model" / "model.safetensors").stat().st_size == before
+    return step
+
+
+def test_a_flipped_byte_is_refused_by_every_load(flipped, tiny_run) -> None:
+    """Evaluation (load_checkpoint of the step or its pretrained_model) and policy.pretrained both
+    refuse the damaged weights, naming the file; without the check the altered weights load silently."""
+    weights = flipped / "pretrained_model" / "model.safetensors"
+    assert "does not match its sha256" in verify_checkpoint(flipped)
+    assert "does not match its sha256" in verify_checkpoint(flipped / "pretrained_model")
+    for path in (flipped, flipped / "pretrained_model"):
+        with pytest.raises(CheckpointError, match=rf"refusing to load this checkpoint: {weights} does not match"):
+            load_checkpoint(path)
+    from vla_pipeline.pretrained import load_pretrained_weights
+
+    for source in (flipped, flipped / "pretrained_model", weights):
+        with pytest.raises(CheckpointError, match=rf"refusing to start from {weights}: {weights} does not match"):
+            load_pretrained_weights(load_checkpoint(tiny_run.checkpoint).policy, str(source))
+
+
+def test_resume_skips_a_checkpoint_with_a_flipped_byte(flipped, capsys) -> None:
+    from vla_pipeline.resume import plan_resume, read_run_state
+
+    run_dir = flipped.parent.parent
+    plan = plan_resume(run_dir, read_run_state(flipped)["run_key"], "auto")
+    assert plan.checkpoint is None and flipped in plan.discard
+    assert "does not match its sha256" in capsys.readouterr().err
+
+
+def test_the_policy_directory_carries_the_step_manifest_hashes(tiny_run) -> None:
+    import json
+
+    step = json.loads((tiny_run.checkpoint.parent / MANIFEST_FILE).read_text())
+    inner = json.loads((tiny_run.checkpoint / MANIFEST_FILE).read_text())
+    assert inner == {k.removeprefix("pretrained_model/"): v for k, v in step.items()
+                     if k.startswith("pretrained_model/") and k != f"pretrained_model/{MANIFEST_FILE}"}
+    assert "model.safetensors" in inner and f"pretrained_model/{MANIFEST_FILE}" in step

@@ -79,11 +79,27 @@ def save_pretrained_model(
 
 
 def write_manifest(directory: Path) -> None:
-    """Size and sha256 of every file; written last, so a checkpoint without it is incomplete."""
+    """Size and sha256 of every file; written last, so a checkpoint without it is incomplete. A
+    ``pretrained_model/`` inside gets its own manifest too (the same hashes), so the policy directory
+    verifies on its own wherever it is copied."""
     directory = Path(directory)
+    manifest = _hash_files(directory)
+    inner = directory / PRETRAINED_DIR
+    if inner.is_dir():
+        prefix = f"{PRETRAINED_DIR}/"
+        sub = {name[len(prefix):]: entry for name, entry in manifest.items() if name.startswith(prefix)}
+        _write_atomic(inner / MANIFEST_FILE, json.dumps(sub, indent=1))
+        manifest[f"{prefix}{MANIFEST_FILE}"] = _hash_entry(inner / MANIFEST_FILE)
+    _write_atomic(directory / MANIFEST_FILE, json.dumps(dict(sorted(manifest.items())), indent=1))
+
+
+def _hash_files(directory: Path) -> dict[str, dict]:
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
-    manifest = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-    _write_atomic(directory / MANIFEST_FILE, json.dumps(manifest, indent=1))
+    return {p.relative_to(directory).as_posix(): _hash_entry(p) for p in files}
+
+
+def _hash_entry(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
 
 
 def verify_checkpoint(directory: Path) -> str | None:
@@ -104,6 +120,16 @@ def verify_checkpoint(directory: Path) -> str | None:
         if _sha256(f) != entry["sha256"]:
             return f"{f} does not match its sha256 in the manifest (corrupt)"
     return None
+
+
+def require_verified(directory: Path, use: str) -> None:
+    """Refuse a checkpoint directory whose files do not match its manifest, naming the file."""
+    problem = verify_checkpoint(directory)
+    if problem is not None:
+        raise CheckpointError(
+            f"refusing to {use}: {problem}. The checkpoint was damaged after it was saved (disk, copy or edit); "
+            f"restore it (`dvc checkout artifacts/train`, or copy it again) or pick another checkpoint"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -166,6 +192,7 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
         directory = directory / PRETRAINED_DIR
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory} is not a pretrained_model directory (no config.json)")
+    require_verified(directory, "load this checkpoint")
     config = PreTrainedConfig.from_pretrained(str(directory))
     config.device = device
     policy = make_pi05_policy(config, load_dims(directory))

@@ -39,6 +39,7 @@ from vla_pipeline.checkpoint import (
     LoadedCheckpoint,
     find_last,
     load_checkpoint,
+    require_verified,
 )
 from vla_pipeline.contract import Contract, load_contract
 from vla_pipeline.data import compute_dataset_fingerprint
@@ -158,6 +159,7 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     if reuse_from is not None:
         protocol, why_not = find_reusable(cfg, Path(reuse_from))
         if protocol is not None:
+            require_verified(_pretrained_dir(Path(cfg.checkpoint)), "reuse the results of this checkpoint")
             print(f"{cfg.checkpoint} was evaluated by the same protocol in {reuse_from} "
                   f"(same checkpoint manifest, config, code and data): reusing its results, no second inference")
             return reuse_evaluation(cfg, Path(reuse_from), protocol)

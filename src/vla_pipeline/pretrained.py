@@ -3,7 +3,8 @@
 
 Unlike LeRobot 0.4.2's ``PI05Policy.from_pretrained``, which prints a warning and returns a
 randomly initialised model when it cannot load the weights, this fails hard and reports how
-many tensors were loaded, missing and unexpected. Offline, a hub id fails at once with how to
+many tensors were loaded, missing and unexpected. Weights from one of our checkpoints (a
+``manifest.json`` beside them) are checked against their sha256 first. Offline, a hub id fails at once with how to
 fetch the weights first; it never hangs.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from vla_pipeline.checkpoint import PRETRAINED_DIR, load_state_strict
+from vla_pipeline.checkpoint import MANIFEST_FILE, PRETRAINED_DIR, load_state_strict, require_verified
 from vla_pipeline.errors import CheckpointError
 
 WEIGHTS = "model.safetensors"
@@ -54,6 +55,8 @@ def _download(repo_id: str) -> Path:
 def load_pretrained_weights(policy, source: str) -> dict[str, int]:
     """Load pretrained Pi0.5 weights into ``policy`` (LeRobot's own key fixes, then a strict load)."""
     path = resolve_weights_file(source)
+    if (path.parent / MANIFEST_FILE).is_file():  # one of our checkpoints: its files must match their hashes
+        require_verified(path.parent, f"start from {path}")
     state = load_file(str(path))
     state = policy._fix_pytorch_state_dict_keys(state, policy.config)  # LeRobot's openpi key renames
     state = {k if k.startswith("model.") else f"model.{k}": v for k, v in state.items()}
