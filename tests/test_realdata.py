@@ -239,17 +239,41 @@ def test_clean_recordings_warn_about_nothing(so101, contract, tmp_path, capsys) 
 
 
 def test_one_arm_of_a_bimanual_set_is_selected_by_name(work, tmp_path, capsys) -> None:
+    """The right arm sits after the left arm and hand (columns 17-23): the dataset items, the frozen
+    stats and validation's range check all read those columns, by name, never the first seven."""
+    from vla_pipeline.data import column_array, load_frames
+    from vla_pipeline.norms import NormsConfig, compute_norm_stats
+
     root = write_recording(work / "bimanual", Recording(names=BIMANUAL_NAMES, action_key="actions", state_key="state",
                                                         cameras=("image",), lengths=(12, 12)))
     right = [f"right.joint_{i}.pos" for i in range(1, 8)]
-    contract = write_contract(tmp_path / "right.yaml", keys={"action": "actions", "state": "state",
-                                                             "cameras": {"image": "image"}},
-                              required_cameras=["image"], joints=right, units={},
-                              ranges={j: [-90, 90] for j in right})
-    assert validate(root, contract, tmp_path, capsys=capsys)[0] == 0
+    columns = [BIMANUAL_NAMES.index(j) for j in right]
+    assert columns == list(range(17, 24))
+    frames = load_frames(root, ["index", "episode_index", "actions", "state"])
+    actions, states = column_array(frames, "actions"), column_array(frames, "state")
+    # ranges that hold the right arm's actions exactly and not the first seven columns' (left arm)
+    lo, hi = actions[:, columns].min(axis=0), actions[:, columns].max(axis=0)
+    assert ((actions[:, :7] < lo) | (actions[:, :7] > hi)).any(axis=0).all()
+    keys = {"action": "actions", "state": "state", "cameras": {"image": "image"}}
+    contract = write_contract(tmp_path / "right.yaml", keys=keys, required_cameras=["image"], joints=right, units={},
+                              ranges={j: [float(a), float(b)] for j, a, b in zip(right, lo, hi, strict=True)})
+    code, lines, report = validate(root, contract, tmp_path, capsys=capsys)
+    assert code == 0 and report["checks"]["ranges"]["status"] == "pass", lines[:5]
+
     item = make_dataset(root, load_contract(contract), [1], 3)[0]
     raw = make_dataset(root, load_contract(contract), [1], 3).dataset[12]
-    columns = [BIMANUAL_NAMES.index(j) for j in right]
-    assert columns == list(range(17, 24))  # not the first seven: the right arm sits after the left arm and hand
     assert np.array_equal(item["action"].numpy(), raw["actions"][:, columns].numpy())
     assert np.array_equal(item["observation.state"].numpy(), raw["state"][columns].numpy())
+
+    doc, split = compute_norm_stats(NormsConfig(root, contract, tmp_path / "norms", val_episodes=(1,)))
+    train = (frames["episode_index"] == 0).to_numpy()
+    for role, values in (("action", actions), ("observation.state", states)):
+        stats = doc["features"][role]
+        assert np.allclose(stats["mean"], values[train][:, columns].mean(axis=0), atol=1e-6), role
+        assert np.allclose(stats["max"], values[train][:, columns].max(axis=0), atol=1e-6), role
+
+    narrow = write_contract(tmp_path / "narrow.yaml", keys=keys, required_cameras=["image"], joints=right, units={},
+                            ranges={"right.joint_3.pos": [float(lo[2]), float(hi[2]) - 1.0]})
+    code, lines, report = validate(root, narrow, tmp_path, capsys=capsys)
+    assert code == 1 and {e["key"] for e in report["errors"]} == {"right.joint_3.pos"}
+    assert max(e["value"] for e in report["errors"]) == pytest.approx(hi[2], abs=1e-4)
