@@ -117,6 +117,26 @@ def test_clipping_and_saturation_count_executed_actions_only() -> None:
     assert m["joints"]["j0"]["clip_count"] == 1 and m["saturation"]["clip_count"] == 2
 
 
+def test_actions_below_the_lower_bound_clip_too() -> None:
+    p = episode()
+    p.pred[1, 0, 0] = -2.0  # executed at frame 2: j0 runs 0 2 -2 3 7 in [0, 6]
+    sat = compute_saturation(compute_executed(p, stride=2), JOINTS, RANGES, margin=0.1)
+    assert sat["joints"]["j0"] == {"clip_count": 2, "saturation_count": 3}  # -2 and 7 clip; 0, -2, 7 saturate
+    assert metrics(p)["joints"]["j0"]["clip_count"] == 2 and metrics(p)["saturation"]["clip_count"] == 3
+
+
+def test_metrics_measure_smoothness_on_the_executed_trajectory_not_per_chunk() -> None:
+    """compute_metrics's smoothness is that of the executed trajectory (j0 0 2 1 3 7, j1 10 10 10 12 10),
+    across chunk boundaries. Per chunk it would differ: the executed parts ([0 2], [1 3], [7]) give a
+    mean |delta| of 6/4, the whole chunks 17/8, and no third difference at all."""
+    s = metrics(episode())["smoothness"]
+    assert s["mean_abs_delta"] == pytest.approx(13 / 8)
+    assert s["jerk"] == pytest.approx(15 / 4)
+    assert s["chunk_boundary_jump"] == pytest.approx(7 / 4)
+    table = compute_episode_table(episode(), STATS, "QUANTILES", JOINTS, RANGES, stride=2, margin=0.1)
+    assert table[0]["mean_abs_delta"] == pytest.approx(13 / 8) and table[0]["chunk_boundary_jump"] == pytest.approx(7 / 4)
+
+
 def test_joints_without_a_range_are_not_counted() -> None:
     sat = compute_saturation(compute_executed(episode(), stride=2), JOINTS, {"j0": (0.0, 6.0)}, margin=0.1)
     assert set(sat["joints"]) == {"j0"} and sat["clip_count"] == 1
