@@ -107,21 +107,28 @@ def vla(*args: str, env: dict | None = None, timeout: int = 600):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def kill_when_logged(cmd: list[str], live_dir: Path, step: int, **popen) -> None:
-    """Start ``cmd`` and SIGKILL its whole process group as soon as dvclive in ``live_dir`` shows
-    ``step`` (the lr is logged every step)."""
+SIGKILL_DIR = Path(__file__).parent / "sigkill"
+
+
+def replayable_seed() -> int:
+    """A fresh seed for a randomised test, or ``VLA_TEST_SEED`` to replay one that failed (tests
+    put the seed in every assertion message)."""
+    import random
+
+    value = os.environ.get("VLA_TEST_SEED")
+    return int(value) if value else random.SystemRandom().randrange(2**31)
+
+
+def run_killed_before_step(cmd: list[str], step: int, env: dict | None = None, **popen) -> None:
+    """Run ``cmd`` and SIGKILL its whole process group exactly when its training loop is about to run
+    ``step`` (tests/sigkill/sitecustomize.py): no polling, the same kill point on every replay."""
     import signal
     import subprocess
-    import time
 
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            **popen)
-    lr = Path(live_dir) / "plots" / "metrics" / "train" / "lr.tsv"
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        if lr.is_file() and len(lr.read_text().splitlines()) - 1 >= step:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, f"the run ended before it could be killed at step {step}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(SIGKILL_DIR), *filter(None, [env.get("PYTHONPATH")])])
+    env["VLA_TEST_SIGKILL_AT_STEP"] = str(step)
+    proc = subprocess.run(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=900, **popen)
+    assert proc.returncode == -signal.SIGKILL, (f"{cmd[0]} was to be killed before step {step} but exited with "
+                                                f"{proc.returncode}:\n{proc.stderr[-2000:]}")

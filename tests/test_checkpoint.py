@@ -7,7 +7,13 @@ import torch
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint import MANIFEST_FILE, CheckpointError, load_checkpoint, verify_checkpoint, write_manifest
+from vla_pipeline.checkpoint import (
+    MANIFEST_FILE,
+    CheckpointError,
+    load_checkpoint,
+    verify_checkpoint,
+    write_manifest,
+)
 from vla_pipeline.model import load_dims, shrunk_pi05
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, kill_when_logged
+from conftest import REPO, replayable_seed, run_killed_before_step
 
 pytestmark = pytest.mark.slow
 
@@ -123,12 +123,14 @@ def test_killed_repro_resumes_bit_identical(repo: Path) -> None:
         reference = (_last(repo) / "model.safetensors").read_bytes()
         shutil.rmtree(repo / "artifacts/train")
         shutil.rmtree(repo / "artifacts/train_live")
-        kill_step = random.Random(os.urandom(8)).randint(7, 25)
+        seed = replayable_seed()
+        kill_step = random.Random(seed).randint(7, 25)
+        killed = f"killed before step {kill_step} (replay: VLA_TEST_SEED={seed})"
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        kill_when_logged(["dvc", "repro", "train"], repo / "artifacts/train_live", kill_step, cwd=repo, env=env)
+        run_killed_before_step(["dvc", "repro", "train"], kill_step, env=env, cwd=repo)
         out = _run(["dvc", "repro", "train"], repo)
-        assert "resuming from" in out, f"killed at step {kill_step}"
-        assert (_last(repo) / "model.safetensors").read_bytes() == reference, f"killed at step {kill_step}"
+        assert f"resuming from {repo / 'artifacts/train/checkpoints'}/{(kill_step - 1) // 5 * 5:06d}" in out, killed
+        assert (_last(repo) / "model.safetensors").read_bytes() == reference, killed
     finally:
         _run(["git", "reset", "-q", "--hard", "HEAD"], repo)  # dvc autostages dvc.lock
         _run(["dvc", "checkout", "--force"], repo)

@@ -5,7 +5,6 @@ config starts a new run; retention keeps best and last; resumed stats must equal
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import kill_when_logged, vla, write_train_params
+from conftest import replayable_seed, run_killed_before_step, vla, write_train_params
 
 STEPS = 16
 RUN = dict(steps=STEPS, decay_steps=STEPS, save_every=2, eval_every=4, keep_last=2, log_every=1)
@@ -49,19 +48,20 @@ def reference(params, tiny_run, tmp_path_factory) -> Path:
 
 
 def test_sigkill_at_random_step_then_resume_is_bit_identical(params, tiny_run, reference, tmp_path) -> None:
-    kill_step = random.Random(os.urandom(8)).randint(3, STEPS - 3)
+    seed = replayable_seed()
+    kill_step = random.Random(seed).randint(3, STEPS - 3)
+    killed = f"killed before step {kill_step} (replay: VLA_TEST_SEED={seed})"
     params_path = write_train_params(params, tiny_run, tmp_path, **RUN)
-    kill_when_logged([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(params_path)],
-                     tmp_path / "live", kill_step)
+    run_killed_before_step([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(params_path)], kill_step)
     last = json.loads((tmp_path / "train" / "last_checkpoint.json").read_text())
-    assert last["step"] < STEPS, f"killed at step {kill_step}"
+    assert last["step"] == (kill_step - 1) // 2 * 2, killed  # the newest checkpoint (save_every 2) before the kill
 
     result = vla("train", "--params", str(params_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming from" in result.stdout, f"killed at step {kill_step}"
+    assert "resuming from" in result.stdout, killed
     _assert_identical(_final_state(reference), _final_state(tmp_path))
     for name in ("train/loss", "train/lr", "val/loss"):  # the curves are rewound to the checkpoint, then continue
-        assert _curve(tmp_path, name) == _curve(reference, name), f"{name}, killed at step {kill_step}"
+        assert _curve(tmp_path, name) == _curve(reference, name), f"{name}, {killed}"
     assert json.loads((tmp_path / "train" / "best_checkpoint.json").read_text()) == \
         json.loads((reference / "train" / "best_checkpoint.json").read_text())
 
