@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint lock clean
+.PHONY: install demo test test-fast lint mutation lock clean
 
 install: $(STAMP)
 
@@ -31,6 +31,16 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks
+
+# mutation testing of the core modules (docs/mutation.md); not part of `make test`. A fresh run each
+# time (mutants/ is rebuilt); prints the score per module and in total, and the run's wall time.
+mutation: install
+	rm -rf mutants
+	mkdir -p mutants
+	@start=$$(date +%s); \
+	PYTHONPATH=$(CURDIR)/tests/mutation OMP_NUM_THREADS=1 $(BIN)/mutmut run > mutants/mutmut-run.log 2>&1 \
+	  || { tail -c 4000 mutants/mutmut-run.log; echo; echo "mutmut run failed (log: mutants/mutmut-run.log)"; exit 1; }; \
+	$(BIN)/python tests/mutation/score.py $$(( $$(date +%s) - start ))
 
 # re-lock after changing pyproject.toml's dependencies (review the diff before committing)
 lock: install
