@@ -1,0 +1,305 @@
+"""Resume, piece by piece, without training: what the run key depends on (and what it ignores), the
+source hash, the checkpoints a resume considers, which one it continues from and what it discards,
+saving and restoring each process's training state and RNG, and the check that resumed stats equal
+the frozen ones. The policy here is a small ``torch.nn.Module``: load_state / load_policy_weights
+are generic over modules. tests/test_resume.py kills and resumes real runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline, UnnormalizerProcessorStep
+from lerobot.utils.constants import ACTION, OBS_STATE
+from safetensors.torch import load_file, save_file
+
+import vla_pipeline
+from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, write_manifest, write_pointer
+from vla_pipeline.errors import CheckpointError, TrainInputError
+from vla_pipeline.norms import make_processor_stats
+from vla_pipeline.resume import (
+    BOOKKEEPING,
+    CHECKPOINTS_DIR,
+    RUN_STATE_FILE,
+    TRAINING_STATE_DIR,
+    check_resumed_stats,
+    compute_run_key,
+    compute_source_hash,
+    discard,
+    list_checkpoints,
+    load_state,
+    plan_resume,
+    read_run_state,
+    restore_rng,
+    save_state,
+)
+
+STATS = {"features": {ACTION: {"mean": [1.0]}}, "dataset_fingerprint": "abc", "n_train_frames": 10}
+VERSIONS = {"torch": "2.7.1"}
+
+
+# ----------------------------------------------------------------------------- run key
+def test_run_key_ignores_bookkeeping_but_not_what_the_run_computes(tmp_path) -> None:
+    config = {"lr": 1e-4, "steps": 100, "out_dir": tmp_path / "a", "dataset_root": tmp_path}  # Paths as strings
+    key = compute_run_key(config, STATS, VERSIONS)
+    assert len(key) == 64 and key == compute_run_key(dict(reversed(config.items())), STATS, VERSIONS)
+    for name in sorted(BOOKKEEPING):  # intervals, directories, W&B settings: the same run
+        assert compute_run_key({**config, name: "changed"}, STATS, VERSIONS) == key, name
+    assert compute_run_key(config, {**STATS, "n_train_frames": 11}, VERSIONS) == key  # not part of the identity
+    others = [
+        compute_run_key({**config, "lr": 2e-4}, STATS, VERSIONS),
+        compute_run_key({**config, "seed": 1}, STATS, VERSIONS),
+        compute_run_key(config, {**STATS, "features": {ACTION: {"mean": [2.0]}}}, VERSIONS),
+        compute_run_key(config, {**STATS, "dataset_fingerprint": "abd"}, VERSIONS),
+        compute_run_key(config, STATS, {"torch": "2.7.2"}),
+    ]
+    assert len({key, *others}) == 6
+
+
+def test_run_key_includes_the_source_hash(monkeypatch) -> None:
+    key = compute_run_key({}, STATS, VERSIONS)
+    monkeypatch.setattr("vla_pipeline.resume.compute_source_hash", lambda: "other code")
+    assert compute_run_key({}, STATS, VERSIONS) != key
+
+
+def test_source_hash_covers_every_python_file_by_path_and_content(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_bytes(b"")
+    (package / "b.py").write_bytes(b"x = 1\n")
+    (package / "sub" / "a.py").write_bytes(b"y = 2\n")
+    (package / "notes.txt").write_bytes(b"not code")
+    monkeypatch.setattr(vla_pipeline, "__file__", str(package / "__init__.py"))
+    expected = hashlib.sha256(b"__init__.py\0" + b"b.py\0x = 1\n" + b"sub/a.py\0y = 2\n").hexdigest()
+    assert compute_source_hash() == expected
+    (package / "notes.txt").write_bytes(b"changed")
+    assert compute_source_hash() == expected
+    (package / "sub" / "a.py").write_bytes(b"y = 3\n")
+    assert compute_source_hash() != expected
+
+
+# ----------------------------------------------------------------------------- checkpoints on disk
+def _checkpoint(run_dir: Path, step: int, run_key: str = "k", manifest: bool = True) -> Path:
+    step_dir = run_dir / CHECKPOINTS_DIR / f"{step:06d}"
+    (step_dir / TRAINING_STATE_DIR).mkdir(parents=True)
+    (step_dir / TRAINING_STATE_DIR / RUN_STATE_FILE).write_text(json.dumps({"run_key": run_key, "step": step}))
+    if manifest:
+        write_manifest(step_dir)
+    return step_dir
+
+
+def test_list_checkpoints_is_the_step_directories_newest_first(tmp_path) -> None:
+    assert list_checkpoints(tmp_path) == []  # no checkpoints directory yet
+    root = tmp_path / CHECKPOINTS_DIR
+    for name in ("99", "100", "000150", "000200.tmp", "old", "000300.old"):
+        (root / name).mkdir(parents=True)
+    (root / "000400").write_text("a file, not a checkpoint")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["000150", "100", "99"]
+
+
+def test_read_run_state(tmp_path) -> None:
+    assert read_run_state(_checkpoint(tmp_path, 5, "key5")) == {"run_key": "key5", "step": 5}
+
+
+def test_resume_continues_the_newest_complete_checkpoint_of_this_run(tmp_path, capsys) -> None:
+    old, new = _checkpoint(tmp_path, 100), _checkpoint(tmp_path, 200)
+    leftover = tmp_path / CHECKPOINTS_DIR / "000300.tmp"
+    leftover.mkdir()
+    plan = plan_resume(tmp_path, "k", "auto")
+    assert plan.checkpoint == new and plan.discard == [leftover]
+    assert capsys.readouterr() == ("", "")
+    assert old.is_dir()
+
+
+def test_resume_falls_back_past_unusable_checkpoints(tmp_path, capsys) -> None:
+    good = _checkpoint(tmp_path, 100)
+    torn = _checkpoint(tmp_path, 200, manifest=False)  # killed while saving: no manifest
+    flipped = _checkpoint(tmp_path, 300)
+    (flipped / TRAINING_STATE_DIR / RUN_STATE_FILE).write_text('{"run_key": "x", "step": 300}')  # same size
+    plan = plan_resume(tmp_path, "k", "auto")
+    assert plan.checkpoint == good and plan.discard == [flipped, torn]
+    err = capsys.readouterr().err
+    assert f"WARNING: checkpoint {flipped} is unusable: " in err and "does not match its sha256" in err
+    assert f"WARNING: checkpoint {torn} is unusable: {torn} has no manifest.json" in err
+    assert err.count("falling back to the previous one") == 2
+
+
+def test_checkpoints_of_another_run_are_replaced(tmp_path, capsys) -> None:
+    steps = [_checkpoint(tmp_path, 200, "other"), _checkpoint(tmp_path, 100, "k")]
+    plan = plan_resume(tmp_path, "k", "auto")
+    assert plan.checkpoint is None and plan.discard == steps  # the newest decides: the older one is not resumed
+    assert capsys.readouterr().out == (f"{tmp_path} holds checkpoints of another run (config, data, code or versions "
+                                       f"differ); starting a new run that replaces them\n")
+
+
+def test_resume_never_and_nothing_to_resume(tmp_path, capsys) -> None:
+    assert plan_resume(tmp_path, "k", "auto").checkpoint is None and capsys.readouterr().out == ""
+    steps = [_checkpoint(tmp_path, 200), _checkpoint(tmp_path, 100)]
+    leftover = tmp_path / CHECKPOINTS_DIR / "000300.tmp"
+    leftover.mkdir()
+    plan = plan_resume(tmp_path, "k", "never")
+    assert plan.checkpoint is None and plan.discard == [leftover, *steps]
+    assert capsys.readouterr().out == f"train.resume=never: starting a new run; replacing 2 checkpoint(s) in {tmp_path}\n"
+    torn = [_checkpoint(tmp_path / "b", 100, manifest=False)]
+    assert plan_resume(tmp_path / "b", "k", "auto").discard == torn  # no usable checkpoint: start anew
+
+
+def test_discard_removes_the_pointers_with_the_last_checkpoint(tmp_path) -> None:
+    a, b = _checkpoint(tmp_path, 100), _checkpoint(tmp_path, 200)
+    for name in (LAST_FILE, BEST_FILE):
+        write_pointer(tmp_path, name, b)
+    discard(tmp_path, [b, tmp_path / "never-existed"])
+    assert not b.exists() and (tmp_path / LAST_FILE).is_file() and (tmp_path / BEST_FILE).is_file()
+    discard(tmp_path, [a])
+    assert not (tmp_path / LAST_FILE).exists() and not (tmp_path / BEST_FILE).exists()
+    discard(tmp_path, [])  # nothing left, no pointers: nothing to do
+
+
+# ----------------------------------------------------------------------------- training state
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+
+def _optimizer_and_scheduler(model: torch.nn.Module):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def _save(step_dir: Path, step: int, rank: int, model: torch.nn.Module) -> tuple:
+    """Train one step, save this rank's state (and the weights), return the draws that follow."""
+    optimizer, scheduler = _optimizer_and_scheduler(model)
+    model.linear.weight.sum().backward()
+    optimizer.step()
+    scheduler.step()
+    (step_dir / "pretrained_model").mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), step_dir / "pretrained_model" / "model.safetensors")
+    save_state(step_dir, step, optimizer, scheduler, {"run_key": "k", "sampler": 7}, rank)
+    return _draws()
+
+
+def test_rank_zero_saves_training_state_and_run_state_and_load_state_restores_them(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Tiny()
+    after = _save(tmp_path, 12, 0, model)
+    assert read_run_state(tmp_path) == {"run_key": "k", "sampler": 7}
+    text = (tmp_path / TRAINING_STATE_DIR / RUN_STATE_FILE).read_text()
+    assert text == json.dumps({"run_key": "k", "sampler": 7}, indent=2)  # readable
+    fresh = Tiny()
+    optimizer, scheduler = _optimizer_and_scheduler(fresh)
+    _draws()
+    step, run_state = load_state(tmp_path, fresh, optimizer, scheduler, 0)
+    assert (step, run_state) == (12, {"run_key": "k", "sampler": 7})
+    assert torch.equal(fresh.linear.weight, model.linear.weight) and scheduler.last_epoch == 1
+    assert optimizer.state_dict()["state"][0]["step"] == 1
+    assert _draws() == after  # the RNG streams continue where they were saved
+
+
+def test_other_ranks_save_and_restore_only_their_rng(tmp_path) -> None:
+    torch.manual_seed(1)
+    after = _save(tmp_path, 3, 2, Tiny())
+    assert sorted(p.name for p in (tmp_path / TRAINING_STATE_DIR).iterdir()) == ["rng_state_rank2.safetensors"]
+    _draws()
+    restore_rng(tmp_path, 2)
+    assert _draws() == after
+    with pytest.raises(FileNotFoundError):
+        restore_rng(tmp_path, 0)  # rank 0's RNG lives in LeRobot's training state, which rank 2 did not write
+
+
+def test_other_ranks_save_beside_rank_zero_in_any_order(tmp_path) -> None:
+    _save(tmp_path / "a", 3, 0, Tiny())
+    _save(tmp_path / "a", 3, 1, Tiny())  # rank 0 made training_state/ first
+    assert (tmp_path / "a" / TRAINING_STATE_DIR / "rng_state_rank1.safetensors").is_file()
+    optimizer, scheduler = _optimizer_and_scheduler(Tiny())
+    save_state(tmp_path / "b" / "000003.tmp", 3, optimizer, scheduler, {}, 1)  # the step directory is made too
+    assert (tmp_path / "b" / "000003.tmp" / TRAINING_STATE_DIR / "rng_state_rank1.safetensors").is_file()
+
+
+def test_an_unreadable_training_state_is_a_checkpoint_error(tmp_path) -> None:
+    _save(tmp_path, 5, 0, Tiny())
+    (tmp_path / TRAINING_STATE_DIR / RUN_STATE_FILE).write_text("{ torn")
+    model = Tiny()
+    with pytest.raises(CheckpointError) as e:
+        load_state(tmp_path, model, *_optimizer_and_scheduler(model), 0)
+    assert str(e.value).startswith(f"{tmp_path}: cannot load the training state (JSONDecodeError: ")
+    assert isinstance(e.value.__cause__, json.JSONDecodeError)
+
+
+def test_weights_that_do_not_fit_are_refused_as_they_are(tmp_path) -> None:
+    _save(tmp_path, 5, 0, Tiny())
+    other = torch.nn.Linear(2, 2)  # no "linear." prefix: every key is missing and unexpected
+    with pytest.raises(CheckpointError, match="2 missing keys") as e:
+        load_state(tmp_path, other, *_optimizer_and_scheduler(other), 0)
+    assert "cannot load the training state" not in str(e.value)  # the strict loader's own message
+
+
+# ----------------------------------------------------------------------------- resumed stats
+FEATURES = {ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(2,)),
+            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(2,))}
+NORM_MAP = {FeatureType.ACTION: NormalizationMode.QUANTILES, FeatureType.STATE: NormalizationMode.QUANTILES}
+
+
+def _stats_doc(shift: float = 0.0) -> dict:
+    one = {"mean": [0.0, 1.0], "std": [1.0, 2.0], "min": [-3.0, -4.0], "max": [3.0, 4.0], "q01": [-2.0 + shift, -3.0],
+           "q10": [-1.0, -2.0], "q50": [0.0, 0.0], "q90": [1.0, 2.0], "q99": [2.0, 3.0], "count": [5, 5],
+           "constant": [False, False]}
+    return {"features": {ACTION: one, OBS_STATE: json.loads(json.dumps(one))}}
+
+
+def _pipelines(doc: dict):
+    stats = make_processor_stats(doc)
+    pre = PolicyProcessorPipeline(steps=[NormalizerProcessorStep(features=FEATURES, norm_map=NORM_MAP, stats=stats)],
+                                  name="policy_preprocessor")
+    post = PolicyProcessorPipeline(steps=[UnnormalizerProcessorStep(features={ACTION: FEATURES[ACTION]},
+                                                                    norm_map=NORM_MAP, stats=stats)],
+                                   name="policy_postprocessor")
+    return pre, post
+
+
+def _saved_step(tmp_path: Path, doc: dict) -> Path:
+    pre, post = _pipelines(doc)
+    for pipeline in (pre, post):
+        pipeline.save_pretrained(tmp_path / "pretrained_model")
+    return tmp_path
+
+
+def test_resumed_stats_must_equal_the_frozen_ones_in_every_source(tmp_path) -> None:
+    doc = _stats_doc()
+    step_dir = _saved_step(tmp_path, doc)
+    saved = sorted((step_dir / "pretrained_model").glob("*normalizer_processor.safetensors"))
+    assert [p.name for p in saved] == ["policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+                                       "policy_preprocessor_step_0_normalizer_processor.safetensors"]
+    live, _ = _pipelines(doc)
+    check_resumed_stats(step_dir, live, doc)
+    with pytest.raises(TrainInputError) as e:
+        check_resumed_stats(step_dir, live, _stats_doc(shift=0.5))  # frozen stats changed since the save
+    assert str(e.value) == (f"after resuming from {step_dir}: the stats of {saved[0]} differ from the frozen stats; "
+                            f"run with train.resume=never, or restore the norms stage's output")
+    other_live, _ = _pipelines(_stats_doc(shift=0.5))
+    with pytest.raises(TrainInputError, match="the stats of live preprocessor differ"):
+        check_resumed_stats(step_dir, other_live, doc)
+
+
+def test_a_saved_normalizer_with_other_keys_differs(tmp_path) -> None:
+    doc = _stats_doc()
+    step_dir = _saved_step(tmp_path, doc)
+    path = step_dir / "pretrained_model" / "policy_preprocessor_step_0_normalizer_processor.safetensors"
+    tensors = load_file(path)
+    save_file({**tensors, "action.extra": torch.zeros(2)}, path)
+    live, _ = _pipelines(doc)
+    with pytest.raises(TrainInputError, match=f"the stats of {path} differ"):
+        check_resumed_stats(step_dir, live, doc)
+    shutil.rmtree(step_dir / "pretrained_model")
+    check_resumed_stats(step_dir, live, doc)  # no saved processors: the live one alone is compared
