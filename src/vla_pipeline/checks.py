@@ -323,7 +323,8 @@ def check_sequence_length(v: View, out: Findings) -> None:
 
 def check_finite(v: View, out: Findings) -> None:
     for key in _vector_keys(v):
-        values, ok = v.frames.vectors[key], v.frames.lengths[key] >= 0
+        values = v.frames.vectors[key]
+        ok = v.frames.lengths[key] == values.shape[1]  # null or other-length rows (NaN here): not this check's
         bad_rows = np.nonzero(ok & ~np.isfinite(values).all(axis=1))[0]
         names = v.names(key)
         for e in _episodes_of(v.frames, bad_rows):

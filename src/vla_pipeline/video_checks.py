@@ -112,7 +112,7 @@ def _report_moved(v: View, out: Findings, moved: dict[Path, Path], template: str
         (want, have), = prefixes
         want_dir, have_dir = Path(*want) if want else Path("."), Path(*have) if have else Path(".")
         fix = (f"move them where info.json says (`mv {v.root / have_dir} {v.root / want_dir}`"
-               if not (v.root / want_dir).exists() else f"move them from {have_dir}/ into {want_dir}/")
+               if not (v.root / want_dir).exists() else f"move them from {have_dir}/ into {want_dir}/ (which exists")
         if template.startswith(f"{want_dir.as_posix()}/"):
             fix += f"), or set video_path in meta/info.json to '{have_dir.as_posix()}{template[len(want_dir.as_posix()):]}'"
         else:
