@@ -314,6 +314,11 @@ def test_format_report_of_a_dataset_wide_fault_and_of_too_few_episodes() -> None
     assert format_report(_report()) == "check                status   errors warnings\npassed: fps"
     default = format_report(_report(errors=[{"check": "c", "message": str(i), "episode": None} for i in range(7)]))
     assert "  [c] ... and 2 more (all in the JSON report)" in default  # five on screen by default
+    five = format_report(_report(warnings=[{"check": "w", "message": str(i), "episode": None} for i in range(5)]))
+    assert "more" not in five and "  [w] 4" in five
+    six = format_report(_report(warnings=[{"check": "w", "message": str(i), "episode": None} for i in range(6)]),
+                        where="r.json")
+    assert "  [w] ... and 1 more (all in r.json)" in six
 
 
 def test_format_report_takes_a_report_object(tmp_path) -> None:
@@ -325,10 +330,10 @@ def test_format_report_takes_a_report_object(tmp_path) -> None:
 
 def test_validate_dataset_writes_the_report_then_fails_with_the_causes(tmp_path) -> None:
     root, contract = _tabular(tmp_path)  # the contract maps no camera: one error
-    cfg = _cfg(root, contract, tmp_path)
+    path = tmp_path / "out" / "validation" / "report.json"
+    cfg = ValidateConfig(root, contract, path)
     with pytest.raises(ValidationError) as e:
         validate_dataset(cfg)
-    path = tmp_path / "out" / "report.json"
     report = json.loads(path.read_text())
     assert path.read_text() == json.dumps(report, indent=2)
     assert report["ok"] is False and [x["check"] for x in report["errors"]] == ["contract_keys"]
@@ -338,6 +343,12 @@ def test_validate_dataset_writes_the_report_then_fails_with_the_causes(tmp_path)
                                                          "fps": 15}))
     with pytest.raises(ValidationError, match=r"\(2 errors; full report: "):
         validate_dataset(cfg)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["features"].update({f"extra{i}": {"dtype": "float32", "shape": [1], "names": None} for i in range(7)})
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(ValidationError) as e:
+        validate_dataset(cfg)
+    assert f"  [features_in_data] ... and 2 more (all in {path})" in str(e.value)
 
 
 # ----------------------------------------------------------------------------- the report the later stages read

@@ -217,6 +217,21 @@ def test_videos_moved_to_different_places_get_the_generic_fix(tmp_path) -> None:
                                           "again")
 
 
+def test_a_template_without_a_camera_directory(tmp_path) -> None:
+    flat = "videos/{video_key}_{chunk_index:03d}_{file_index:03d}.mp4"
+    _touch(tmp_path / "video" / f"{FRONT}_000_000.mp4")
+    v = view(tmp_path, [3], info=info(video_path=flat))
+    out = Findings()
+    check_videos(v, out)
+    assert out.errors[0].message.endswith(
+        f"(e.g. videos/{FRONT}_000_000.mp4 is at video/{FRONT}_000_000.mp4): move them where info.json says (`mv "
+        f"{tmp_path / 'video'} {tmp_path / 'videos'}`), or set video_path in meta/info.json to "
+        f"'video/{{video_key}}_{{chunk_index:03d}}_{{file_index:03d}}.mp4'; then run validate again")
+    assert find_moved_files(tmp_path, [Path("videos/x.mp4")], []) == {}
+    _touch(tmp_path / "elsewhere" / "x.mp4")
+    assert find_moved_files(tmp_path, [Path("videos/x.mp4")], []) == {Path("videos/x.mp4"): Path("elsewhere/x.mp4")}
+
+
 def test_a_moved_file_at_the_top_of_the_dataset(tmp_path) -> None:
     _touch(tmp_path / FRONT / "chunk-000" / "file-000.mp4")
     v = view(tmp_path, [3])
@@ -257,18 +272,39 @@ def test_a_file_that_ends_before_its_episode_is_truncated(tmp_path) -> None:
     assert "covers 0.700s / 3 frames but the episode needs up to 0.400s and 4 frames" in out.errors[0].message
 
 
-def test_absent_and_unreadable_files_are_named_per_episode(tmp_path) -> None:
+def test_other_files_are_checked_after_a_moved_one(tmp_path) -> None:
+    _touch(tmp_path / "video" / FRONT / "chunk-000" / "file-000.mp4")  # episode 0's file moved, episode 1's lost
     v = view(tmp_path, [3, 4], files=[0, 1])
-    _touch(tmp_path / "videos" / FRONT / "chunk-000" / "file-001.mp4")  # an empty file: PyAV cannot open it
+    v.contract = contract({"front": FRONT, "top": "observation.images.top"})  # and a camera without video columns
     out = Findings()
     check_videos(v, out)
-    assert out.errors[0] == Finding("videos", f"episode 0: video file videos/{FRONT}/chunk-000/file-000.mp4 (front) "
-                                              f"does not exist; restore it or exclude the episode", episode=0, key=FRONT)
-    assert re.fullmatch(rf"episode 1: video file videos/{FRONT}/chunk-000/file-001.mp4 cannot be read \(.+\); it is "
-                        rf"truncated or corrupt: re-encode it or exclude the episode", out.errors[1].message)
-    assert (out.errors[1].episode, out.errors[1].key) == (1, FRONT) and len(out.errors) == 2
-    assert v.probes[tmp_path / "videos" / FRONT / "chunk-000" / "file-000.mp4"] is None
-    assert isinstance(v.probes[tmp_path / "videos" / FRONT / "chunk-000" / "file-001.mp4"], Exception)
+    assert [(e.check, e.key, e.episode) for e in out.errors] == [
+        ("videos", "observation.images.top", None), ("videos", "video_path", None), ("videos", FRONT, 1)]
+
+
+def test_the_configured_frames_are_decoded(tmp_path) -> None:
+    path = write_video(tmp_path / "videos" / FRONT / "chunk-000" / "file-000.mkv", moving(30))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    v = view(tmp_path, [30], info=info(video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mkv"),
+             decode_samples=30)
+    out = Findings()
+    check_videos(v, out)
+    assert [(e.episode, "cannot be read (decoded " in e.message) for e in out.errors] == [(0, True)]
+
+
+def test_absent_and_unreadable_files_are_named_per_episode(tmp_path) -> None:
+    v = view(tmp_path, [3, 4], files=[0, 1])
+    _touch(tmp_path / "videos" / FRONT / "chunk-000" / "file-000.mp4")  # an empty file: PyAV cannot open it
+    out = Findings()
+    check_videos(v, out)
+    assert re.fullmatch(rf"episode 0: video file videos/{FRONT}/chunk-000/file-000.mp4 cannot be read \(.+\); it is "
+                        rf"truncated or corrupt: re-encode it or exclude the episode", out.errors[0].message)
+    assert (out.errors[0].check, out.errors[0].episode, out.errors[0].key) == ("videos", 0, FRONT)
+    assert out.errors[1] == Finding("videos", f"episode 1: video file videos/{FRONT}/chunk-000/file-001.mp4 (front) "
+                                              f"does not exist; restore it or exclude the episode", episode=1, key=FRONT)
+    assert len(out.errors) == 2
+    assert isinstance(v.probes[tmp_path / "videos" / FRONT / "chunk-000" / "file-000.mp4"], Exception)
+    assert v.probes[tmp_path / "videos" / FRONT / "chunk-000" / "file-001.mp4"] is None
 
 
 def test_each_file_is_probed_once(tmp_path) -> None:
@@ -322,8 +358,16 @@ def test_a_stream_that_moves_once_in_the_middle_is_not_frozen(tmp_path) -> None:
     assert _streams(tmp_path / "b", [moving(4), still(5)[:1] + moving(4)]) == []  # the end differs
 
 
+def test_the_last_frame_of_an_episode_is_looked_at(tmp_path) -> None:
+    assert _streams(tmp_path, [still(6) + moving(1), moving(3)]) == []  # only the last frame moves: not frozen
+    assert _streams(tmp_path / "b", [moving(1) + still(6), moving(3)]) == []  # only the first differs: not frozen
+
+
 def test_frozen_needs_three_frames_and_dark_is_below_the_black_level(tmp_path) -> None:
     assert _streams(tmp_path, [moving(4), still(2)]) == []
+    assert [w.episode for w in _streams(tmp_path / "c", [still(3), moving(4)])] == [0]
+    level24 = [np.full((16, 16, 3), 24, dtype=np.uint8)] * 4  # decodes to luma 24: not below the black level
+    assert ["all black" in w.message for w in _streams(tmp_path / "d", [moving(4), level24])] == [False]
     grey = [np.full((16, 16, 3), 40, dtype=np.uint8)] * 4  # brightest luma above 24: not black, but frozen
     (warning,) = _streams(tmp_path / "b", [moving(4), grey])
     assert warning.episode == 1 and "shows the same picture" in warning.message
@@ -336,3 +380,16 @@ def test_excluded_episodes_and_unprobed_files_are_not_looked_at(tmp_path) -> Non
     out = Findings()
     check_camera_streams(v, out)
     assert out.warnings == []
+
+
+def test_a_file_that_fails_to_decode_leaves_the_others_checked(tmp_path) -> None:
+    broken = _touch(tmp_path / "videos" / FRONT / "chunk-000" / "file-000.mp4")
+    broken.write_bytes(b"not a video at all")
+    good = write_video(tmp_path / "videos" / FRONT / "chunk-000" / "file-001.mp4", still(4))
+    v = view(tmp_path, [3, 4], files=[0, 1])
+    v.contract = contract({"front": FRONT, "top": "observation.images.top"})  # no video columns: skipped
+    v.probes[broken] = VideoProbe(0.3, 3, "mpeg4")  # what an earlier probe said
+    v.probes[good] = probe_video(good)
+    out = Findings()
+    check_camera_streams(v, out)
+    assert [(w.episode, "frozen" in w.message) for w in out.warnings] == [(1, True)] and out.errors == []

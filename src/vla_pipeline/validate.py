@@ -187,7 +187,7 @@ def summarize_wide_faults(errors: list[Finding], n_usable: int | None) -> tuple[
     wide, summaries = [], []
     for name, found in by_check.items():
         episodes = sorted({f.episode for f in found})
-        if n_usable and (len(episodes) >= n_usable or len(episodes) * 2 > n_usable):
+        if n_usable and len(episodes) * 2 > n_usable:  # more than half (all of them included)
             wide.append(name)
             summaries.append(Finding(name, f"{len(episodes)} of {n_usable} episodes fail this check: a fault of the "
                                      f"whole dataset, not of a few episodes, so excluding them is not the fix. "
