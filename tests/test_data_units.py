@@ -19,6 +19,7 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.contract import Contract
 from vla_pipeline.data import (
+    ArmOnlyDataset,
     _frame_timestamps,
     camera_shapes,
     column_array,
@@ -30,7 +31,7 @@ from vla_pipeline.data import (
     make_dataset,
     require_local_root,
 )
-from vla_pipeline.errors import TrainInputError
+from vla_pipeline.errors import ContractError, TrainInputError
 from vla_pipeline.transforms import AugmentConfig, apply_seeded, compute_sample_seed, make_image_transforms
 
 from realdata import (
@@ -85,7 +86,7 @@ def test_frames_of_every_file_ordered_by_global_index(tmp_path) -> None:
     assert frames["index"].tolist() == [0, 1, 2, 3] and frames.index.tolist() == [0, 1, 2, 3]
     assert list(load_frames(tmp_path, ["index", "episode_index"]).columns) == ["index", "episode_index"]
     unordered = load_frames(tmp_path, ["episode_index"])  # without the index column: file order
-    assert unordered["episode_index"].tolist() == [1, 1, 0, 0]
+    assert unordered["episode_index"].tolist() == [1, 1, 0, 0] and unordered.index.tolist() == [0, 1, 2, 3]
     values = column_array(frames, "v")
     assert values.dtype == np.float64 and values.tolist() == [[0, 0], [1, -1], [2, -2], [3, -3]]
     with pytest.raises(FileNotFoundError) as e:
@@ -144,7 +145,7 @@ def test_items_carry_the_contracts_joints_by_name_for_the_run_episodes(recording
     frames = load_frames(recording)
     action, state = column_array(frames, "action"), column_array(frames, "observation.state")
     ds = make_dataset(recording, contract(), [2, 0], chunk_size=3)
-    assert ds.episodes == [0, 2] and len(ds) == LENGTHS[0] + LENGTHS[2]
+    assert ds.episodes == [0, 2] and len(ds) == LENGTHS[0] + LENGTHS[2] and ds.dataset.repo_id == "local/rec"
     assert ds.frames == [*range(0, 6), *range(11, 18)]  # absolute indices of episodes 0 and 2
     for idx, g, pads in ((0, 0, [False] * 3), (5, 5, [False, True, True]), (6, 11, [False] * 3),
                          (12, 17, [False, True, True])):
@@ -228,3 +229,18 @@ def test_augmentation_is_seeded_per_sample_and_epoch(recording) -> None:
     assert torch.equal(ds[3]["observation.images.wrist"],
                        apply_seeded(transform, [raw], compute_sample_seed(5, 2, ds.frames[3]))[0])
     assert torch.equal(ds[3][ACTION], plain[3][ACTION])  # only the images are augmented
+    unseeded = make_dataset(recording, contract(), [1, 2], chunk_size=2, augment=transform)  # seed 0 by default
+    expected = apply_seeded(transform, [raw], compute_sample_seed(0, 0, ds.frames[3]))[0]
+    assert torch.equal(unseeded[3]["observation.images.wrist"], expected)
+    direct = ArmOnlyDataset(plain.dataset, contract(), [1, 2], augment=transform)
+    assert torch.equal(direct[3]["observation.images.wrist"], expected)
+
+
+def test_a_joint_the_dataset_lacks_is_named_with_its_key(recording) -> None:
+    ds = make_dataset(recording, contract(), [0], chunk_size=2)
+    missing = Contract(**{**contract().__dict__, "joints": ("gripper.pos", "wrist")})
+    with pytest.raises(ContractError, match=r"joints \['wrist'\] are not in dataset key 'action'"):
+        ArmOnlyDataset(ds.dataset, missing, [0])
+    ds.dataset.meta.info["features"]["observation.state"]["names"] = ["gripper.pos", "other"]
+    with pytest.raises(ContractError, match=r"joints \['elbow_flex.pos'\] are not in dataset key 'observation.state'"):
+        ArmOnlyDataset(ds.dataset, contract(), [0])
