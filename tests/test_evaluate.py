@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vla_pipeline.checkpoint import write_manifest
 from vla_pipeline.errors import CheckpointError, ConfigError
 from vla_pipeline.evaluate import EvaluateConfig, evaluate
 
@@ -129,6 +130,7 @@ def test_a_checkpoint_without_its_split_needs_the_norms_dir(tiny_run, tmp_path) 
     ckpt = tmp_path / "pretrained_model"
     shutil.copytree(tiny_run.checkpoint, ckpt)
     (ckpt / "split.json").unlink()
+    write_manifest(ckpt)  # a consistent checkpoint from before splits were saved, not a damaged one
     with pytest.raises(CheckpointError, match="--norms"):
         evaluate(EvaluateConfig(ckpt, tiny_run.dataset, tmp_path / "out", wandb_mode="disabled"))
     metrics = evaluate(EvaluateConfig(ckpt, tiny_run.dataset, tmp_path / "out", norms_dir=tiny_run.norms,
