@@ -71,24 +71,29 @@ def test_load_view_reads_the_tables(tmp_path) -> None:
     assert view.frames.vectors["action"].shape == (9, 4) and view.frames.vectors["observation.state"].shape == (9, 4)
 
 
-def test_load_view_reads_no_vector_whose_shape_is_malformed(tmp_path) -> None:
+@pytest.mark.parametrize("shape", ["four", None, [], "absent"])
+def test_load_view_reads_no_vector_whose_shape_is_malformed(tmp_path, shape) -> None:
     root, contract = _tabular(tmp_path)
     info = json.loads((root / "meta" / "info.json").read_text())
-    info["features"]["action"]["shape"] = "four"
+    if shape == "absent":
+        del info["features"]["action"]
+    else:
+        info["features"]["action"]["shape"] = shape
     (root / "meta" / "info.json").write_text(json.dumps(info))
     view, loaded = load_view(_cfg(root, contract, tmp_path), Findings())
     assert FRAMES in loaded and list(view.frames.vectors) == ["observation.state"]
 
 
-@pytest.mark.parametrize("text", ["{ not json", '{"fps": 30}', '{"features": {}}', "[1]"])
-def test_an_unreadable_info_json_is_the_one_error(tmp_path, text) -> None:
+@pytest.mark.parametrize(("text", "error"), [("{ not json", "JSONDecodeError"), ('{"fps": 30}', "KeyError"),
+                                             ('{"features": {}}', "KeyError"), ("[1]", "TypeError")])
+def test_an_unreadable_info_json_is_the_one_error(tmp_path, text, error) -> None:
     root, contract = _tabular(tmp_path)
     (root / "meta" / "info.json").write_text(text)
     out = Findings()
     assert load_view(_cfg(root, contract, tmp_path), out) == (None, set())
     assert len(out.errors) == 1 and out.errors[0].check == "info_json"
     message = out.errors[0].message
-    assert message.startswith(f"{root}/meta/info.json cannot be read (")
+    assert message.startswith(f"{root}/meta/info.json cannot be read ({error}: ")
     assert message.endswith(f"); is {root} a LeRobotDataset v3.0 root?")
     with pytest.raises(ValidationError):
         validate_dataset(_cfg(root, contract, tmp_path))

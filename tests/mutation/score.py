@@ -66,6 +66,9 @@ def main(argv: list[str]) -> int:
             for name, code in codes.items():
                 if status_by_exit_code[code] not in CAUGHT:
                     print(f"{status_by_exit_code[code]:<10} {name}")
+    else:
+        print("the mutants not killed: .venv/bin/python tests/mutation/score.py --survivors; `.venv/bin/mutmut show "
+              "NAME` shows one (docs/mutation.md: those judged harmless)")
     unchecked = overall["other"]
     if unchecked:
         print(f"{unchecked} mutants were not checked or are suspicious: `mutmut results` lists them", file=sys.stderr)
