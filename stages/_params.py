@@ -7,16 +7,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from vla_pipeline.errors import run_entry_point
+from vla_pipeline.params import load_params_file
+from vla_pipeline.quiet import quiet_third_party
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_params(path: Path = ROOT / "params.yaml") -> dict:
-    return yaml.safe_load(Path(path).read_text())
+    return load_params_file(path)
 
 
 def run(main: Callable[[dict], None]) -> None:
+    quiet_third_party()
     sys.exit(run_entry_point(lambda: main(load_params())))

@@ -24,7 +24,9 @@ from vla_pipeline.norms import (
     compute_feature_stats,
     compute_norm_stats,
     compute_sorted_quantiles,
+    compute_episode_draw,
     compute_split,
+    compute_split_id,
     compute_split_hash,
     compute_stats_comparison,
     load_norm_stats,
@@ -57,17 +59,43 @@ def test_config_defaults() -> None:
 
 
 # ----------------------------------------------------------------------------- split
-def test_split_sizes_follow_the_fraction_with_one_episode_at_least_per_side() -> None:
-    eps = list(range(10))
-    assert [len(compute_split(eps, f, 0)["val"]) for f in (0.05, 0.2, 0.34, 0.99)] == [1, 2, 3, 9]
-    assert [len(compute_split([0, 1], f, 0)["val"]) for f in (0.01, 0.99)] == [1, 1]
-    split = compute_split([7, 3, 5, 1], 0.5, 11)
-    assert split == compute_split([1, 3, 5, 7], 0.5, 11)  # the input order does not matter
-    assert sorted(split["train"] + split["val"]) == [1, 3, 5, 7] and not set(split["train"]) & set(split["val"])
-    assert split["train"] == sorted(split["train"]) and split["val"] == sorted(split["val"])
+def test_each_episode_is_held_out_when_its_own_draw_is_below_the_fraction() -> None:
+    split = compute_split([7, 3, 5, 1, 9, 12], 0.5, 11)
+    assert split == compute_split([12, 9, 1, 3, 5, 7], 0.5, 11)  # the input order does not matter
+    expected_val = [e for e in (1, 3, 5, 7, 9, 12) if compute_episode_draw(11, e) < 0.5]
+    assert 0 < len(expected_val) < 6 and split == {"train": sorted({1, 3, 5, 7, 9, 12} - set(expected_val)),
+                                                   "val": expected_val}
     assert all(type(e) is int for e in split["train"] + split["val"])  # JSON-ready
-    order = np.random.default_rng(11).permutation([1, 3, 5, 7])  # the seeded shuffle: the first half validates
-    assert split == {"train": sorted(order[2:].tolist()), "val": sorted(order[:2].tolist())}
+    digest = hashlib.sha256(b"vla-split:11:7").digest()
+    assert compute_episode_draw(11, 7) == int.from_bytes(digest[:8], "big") / 2**64
+    assert compute_episode_draw(11, 7) != compute_episode_draw(12, 7) != compute_episode_draw(11, 8)
+
+
+def test_the_held_out_share_follows_the_fraction() -> None:
+    for fraction in (0.1, 0.2, 0.5):
+        share = len(compute_split(list(range(2000)), fraction, 3)["val"]) / 2000
+        assert abs(share - fraction) < 0.03, (fraction, share)
+
+
+def test_excluding_or_adding_episodes_never_moves_another_episode() -> None:
+    """The issue's case: excluding one episode moved four others into or out of validation."""
+    everything = compute_split(list(range(30)), 0.2, 0)
+    side = {e: "val" if e in everything["val"] else "train" for e in range(30)}
+    for excluded in ([4], [0, 1, 2], [5, 11, 29], list(range(0, 30, 3))):
+        split = compute_split([e for e in range(30) if e not in excluded], 0.2, 0)
+        assert {e: "val" if e in split["val"] else "train" for e in side if e not in excluded} == {
+            e: s for e, s in side.items() if e not in excluded}, excluded
+    grown = compute_split(list(range(40)), 0.2, 0)  # ten episodes recorded later
+    assert [e for e in grown["val"] if e < 30] == everything["val"]
+
+
+def test_both_sides_keep_one_episode_when_every_draw_falls_on_one_side() -> None:
+    draws = {e: compute_episode_draw(0, e) for e in (0, 1)}
+    low = min(draws, key=draws.get)
+    assert compute_split([0, 1], 0.001, 0) == {"train": [1 - low], "val": [low]}  # all would train
+    assert compute_split([0, 1], 0.999, 0) == {"train": [1 - low], "val": [low]}  # all would validate
+    assert compute_split_id({"train": [1 - low], "val": [low]}) == int(
+        compute_split_hash({"train": [1 - low], "val": [low]})[:6], 16)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
@@ -271,7 +299,7 @@ def test_saved_stats_and_split_load_back(tmp_path) -> None:
     assert save_norm_stats(cfg) == out / "stats.json"  # the stage runs again into its existing output
     doc, split = compute_norm_stats(cfg)
     saved = json.loads((out / "split.json").read_text())
-    assert saved == {"train": [0, 1], "val": [2], "hash": compute_split_hash(split)}
+    assert saved == {"train": [0, 1], "val": [2], "hash": compute_split_hash(split), "id": compute_split_id(split)}
     for name in ("split.json", "stats.json"):  # readable
         text = (out / name).read_text()
         assert text == json.dumps(json.loads(text), indent=2)

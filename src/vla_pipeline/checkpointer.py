@@ -24,6 +24,7 @@ class Checkpointer:
     is_main: bool = True
     barrier: Callable[[], None] = field(default=lambda: None)
     best: dict | None = None  # {"step", "val_loss"} of the best checkpoint so far
+    step: int = 0  # the step the loop is running (for the Ctrl-C message)
 
     def should_eval(self, step: int) -> bool:
         return step == self.total_steps or (self.eval_every > 0 and step % self.eval_every == 0)

@@ -7,16 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from vla_pipeline.errors import run_entry_point
+from vla_pipeline.quiet import quiet_third_party
 
 
 def _load_params(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"params file {p} not found; pass --params PATH (default: params.yaml)")
-    return yaml.safe_load(p.read_text())
+    from vla_pipeline.params import load_params_file
+
+    return load_params_file(path)
 
 
 def cmd_check_compat(args) -> int:
@@ -210,6 +208,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    quiet_third_party()
     return run_entry_point(lambda: args.func(args))
 
 

@@ -39,13 +39,25 @@ class TrainingDivergedError(VlaError):
     """The loss became NaN/Inf: training stops instead of failing silently."""
 
 
+class Interrupted(VlaError):
+    """Ctrl-C (SIGINT): the message says where the work stopped and how to continue."""
+
+
 USER_ERRORS = (VlaError, FileNotFoundError)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def run_entry_point(fn: Callable[[], int | None]) -> int:
-    """Run ``fn``; a user error becomes ``error: <message>`` on stderr and exit code 1."""
+    """Run ``fn``; a user error becomes ``error: <message>`` on stderr and exit code 1, Ctrl-C one line
+    (``interrupted: ...``) and exit code 130, never a traceback."""
     try:
         return fn() or 0
+    except Interrupted as e:
+        print(f"\ninterrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): run the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

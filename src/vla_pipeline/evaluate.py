@@ -54,7 +54,7 @@ from vla_pipeline.metrics import (
     compute_metrics,
     pick_representative,
 )
-from vla_pipeline.norms import compute_split_hash, load_split
+from vla_pipeline.norms import compute_split_hash, compute_split_id, load_split
 from vla_pipeline.params import at_least, int_or_auto, param
 from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, compute_source_hash, read_run_state
 from vla_pipeline.sampler import resolve_num_workers
@@ -179,6 +179,7 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     joints = list(contract.joints)
     args = (stats, mode, joints, contract.ranges, stride, cfg.saturation_margin)
     metrics, table = compute_metrics(preds, *args), compute_episode_table(preds, *args)
+    metrics["split_id"] = compute_split_id(split)  # equal split_id: evaluated on the same episodes
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_results(out, metrics, table, preds, make_protocol(cfg, ckpt, stride, split))

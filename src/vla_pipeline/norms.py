@@ -55,7 +55,14 @@ class NormsConfig:
 def compute_split(
     episodes: list[int], val_fraction: float, seed: int, val_episodes: list[int] | None = None
 ) -> dict[str, list[int]]:
-    """Deterministic episode-level split (an explicit ``val_episodes`` list wins); one episode at least per side."""
+    """Deterministic episode-level split (an explicit ``val_episodes`` list wins); one episode at least per side.
+
+    Stable: each episode's side depends only on (seed, its index), drawn by ``compute_episode_draw``; an
+    episode is held out when its draw is below ``val_fraction``. Excluding or adding an episode never moves
+    another between train and validation, so experiments that differ in their exclusions are still
+    evaluated on the same held-out episodes (``split_id`` shows it). The number held out is therefore close
+    to, not exactly, ``val_fraction`` of the episodes. Only when every episode falls on one side is the
+    episode with the lowest (or highest) draw moved, so that both sides have one."""
     if len(episodes) < 2:
         raise ConfigError(f"need at least 2 episodes to split into train and validation, got {len(episodes)}")
     if val_episodes:
@@ -68,13 +75,30 @@ def compute_split(
         return {"train": sorted(set(episodes) - set(val)), "val": val}
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"norms.val_fraction must be in (0, 1), got {val_fraction}")
-    order = np.random.default_rng(seed).permutation(sorted(episodes))
-    n_val = min(len(order) - 1, max(1, round(len(order) * val_fraction)))
-    return {"train": sorted(int(e) for e in order[n_val:]), "val": sorted(int(e) for e in order[:n_val])}
+    draws = {int(e): compute_episode_draw(seed, int(e)) for e in set(episodes)}
+    val = {e for e, u in draws.items() if u < val_fraction}
+    if not val:
+        val = {min(draws, key=draws.get)}
+    elif len(val) == len(draws):
+        val.discard(max(draws, key=draws.get))
+    return {"train": sorted(set(draws) - val), "val": sorted(val)}
+
+
+def compute_episode_draw(seed: int, episode: int) -> float:
+    """A uniform number in [0, 1) fixed by (split seed, episode index) alone: sha256, not an RNG stream."""
+    digest = hashlib.sha256(f"vla-split:{int(seed)}:{int(episode)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def compute_split_hash(split: dict[str, list[int]]) -> str:
     return hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
+
+
+def compute_split_id(split: dict[str, list[int]]) -> int:
+    """A number that names the held-out episodes (from the split's hash), for ``dvc exp show`` and
+    ``dvc metrics diff``: two runs with the same ``split_id`` were validated and evaluated on the same
+    episodes. Six hex digits of ``compute_split_hash``: short enough to read, collisions negligible here."""
+    return int(compute_split_hash(split)[:6], 16)
 
 
 def compute_sorted_quantiles(sorted_values: np.ndarray, q: float) -> np.ndarray:
@@ -177,7 +201,8 @@ def save_norm_stats(cfg: NormsConfig) -> Path:
     doc, split = compute_norm_stats(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SPLIT_FILE).write_text(json.dumps({**split, "hash": compute_split_hash(split)}, indent=2))
+    (out / SPLIT_FILE).write_text(json.dumps({**split, "hash": compute_split_hash(split),
+                                              "id": compute_split_id(split)}, indent=2))
     (out / STATS_FILE).write_text(json.dumps(doc, indent=2))
     return out / STATS_FILE
 

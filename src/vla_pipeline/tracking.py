@@ -177,10 +177,20 @@ class DvcLiveTracker:
                            template="bar_horizontal", title=f"{y} per {x}")
 
     def log_summary(self, metrics: dict) -> None:
-        """Nothing to do: the stage writes its metrics file (DVC metrics) itself."""
+        """Into ``<live_dir>/metrics.json`` beside the last logged values (train's DVC metrics)."""
+        _merge(self.live.summary, metrics)
+        self.live.make_summary()
 
     def close(self) -> None:
         self.live.end()
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value
 
 
 class WandbTracker:

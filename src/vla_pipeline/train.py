@@ -32,7 +32,7 @@ from vla_pipeline.data import (
     feature_names,
     load_info,
 )
-from vla_pipeline.errors import ConfigError, ContractError, TrainingDivergedError, TrainInputError
+from vla_pipeline.errors import ConfigError, ContractError, Interrupted, TrainingDivergedError, TrainInputError
 from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
 from vla_pipeline.guards import (
     check_initial_loss,
@@ -42,7 +42,13 @@ from vla_pipeline.guards import (
     report_problems,
 )
 from vla_pipeline.model import make_pi05_policy
-from vla_pipeline.norms import STATS_FILE, compute_split_hash, load_norm_stats, make_processor_stats
+from vla_pipeline.norms import (
+    STATS_FILE,
+    compute_split_hash,
+    compute_split_id,
+    load_norm_stats,
+    make_processor_stats,
+)
 from vla_pipeline.policy import (
     apply_freeze,
     compute_image_resolution,
@@ -213,10 +219,13 @@ def train(cfg: TrainConfig) -> Path:
         restore_rng(resumed_from, runtime.rank)  # undo any draw made since the state was loaded
     try:
         tracker.log_config(run_metadata(cfg, runtime, stats_doc, run_key))
-        log_inputs(tracker, cfg, stats_doc)
+        log_inputs(tracker, cfg, stats_doc, inputs.split)
         with attention_kernel(runtime.attention):
-            loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer, tracker,
-                 start, config, run_key)
+            try:
+                loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer,
+                     tracker, start, config, run_key)
+            except KeyboardInterrupt:
+                raise Interrupted(describe_interrupt(checkpointer)) from None
         log_outputs(tracker, cfg)
     finally:
         tracker.close()
@@ -252,6 +261,7 @@ def loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_d
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
     perf = Interval(start)
     for step in progress:
+        checkpointer.step = step
         metrics = run_step(model, prepare, next(batches), optimizer, scheduler, accelerator, cfg, runtime, step)
         nonfinite |= ~torch.isfinite(metrics["loss"])
         batch = metrics.pop("batch")
@@ -284,6 +294,18 @@ def loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_d
                 checkpointer.save(step, val_loss, lambda tmp, best, step=step: save_state_and_model(
                     tmp, step, best, cfg, runtime, accelerator, policy, optimizer, scheduler, inputs, stats_doc,
                     config, run_key))
+
+
+def describe_interrupt(checkpointer: Checkpointer) -> str:
+    """One line for Ctrl-C: where training stopped, the checkpoint it will resume from, and how."""
+    step, total = checkpointer.step, checkpointer.total_steps
+    last = read_pointer(checkpointer.run_dir, LAST_FILE)
+    if last is None:
+        return (f"training stopped at step {step} of {total} before its first checkpoint; running the same "
+                f"command again starts from step 0")
+    return (f"training stopped at step {step} of {total}; last complete checkpoint: step {last['step']} "
+            f"({Path(checkpointer.run_dir) / last['path']}); run the same command again to resume from it "
+            f"(train.resume: auto)")
 
 
 def run_step(model, prepare, batch, optimizer, scheduler, accelerator, cfg, runtime, step) -> dict:
@@ -350,7 +372,7 @@ def save_state_and_model(tmp, step, best, cfg, runtime, accelerator, policy, opt
     save_state(tmp, step, optimizer, scheduler, run_state, runtime.rank)
 
 
-def log_inputs(tracker, cfg: TrainConfig, stats_doc: dict) -> None:
+def log_inputs(tracker, cfg: TrainConfig, stats_doc: dict, split: dict) -> None:
     info = load_info(cfg.dataset_root)
     tracker.log_artifact("dataset", None, "dataset", metadata={
         "root": str(Path(cfg.dataset_root).resolve()), "fingerprint": stats_doc["dataset_fingerprint"],
@@ -359,6 +381,9 @@ def log_inputs(tracker, cfg: TrainConfig, stats_doc: dict) -> None:
     })
     tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / STATS_FILE, "normalization",
                          metadata={"fingerprint": stats_doc["dataset_fingerprint"]})
+    # which episodes validate (and are evaluated): equal split_id, same held-out episodes (dvc exp show)
+    tracker.log_summary({"data": {"split_id": compute_split_id(split), "n_val_episodes": len(split["val"]),
+                                  "n_train_episodes": len(split["train"])}})
 
 
 def log_outputs(tracker, cfg: TrainConfig) -> None:
