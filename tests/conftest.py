@@ -3,7 +3,10 @@ short end-to-end run (validate -> norms -> train) that several test modules reus
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,10 @@ import vla_pipeline  # noqa: F401  (first: sets the offline defaults before any 
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# the store (base.store: auto) of every test and of the processes tests start: never the user's own
+_STORE = tempfile.mkdtemp(prefix="vla-test-store-")
+os.environ["VLA_STORE"] = _STORE
+atexit.register(shutil.rmtree, _STORE, True)
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
@@ -55,6 +62,7 @@ def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
         validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
         wandb_dir=work / "wandb", steps=4, batch_size=4, warmup_steps=1, decay_steps=4, num_workers=0,
         log_every=2, frame_cache_dir=None,  # the videos (tests/test_frame_cache.py covers the cache)
+        runs_in_store=False,  # the run's directory is out_dir (tests/test_store.py covers the store)
     )
     values.update(overrides)
     return TrainConfig.from_params(params, **values)

@@ -126,7 +126,7 @@ def test_manifest_links_fingerprint_resize_and_file_hashes(demo_dataset, caches)
 
 def test_stale_or_mismatched_cache_is_refused(demo_dataset, caches, tmp_path) -> None:
     fingerprint = compute_dataset_fingerprint(demo_dataset)
-    with pytest.raises(TrainInputError, match="another version of the dataset.*dvc repro frame_cache"):
+    with pytest.raises(TrainInputError, match="another version of the dataset.*dvc repro -f frame_cache"):
         load_frame_cache(caches["resized"], "0" * 64, RESOLUTION)
     with pytest.raises(TrainInputError, match=r"resized for \(112, 112\).*\(224, 224\)"):
         load_frame_cache(caches["resized"], fingerprint, (224, 224))

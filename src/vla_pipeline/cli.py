@@ -50,8 +50,14 @@ def cmd_norms(args) -> int:
 def cmd_train(args) -> int:
     from vla_pipeline.train import TrainConfig, train
 
-    overrides = {"out_dir": Path(args.out)} if args.out else {}
-    print(f"final checkpoint: {train(TrainConfig.from_params(_load_params(args.params), **overrides))}")
+    params = _load_params(args.params)
+    # outside DVC, the run's directory is train.out_dir itself (checkpoints, resumed from there); --out OUT
+    # puts the whole run under OUT (checkpoints, live metrics, W&B), never into the workspace's DVC outputs
+    overrides = {"runs_in_store": False}
+    if args.out:
+        out = Path(args.out)
+        overrides.update(out_dir=out, live_dir=out / "live", wandb_dir=out / "wandb")
+    print(f"final checkpoint: {train(TrainConfig.from_params(params, **overrides))}")
     return 0
 
 
@@ -143,7 +149,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="fine-tune Pi0.5 as the train stage does, from a params file")
     s.add_argument("--params", default="params.yaml")
-    s.add_argument("--out", help="output directory (default: train.out_dir)")
+    s.add_argument("--out", help="the run's directory: checkpoints (resumed from here), live metrics (OUT/live) "
+                                 "and W&B files (OUT/wandb) all go under it (default: train.out_dir, "
+                                 "train.live_dir, train.wandb.dir)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on its held-out episodes (metrics, traces, videos)")

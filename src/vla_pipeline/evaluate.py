@@ -58,6 +58,7 @@ from vla_pipeline.norms import compute_split_hash, compute_split_id, load_split
 from vla_pipeline.params import at_least, int_or_auto, param
 from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, compute_source_hash, read_run_state
 from vla_pipeline.sampler import resolve_num_workers
+from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
 RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
@@ -81,6 +82,7 @@ class EvaluateConfig:
     wandb_project: str = "vla-pipeline"
     wandb_dir: Path | None = None  # None: out_dir/wandb
     frame_cache: Path | None = None  # read camera frames from this decoded-frame cache instead of the videos
+    store: Path | None = None  # where a frame cache's manifest points (base.store); None: auto
 
     def __post_init__(self) -> None:
         if self.stride is not None:
@@ -92,6 +94,8 @@ class EvaluateConfig:
     @classmethod
     def from_params(cls, p: dict, checkpoint: Path, out_dir: Path) -> EvaluateConfig:
         stride = param(p, "evaluate.stride")
+        store = resolve_store(param(p, "base.store"))
+        wandb_dir = param(p, "evaluate.wandb.dir")
         return cls(
             checkpoint=Path(checkpoint), dataset_root=param(p, "dataset.root", Path), out_dir=Path(out_dir),
             stride=None if stride is None else param(p, "evaluate.stride", int),
@@ -99,8 +103,9 @@ class EvaluateConfig:
             device=param(p, "evaluate.device", str), num_workers=param(p, "evaluate.num_workers", int_or_auto),
             saturation_margin=param(p, "evaluate.saturation_margin", float),
             videos=param(p, "evaluate.videos", bool), wandb_mode=param(p, "evaluate.wandb.mode", str),
-            wandb_project=param(p, "evaluate.wandb.project", str), wandb_dir=param(p, "evaluate.wandb.dir", Path),
+            wandb_project=param(p, "evaluate.wandb.project", str), wandb_dir=Path(wandb_dir) if wandb_dir else store / WANDB_DIR,
             frame_cache=param(p, "frame_cache.dir", Path) if param(p, "frame_cache.enable", bool) else None,
+            store=store,
         )
 
 
@@ -171,7 +176,7 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     config = ckpt.policy.config
     stride = resolve_stride(cfg.stride, config)
     cache = None if cfg.frame_cache is None else load_frame_cache(
-        cfg.frame_cache, ckpt.norm_stats["dataset_fingerprint"], tuple(config.image_resolution))
+        cfg.frame_cache, ckpt.norm_stats["dataset_fingerprint"], tuple(config.image_resolution), cfg.store)
     dataset = make_episode_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size, cache)
     workers = resolve_num_workers(cfg.num_workers, cache is not None)
     preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, workers)
@@ -232,11 +237,15 @@ def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, spli
 
 
 def _config_doc(cfg: EvaluateConfig) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    """The config, less this machine's paths outside the repo (the store, W&B files)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k not in MACHINE_PATHS}
+
+
+MACHINE_PATHS = {"store", "wandb_dir"}
 
 
 # EvaluateConfig fields that change where results go or how fast they come, never what they are
-NOT_PROTOCOL = {"out_dir", "num_workers", "wandb_mode", "wandb_project", "wandb_dir"}
+NOT_PROTOCOL = {"out_dir", "num_workers", "wandb_mode", "wandb_project", "wandb_dir", "store"}
 REUSED_FILES = ("metrics.json", "episodes.csv", "predictions.npz")
 
 

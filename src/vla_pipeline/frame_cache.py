@@ -33,6 +33,7 @@ from vla_pipeline.data import ArmOnlyDataset, compute_dataset_fingerprint, load_
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.frames import load_frames_raw, load_task_indices
 from vla_pipeline.params import at_least, int_list, param
+from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -50,6 +51,7 @@ class FrameCacheConfig:
     resolution: tuple[int, int] | None = (224, 224)  # the policy's image_resolution; None: native frames
     num_workers: int = 1  # decoding processes
     exclude_episodes: tuple[int, ...] = ()  # not decoded (their rows stay zero; a video may be broken)
+    store: Path | None = None  # frames in <store>/frame_cache/<entry>, shared; None: in out_dir itself
 
     def __post_init__(self) -> None:
         at_least(self.num_workers, 0, "frame_cache.num_workers")
@@ -67,6 +69,7 @@ class FrameCacheConfig:
             resolution=resolution if param(p, "frame_cache.resize", bool) else None,
             num_workers=param(p, "frame_cache.num_workers", int),
             exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
+            store=resolve_store(param(p, "base.store")),
         )
 
 
@@ -136,9 +139,26 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
 
 
 def save_frame_cache(cfg: FrameCacheConfig) -> Path:
-    """Decode every camera frame once into ``cfg.out_dir`` (atomically: a ``.tmp`` dir renamed at the
-    end). Disabled: only a manifest saying so, so the stage still has its output."""
+    """Decode every camera frame once. Without a store: into ``cfg.out_dir``. With a store: into the
+    store's entry for this dataset version, resolution, cameras and exclusions, built once (a file lock
+    makes a second builder wait, then reuse it) and shared by every experiment; ``cfg.out_dir`` then holds
+    only the manifest, naming the entry. Atomic either way (a ``.tmp`` dir renamed at the end). Disabled:
+    only a manifest saying so, so the stage still has its output."""
     out = Path(cfg.out_dir)
+    if cfg.enable and cfg.store is not None:
+        manifest = _save_shared(cfg)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        return out
+    _build(cfg, out)
+    return out
+
+
+def _build(cfg: FrameCacheConfig, out: Path) -> dict:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -150,7 +170,49 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    return out
+    return manifest
+
+
+def compute_entry_key(fingerprint: str, resolution: tuple[int, int] | None, cameras: list[str],
+                      excluded: tuple[int, ...]) -> str:
+    """The store entry's name: what decides the cached bytes (and nothing else)."""
+    identity = {"format": FORMAT_VERSION, "dataset_fingerprint": fingerprint, "cameras": sorted(cameras),
+                "resolution": list(resolution) if resolution else None, "excluded_episodes": sorted(excluded)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _save_shared(cfg: FrameCacheConfig) -> dict:
+    contract = load_contract(cfg.contract_path)
+    fingerprint = compute_dataset_fingerprint(cfg.dataset_root)
+    key = compute_entry_key(fingerprint, cfg.resolution, list(contract.cameras.values()), cfg.exclude_episodes)
+    entry = Path(cfg.store) / FRAME_CACHE_DIR / key
+    with file_lock(entry.with_name(key + ".lock"), f"building the frame cache {entry}"):
+        problem = verify_entry(entry)
+        if problem is None:
+            print(f"frame cache: reusing {entry} (same dataset version, resolution, cameras and exclusions)")
+        else:
+            if entry.exists():
+                print(f"frame cache: rebuilding {entry} ({problem})")
+            _build(cfg, entry)
+    manifest = json.loads((entry / MANIFEST).read_text())
+    return {**manifest, "store_entry": key}
+
+
+def verify_entry(entry: Path) -> str | None:
+    """Why the store entry cannot be used (absent, unfinished, a file missing or of another shape), or None."""
+    path = Path(entry) / MANIFEST
+    if not path.is_file():
+        return "not built"
+    manifest = json.loads(path.read_text())
+    for key, doc in manifest.get("cameras", {}).items():
+        file = camera_file(Path(entry), key)
+        try:
+            shape = list(np.load(file, mmap_mode="r").shape)
+        except (OSError, ValueError) as e:
+            return f"{file} is unreadable ({e})"
+        if shape != doc["shape"]:
+            return f"{file} has shape {shape}, its manifest says {doc['shape']}"
+    return None
 
 
 def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerprint: str) -> dict:
@@ -195,11 +257,13 @@ class LoadedFrameCache:
     manifest: dict
 
 
-def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, int] | None) -> LoadedFrameCache:
-    """The cache at ``cache_dir``, refused (with the command that rebuilds it) when it was made from another
-    version of the dataset or with other resize settings than the policy's."""
+def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, int] | None,
+                     store: Path | None = None) -> LoadedFrameCache:
+    """The cache at ``cache_dir`` (or the store entry its manifest names), refused (with the command that
+    rebuilds it) when it was made from another version of the dataset or with other resize settings than
+    the policy's, or when its files are gone."""
     path = Path(cache_dir) / MANIFEST
-    rebuild = "rebuild it with `dvc repro frame_cache` (or `vla frame-cache`)"
+    rebuild = "rebuild it with `dvc repro -f frame_cache` (or `vla frame-cache`)"
     if not path.is_file():
         raise TrainInputError(f"frame_cache.enable is true but {cache_dir} holds no frame cache; {rebuild}")
     manifest = json.loads(path.read_text())
@@ -212,7 +276,14 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
     if cached is not None and cached != tuple(resolution or ()):
         raise TrainInputError(f"the frame cache in {cache_dir} was resized for {cached}, the policy takes "
                               f"{tuple(resolution or ())}; {rebuild}")
-    return LoadedFrameCache(Path(cache_dir), manifest)
+    directory = Path(cache_dir)
+    if "store_entry" in manifest:
+        directory = resolve_store(store) / FRAME_CACHE_DIR / manifest["store_entry"]
+        problem = verify_entry(directory)
+        if problem is not None:
+            raise TrainInputError(f"{cache_dir} names the frame cache {directory}, which is {problem} (the store "
+                                  f"was cleaned, or base.store points elsewhere); {rebuild}")
+    return LoadedFrameCache(directory, manifest)
 
 
 class FrameCacheSource:

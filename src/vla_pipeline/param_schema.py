@@ -82,10 +82,11 @@ def _jitter_range(lo: float, hi: float | None = None) -> Key:
 
 DIMS_BLOCK = {"width": _int(lo=1), "depth": _int(lo=1), "mlp_dim": _int(lo=1), "num_heads": _int(lo=1),
               "num_kv_heads": _int(lo=1), "head_dim": _int(lo=1)}
-WANDB = {"project": Key("str"), "mode": _str("offline", "online", "disabled"), "dir": PATH}
+WANDB = {"project": Key("str"), "mode": _str("offline", "online", "disabled"),
+         "dir": Key("str", null=True, allowed="null (<store>/wandb) or a directory")}
 
 SCHEMA: dict[str, Any] = {
-    "base": {"seed": _int(lo=0)},
+    "base": {"seed": _int(lo=0), "store": Key("str", null=True, allowed="auto, null or a directory")},
     "dataset": {"root": PATH, "contract": PATH, "exclude_episodes": Key("int_list", null=True)},
     "demo": {"root": PATH, "repo_id": Key("str"), "num_episodes": _int(lo=2), "min_length": _int(lo=1),
              "max_length": _int(lo=1), "image_height": _int(lo=8), "image_width": _int(lo=8), "fps": _int(lo=1),

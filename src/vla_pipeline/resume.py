@@ -27,7 +27,9 @@ from vla_pipeline.checkpoint import (
     LAST_FILE,
     PRETRAINED_DIR,
     load_policy_weights,
+    read_pointer,
     verify_checkpoint,
+    write_pointer,
 )
 from vla_pipeline.errors import CheckpointError, TrainInputError
 from vla_pipeline.guards import warn_loudly
@@ -40,7 +42,7 @@ RESUME_MODES = ("auto", "never")
 # keys that change how a run is recorded, never what it computes
 BOOKKEEPING = {"out_dir", "live_dir", "wandb_dir", "wandb_project", "wandb_mode", "wandb_init_timeout",
                "wandb_log_checkpoints", "log_every", "save_every", "eval_every", "keep_last", "num_workers", "resume",
-               "pin_memory", "prefetch_factor"}
+               "pin_memory", "prefetch_factor", "store", "runs_in_store"}
 
 
 def compute_source_hash() -> str:
@@ -142,6 +144,22 @@ def discard(run_dir: Path, paths: list[Path]) -> None:
     if not list_checkpoints(run_dir):
         for name in (LAST_FILE, BEST_FILE):
             (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def repair_pointers(run_dir: Path, step_dir: Path, run_state: dict) -> None:
+    """The run resumes from ``step_dir``: its last pointer names it, and its best pointer the best of its
+    run state (checkpoints moved into a run directory arrive without pointers; a kill can leave the
+    pointer of a checkpoint that was then found unusable)."""
+    run_dir, step_dir = Path(run_dir), Path(step_dir)
+    last = read_pointer(run_dir, LAST_FILE)
+    rel = str(step_dir.relative_to(run_dir))
+    if last is None or last.get("path") != rel:
+        write_pointer(run_dir, LAST_FILE, step_dir, step=run_state["step"], val_loss=None)
+    best = run_state.get("best")
+    best_dir = run_dir / CHECKPOINTS_DIR / f"{best['step']:06d}" if best else None
+    if best_dir is not None and best_dir.is_dir() and read_pointer(run_dir, BEST_FILE) != {
+            "path": str(best_dir.relative_to(run_dir)), **best}:
+        write_pointer(run_dir, BEST_FILE, best_dir, **best)
 
 
 def check_resumed_stats(step_dir: Path, preprocessor, stats_doc: dict) -> None:

@@ -21,7 +21,7 @@ import yaml
 
 RUN_IDS_FILE = "run_ids.json"
 CURVES = ("train/loss", "val/loss", "train/lr", "train/grad_norm")
-MACHINE_KEYS = ("git", "hardware")
+MACHINE_KEYS = ("git", "hardware", "store", "wandb_dir")  # differ per machine: not in git-tracked files
 
 
 @dataclass(frozen=True)

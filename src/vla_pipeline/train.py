@@ -23,7 +23,7 @@ from vla_pipeline.checkpoint import (
     read_pointer,
     save_pretrained_model,
 )
-from vla_pipeline.checkpointer import Checkpointer
+from vla_pipeline.checkpointer import Checkpointer, RunPlace, move_aside
 from vla_pipeline.compat.attention import attention_kernel
 from vla_pipeline.contract import compute_contract_hash, load_contract
 from vla_pipeline.data import (
@@ -63,6 +63,7 @@ from vla_pipeline.resume import (
     discard,
     load_state,
     plan_resume,
+    repair_pointers,
     restore_rng,
     save_state,
 )
@@ -120,7 +121,7 @@ def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], 
     (with the runtime's lr scale, checkpointing and compile) and its processors."""
     contract = load_contract(cfg.contract_path)
     cache = None if cfg.frame_cache_dir is None else load_frame_cache(
-        cfg.frame_cache_dir, stats_doc["dataset_fingerprint"], compute_image_resolution(cfg.policy))
+        cfg.frame_cache_dir, stats_doc["dataset_fingerprint"], compute_image_resolution(cfg.policy), cfg.store)
     dataset = make_episode_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size, cache,
                                     augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
     world = runtime.world_size if runtime else 1
@@ -205,44 +206,55 @@ def train(cfg: TrainConfig) -> Path:
     config = {**cfg.resolved(), "runtime_resolved": runtime.to_dict()}
     run_key = compute_run_key({**config, "runtime_resolved": {k: v for k, v in runtime.to_dict().items()
                                                               if k != "device"}}, stats_doc, collect_versions())
-    start, best, resumed_from = resume_if_possible(cfg, run_key, policy, optimizer, scheduler, inputs, stats_doc,
-                                                   accelerator)
-    checkpointer = Checkpointer(Path(cfg.out_dir), cfg.steps, cfg.save_every, cfg.eval_every, cfg.keep_last,
-                                is_main, accelerator.wait_for_everyone, best)
-    tracker = make_tracker(TrackingConfig(
-        live_dir=cfg.live_dir, wandb_dir=cfg.wandb_dir, wandb_project=cfg.wandb_project, wandb_mode=cfg.wandb_mode,
-        run_key=run_key, resume_step=start if resumed_from else None, init_timeout=cfg.wandb_init_timeout,
-    )) if is_main else NullTracker()
-    accelerator.print(f"runtime: {runtime.describe()}; effective batch {cfg.batch_size * runtime.world_size}")
-    model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=runtime.compile), optimizer)
-    if resumed_from is not None:
-        restore_rng(resumed_from, runtime.rank)  # undo any draw made since the state was loaded
-    try:
-        tracker.log_config(run_metadata(cfg, runtime, stats_doc, run_key))
-        log_inputs(tracker, cfg, stats_doc, inputs.split)
-        with attention_kernel(runtime.attention):
-            try:
-                loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer,
-                     tracker, start, config, run_key)
-            except KeyboardInterrupt:
-                raise Interrupted(describe_interrupt(checkpointer)) from None
-        log_outputs(tracker, cfg)
-    finally:
-        tracker.close()
+    place = RunPlace.make(cfg.out_dir, cfg.live_dir, cfg.store if cfg.runs_in_store else None, run_key)
+    with contextlib.ExitStack() as stack:
+        if is_main and place.out_dir is not None:
+            stack.enter_context(place.lock(run_key))
+            move_aside(cfg.out_dir, cfg.store)
+        start, best, resumed_from = resume_if_possible(cfg, place.run_dir, run_key, policy, optimizer, scheduler,
+                                                       inputs, stats_doc, accelerator)
+        checkpointer = Checkpointer(place.run_dir, cfg.steps, cfg.save_every, cfg.eval_every, cfg.keep_last,
+                                    is_main, accelerator.wait_for_everyone, best, publish=place.publish)
+        tracker = make_tracker(TrackingConfig(
+            live_dir=place.live_dir, wandb_dir=cfg.wandb_dir, wandb_project=cfg.wandb_project,
+            wandb_mode=cfg.wandb_mode, run_key=run_key, resume_step=start if resumed_from else None,
+            init_timeout=cfg.wandb_init_timeout,
+        )) if is_main else NullTracker()
+        accelerator.print(f"runtime: {runtime.describe()}; effective batch {cfg.batch_size * runtime.world_size}")
+        model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=runtime.compile), optimizer)
+        if resumed_from is not None:
+            restore_rng(resumed_from, runtime.rank)  # undo any draw made since the state was loaded
+        try:
+            tracker.log_config(run_metadata(cfg, runtime, stats_doc, run_key))
+            log_inputs(tracker, cfg, stats_doc, inputs.split)
+            with attention_kernel(runtime.attention):
+                try:
+                    loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer,
+                         tracker, start, config, run_key)
+                except KeyboardInterrupt:
+                    raise Interrupted(describe_interrupt(checkpointer)) from None
+            log_outputs(tracker, cfg, place)
+        finally:
+            tracker.close()
+        if is_main:
+            place.publish()  # also when the run had finished before (the stage's outputs were reset)
+        accelerator.wait_for_everyone()
     return Path(cfg.out_dir) / read_pointer(cfg.out_dir, LAST_FILE)["path"] / "pretrained_model"
 
 
-def resume_if_possible(cfg, run_key, policy, optimizer, scheduler, inputs, stats_doc, accelerator):
+def resume_if_possible(cfg, run_dir, run_key, policy, optimizer, scheduler, inputs, stats_doc, accelerator):
     """Continue this run from its newest usable checkpoint (``train.resume: auto``), else start clean."""
-    plan = plan_resume(Path(cfg.out_dir), run_key, cfg.resume)
+    plan = plan_resume(run_dir, run_key, cfg.resume)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        discard(Path(cfg.out_dir), plan.discard)
+        discard(run_dir, plan.discard)
     accelerator.wait_for_everyone()
     if plan.checkpoint is None:
         return 0, None, None
     step, run_state = load_state(plan.checkpoint, policy, optimizer, scheduler, accelerator.process_index)
     check_resumed_stats(plan.checkpoint, inputs.preprocessor, stats_doc)
+    if accelerator.is_main_process:
+        repair_pointers(run_dir, plan.checkpoint, run_state)
     print(f"resuming from {plan.checkpoint} (step {step} of {cfg.steps})")
     return step, run_state.get("best"), plan.checkpoint
 
@@ -386,14 +398,14 @@ def log_inputs(tracker, cfg: TrainConfig, stats_doc: dict, split: dict) -> None:
                                   "n_train_episodes": len(split["train"])}})
 
 
-def log_outputs(tracker, cfg: TrainConfig) -> None:
+def log_outputs(tracker, cfg: TrainConfig, place: RunPlace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        plot = save_curves_plot(cfg.live_dir, Path(tmp) / "training_curves.png")
+        plot = save_curves_plot(place.live_dir, Path(tmp) / "training_curves.png")
         if plot is not None:
             tracker.log_image("training_curves", plot)
     if cfg.wandb_log_checkpoints:
         for name, pointer in (("checkpoint-last", LAST_FILE), ("checkpoint-best", BEST_FILE)):
-            doc = read_pointer(cfg.out_dir, pointer)
+            doc = read_pointer(place.run_dir, pointer)
             if doc is not None:
-                tracker.log_artifact(name, Path(cfg.out_dir) / doc["path"] / "pretrained_model", "model",
+                tracker.log_artifact(name, place.run_dir / doc["path"] / "pretrained_model", "model",
                                      metadata={k: v for k, v in doc.items() if k != "path"})

@@ -12,6 +12,7 @@ from vla_pipeline.params import at_least, choice, int_or_auto, param
 from vla_pipeline.policy import FREEZE_GROUPS, PolicyConfig
 from vla_pipeline.resume import RESUME_MODES
 from vla_pipeline.runtime import RuntimeOptions
+from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.transforms import AugmentConfig
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -28,6 +29,10 @@ def resolve_phase(p: dict) -> dict:
         if train_params.get(key) is None:
             train_params[key] = param(phases, f"{phase}.{key}")
     return train_params
+
+
+def _optional_path(value) -> Path | None:
+    return None if value in (None, "") else Path(value)
 
 
 def _switch(value):
@@ -74,6 +79,8 @@ class TrainConfig:
     pin_memory: str | bool = "auto"  # page-locked batches for fast host-to-GPU copies (auto: on a GPU)
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
     trim_prompt_padding: bool = True  # drop prompt positions that are padding in the whole batch (step.py)
+    store: Path | None = None  # the store (store.py): shared frame caches, and runs when runs_in_store
+    runs_in_store: bool = True  # with a store: checkpoints in <store>/runs/<run key>, published to out_dir
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every", "val_samples", "prefetch_factor"):
@@ -96,6 +103,7 @@ class TrainConfig:
                 "eval_every", "keep_last", "val_samples", "prefetch_factor")
         floats = ("lr", "decay_lr", "weight_decay", "grad_clip_norm")
         t = {"train": resolve_phase(p)}
+        store = resolve_store(param(p, "base.store", _optional_path))
         values = dict(
             phase=param(p, "train.phase", str),
             dataset_root=param(p, "dataset.root", Path),
@@ -104,7 +112,8 @@ class TrainConfig:
             validation_report=param(p, "validate.report", Path),
             out_dir=param(p, "train.out_dir", Path),
             live_dir=param(p, "train.live_dir", Path),
-            wandb_dir=param(p, "train.wandb.dir", Path),
+            wandb_dir=param(p, "train.wandb.dir", _optional_path) or store / WANDB_DIR,
+            store=store,
             policy=PolicyConfig.from_params(param(p, "policy")),
             seed=param(p, "base.seed", int),
             runtime=RuntimeOptions(

@@ -14,6 +14,7 @@ import signal
 import sys
 
 _STEP = os.environ.get("VLA_TEST_SIGKILL_AT_STEP")
+_SIGNAL = os.environ.get("VLA_TEST_SIGNAL", "KILL")  # INT: a Ctrl-C to this process instead
 
 
 class _KillBeforeStep(importlib.abc.MetaPathFinder):
@@ -29,7 +30,9 @@ class _KillBeforeStep(importlib.abc.MetaPathFinder):
             run_step = module.run_step
 
             def run_step_or_die(*args, **kwargs):
-                if args[-1] == int(_STEP):  # run_step(..., step)
+                if args[-1] == int(_STEP) and _SIGNAL == "INT":  # run_step(..., step)
+                    os.kill(os.getpid(), signal.SIGINT)
+                elif args[-1] == int(_STEP):
                     os.killpg(os.getpgrp(), signal.SIGKILL)
                 return run_step(*args, **kwargs)
 
