@@ -66,9 +66,11 @@ def test_media_traces_and_an_mp4_with_one_frame_per_episode_frame(evaluated) -> 
     episodes = _episodes(out)
     pngs = sorted((out / "live" / "plots" / "images" / "traces").glob("*.png"))
     videos = sorted((out / "videos").glob("*.mp4"))
-    assert {p.name.split("_ep")[0] for p in pngs} >= {"best", "worst"} and len(videos) == len(pngs)
+    roles = json.loads((out / "protocol.json").read_text())["media"]
+    assert [p.stem for p in pngs] == [p.stem for p in videos] == sorted(roles) and {"best", "worst"} <= set(roles)
+    assert roles["best"] != roles["worst"] and len(set(roles.values())) == len(roles)
     for video in videos:
-        episode = int(video.stem.split("_ep")[1])
+        episode = roles[video.stem]
         with av.open(str(video)) as container:
             stream = container.streams.video[0]
             frames = sum(1 for _ in container.decode(stream))

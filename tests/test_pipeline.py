@@ -75,7 +75,7 @@ def test_repro_produces_every_artifact(repo: Path) -> None:
         metrics = json.loads((out / "metrics.json").read_text())
         assert {"action_mse", "baseline_hold_mse", "joints", "smoothness", "saturation", "per_task"} <= set(metrics)
         traces = sorted(p.stem for p in (out / "live/plots/images/traces").glob("*.png"))
-        assert {t.split("_ep")[0] for t in traces} >= {"best", "worst"}  # 2 held-out episodes: median is best
+        assert set(traces) >= {"best", "worst"}  # 2 held-out episodes: median is best
         assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) == traces
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
 
@@ -88,10 +88,11 @@ def test_evaluate_stage_mp4_has_a_frame_per_episode_frame(repo: Path) -> None:
     out = repo / "artifacts/eval/last"
     with open(out / "episodes.csv", newline="") as f:
         lengths = {int(r["episode_index"]): int(r["n_frames"]) for r in csv.DictReader(f)}
-    video = next((out / "videos").glob("worst_ep*.mp4"))
+    video = out / "videos" / "worst.mp4"
     with av.open(str(video)) as container:
         frames = sum(1 for _ in container.decode(video=0))
-    assert frames == lengths[int(video.stem.split("_ep")[1])] >= 20
+    worst = json.loads((out / "protocol.json").read_text())["media"]["worst"]
+    assert frames == lengths[worst] >= 20
 
 
 def test_evaluate_params_do_not_retrain(repo: Path) -> None:
@@ -112,31 +113,51 @@ def test_no_secret_reaches_dvc_lock_or_artifacts(repo: Path) -> None:
     assert not leaks and len(files) > 30, leaks
 
 
-def test_killed_repro_resumes_bit_identical(repo: Path) -> None:
-    """SIGKILL `dvc repro` mid-training: the next `dvc repro` resumes (persisted checkpoints) and ends
+@pytest.mark.parametrize("command", [["dvc", "repro", "train"], ["dvc", "exp", "run", "train"]],
+                         ids=["repro", "exp-run"])
+def test_killed_run_resumes_bit_identical_with_the_same_command(repo: Path, command: list[str], tmp_path) -> None:
+    """SIGKILL `dvc repro` / `dvc exp run` mid-training, then the same command: it resumes from the run's
+    newest checkpoint in the store (`dvc exp run` first resets artifacts/train to dvc.lock's) and ends
     with the weights of an uninterrupted run."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(steps=30, decay_steps=30, save_every=5, log_every=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        _run(["dvc", "repro", "train"], repo)
+        _run(["dvc", "repro", "train"], repo, VLA_STORE=str(tmp_path / "reference-store"))
         reference = (_last(repo) / "model.safetensors").read_bytes()
+        _run(["git", "checkout", "HEAD", "--", "dvc.lock"], repo)  # the reference run is not the baseline
         shutil.rmtree(repo / "artifacts/train")
         shutil.rmtree(repo / "artifacts/train_live")
+        store = tmp_path / "store"
         seed = replayable_seed()
         kill_step = random.Random(seed).randint(7, 25)
-        killed = f"killed before step {kill_step} (replay: VLA_TEST_SEED={seed})"
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        run_killed_before_step(["dvc", "repro", "train"], kill_step, env=env, cwd=repo)
-        newest = max((repo / "artifacts/train/checkpoints").iterdir())  # a periodic save or a new best
+        killed = f"{' '.join(command)} killed before step {kill_step} (replay: VLA_TEST_SEED={seed})"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "VLA_STORE": str(store)}
+        run_killed_before_step(command, kill_step, env=env, cwd=repo)
+        # (dvc exp run checked out the baseline's checkpoints first: they were moved into the store, not lost)
+        (run_dir,) = [r for r in (store / "runs").iterdir() if not (r / "checkpoints" / "000006").exists()]
+        newest = max((run_dir / "checkpoints").iterdir())  # a periodic save or a new best
         assert int(newest.name) < kill_step, killed
-        out = _run(["dvc", "repro", "train"], repo)
-        assert f"resuming from {newest.relative_to(repo)}" in out, f"{killed}; train printed:\n{out[-3000:]}"
+        out = _run(command, repo, VLA_STORE=str(store))
+        assert f"resuming from {newest} (step {int(newest.name)} of 30)" in out, f"{killed}; printed:\n{out[-3000:]}"
         assert (_last(repo) / "model.safetensors").read_bytes() == reference, killed
     finally:
         _run(["git", "reset", "-q", "--hard", "HEAD"], repo)  # dvc autostages dvc.lock
         _run(["dvc", "checkout", "--force"], repo)
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
+
+
+def test_a_temp_experiment_keeps_its_wandb_files_in_the_store(repo: Path, tmp_path) -> None:
+    """`dvc exp run --temp` runs in a copy DVC deletes afterwards: the W&B offline runs of train and
+    evaluate are in <store>/wandb, ready for `wandb sync`."""
+    store = tmp_path / "store"
+    _run(["dvc", "exp", "run", "--temp", "-S", "train.lr=1.5e-3"], repo, VLA_STORE=str(store))
+    runs = sorted((store / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3, runs  # train, evaluate@best, evaluate@last
+    assert all(next(r.glob("*.wandb")).stat().st_size > 0 for r in runs)
+    assert not (repo / ".dvc" / "tmp" / "exps" / "tmp").exists() or not any(
+        (repo / ".dvc" / "tmp" / "exps" / "tmp").iterdir())
 
 
 def test_exp_run_changes_lr_and_metrics_diff_shows_it(repo: Path) -> None:

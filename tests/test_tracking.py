@@ -72,13 +72,17 @@ def test_wandb_run_holds_config_commit_versions_and_artifacts(online_run) -> Non
     assert list((work / "wandb").glob("wandb/offline-run-*/files/media/images/**/*.png"))  # training curves
 
 
-def test_dvclive_logs_lr_every_step_and_throughput(online_run) -> None:
+def test_dvclive_logs_lr_every_step_and_no_timings(online_run) -> None:
     work, _ = online_run
     metrics = work / "live" / "plots" / "metrics"
     lr_steps = [int(line.split("\t")[0]) for line in (metrics / "train/lr.tsv").read_text().splitlines()[1:]]
     assert lr_steps == list(range(1, 7))
-    for name in ("perf/step_time_s", "perf/samples_per_s", "train/loss", "train/grad_norm", "val/loss"):
+    for name in ("train/loss", "train/grad_norm", "val/loss"):
         assert len((metrics / f"{name}.tsv").read_text().splitlines()) > 1, name
+    assert not (metrics / "perf").exists()  # timings go to W&B only: a repro leaves git-tracked files alone
+    summary = json.loads((work / "live" / "metrics.json").read_text())
+    assert "perf" not in summary and summary["resolved"] == {"lr": 2.0e-3, "steps": 6, "batch_size": 4}
+    assert set(summary["data"]) == {"split_id", "n_val_episodes", "n_train_episodes"}
     lrs = [float(line.split("\t")[1]) for line in (metrics / "train/lr.tsv").read_text().splitlines()[1:]]
     assert lrs[-1] < lrs[1]  # the cosine schedule decays within the run's 6 steps
 

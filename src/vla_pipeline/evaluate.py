@@ -7,8 +7,9 @@ everything is logged through the tracker (dvclive + W&B). Outputs in ``out_dir``
 
 * ``metrics.json``: every metric (DVC metrics); ``episodes.csv``: one row per episode;
 * ``protocol.json``: what was evaluated, how; ``predictions.npz``: the raw chunks, for analysis;
-* ``videos/<which>_ep<N>.mp4``: camera frames beside the moving traces, best/median/worst episode;
-* ``live/plots/images/traces/<which>_ep<N>.png``: per-joint traces (``dvc plots show``).
+* ``videos/<role>.mp4``: camera frames beside the moving traces, of the best/median/worst episode (which
+  episode each is: ``protocol.json``'s ``media``);
+* ``live/plots/images/traces/<role>.png``: per-joint traces (``dvc plots show``).
 
 An evaluation can reuse another one's outputs (``evaluate(cfg, reuse_from=...)``) when that one
 evaluated the same checkpoint (directory and manifest hash) by the same protocol, code and data:
@@ -187,13 +188,14 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     metrics["split_id"] = compute_split_id(split)  # equal split_id: evaluated on the same episodes
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_results(out, metrics, table, preds, make_protocol(cfg, ckpt, stride, split))
+    protocol = {**make_protocol(cfg, ckpt, stride, split), "media": compute_media_roles(table)}
+    save_results(out, metrics, table, preds, protocol)
     tracker = make_tracker(TrackingConfig(
         live_dir=out / "live", wandb_dir=cfg.wandb_dir or out / "wandb", wandb_project=cfg.wandb_project,
         wandb_mode=cfg.wandb_mode, run_key=read_checkpoint_state(ckpt).get("run_key", ""), job_type="evaluate",
     ))
     try:
-        tracker.log_config(make_protocol(cfg, ckpt, stride, split))
+        tracker.log_config(protocol)
         tracker.log_summary(metrics)
         tracker.log_table("episodes", table, x="episode_index", y=RANK_KEY)
         save_media(tracker, out, dataset, preds, table, contract, stride, cfg.videos)
@@ -316,7 +318,7 @@ def reuse_evaluation(cfg: EvaluateConfig, source: Path, protocol: dict) -> dict:
         for png in sorted((source / TRACES_DIR).glob("*.png")):
             tracker.log_image(f"traces/{png.stem}", png)
             if cfg.videos:
-                tracker.log_video(f"videos/{png.stem.split('_ep')[0]}", out / "videos" / f"{png.stem}.mp4", fps)
+                tracker.log_video(f"videos/{png.stem}", out / "videos" / f"{png.stem}.mp4", fps)
     finally:
         tracker.close()
     return metrics
@@ -343,28 +345,32 @@ def save_results(out: Path, metrics: dict, table: list[dict], preds: Predictions
                         state=preds.state, episode=preds.episode, frame=preds.frame, task=np.asarray(preds.task))
 
 
+def compute_media_roles(table: list[dict]) -> dict[str, int]:
+    """The episode behind each media file, by role (``best``, ``median``, ``worst``; protocol.json's
+    ``media``). Files are named by role, so a new evaluation replaces them instead of adding to them; with
+    fewer than three episodes the median is the best one and has no files of its own."""
+    roles = pick_representative(table, RANK_KEY)
+    return {role: ep for role, ep in roles.items() if role == "best" or ep != roles["best"]}
+
+
 def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict], contract: Contract,
                stride: int, videos: bool) -> None:
     """Per-joint traces (PNG) and a video (MP4) of the best, median and worst episode."""
     executed = compute_executed(preds, stride)
     by_episode = {r["episode_index"]: r for r in table}
     joints = list(contract.joints)
-    done = set()
-    representative = pick_representative(table, RANK_KEY)
-    shapes = camera_shapes(dataset, representative["best"]) if videos else {}
+    roles = compute_media_roles(table)
+    shapes = camera_shapes(dataset, roles["best"]) if videos else {}
     # one figure for every episode: drawn once per episode for its PNG and every frame of its video
     with tempfile.TemporaryDirectory() as tmp, EpisodeFigure(shapes, joints, contract.units) as figure:
-        for which, ep in representative.items():
-            if ep in done:  # fewer than three episodes: the median is the best one
-                continue
-            done.add(ep)
+        for which, ep in roles.items():
             chunks = preds.select(preds.episode == ep)
             title = (f"{which} episode {ep} ({by_episode[ep]['task']}): "
                      f"normalized action MSE {by_episode[ep][RANK_KEY]:.4g}")
             png = figure.show(executed[ep], chunks, title).save_traces(Path(tmp) / f"{which}.png")
-            tracker.log_image(f"traces/{which}_ep{ep}", png)
+            tracker.log_image(f"traces/{which}", png)
             if videos:
-                mp4 = out / "videos" / f"{which}_ep{ep}.mp4"
+                mp4 = out / "videos" / f"{which}.mp4"
                 save_video(figure.render(prefetch(load_media_frames(dataset, ep, figure.sizes))), contract.fps, mp4)
                 tracker.log_video(f"videos/{which}", mp4, contract.fps)
 

@@ -191,8 +191,7 @@ def _save_shared(cfg: FrameCacheConfig) -> dict:
         if problem is None:
             print(f"frame cache: reusing {entry} (same dataset version, resolution, cameras and exclusions)")
         else:
-            if entry.exists():
-                print(f"frame cache: rebuilding {entry} ({problem})")
+            print(f"frame cache: building {entry}" + (f" ({problem})" if entry.exists() else ""))
             _build(cfg, entry)
     manifest = json.loads((entry / MANIFEST).read_text())
     return {**manifest, "store_entry": key}

@@ -21,6 +21,7 @@ import yaml
 
 RUN_IDS_FILE = "run_ids.json"
 CURVES = ("train/loss", "val/loss", "train/lr", "train/grad_norm")
+TIMING_PREFIX = "perf/"  # timings differ on every run: W&B only, so a repro never changes git-tracked files
 MACHINE_KEYS = ("git", "hardware", "store", "wandb_dir")  # differ per machine: not in git-tracked files
 
 
@@ -158,7 +159,8 @@ class DvcLiveTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.live.step = step
         for name, value in metrics.items():
-            self.live.log_metric(name, value)
+            if not name.startswith(TIMING_PREFIX):
+                self.live.log_metric(name, value)
         self.live.next_step()
 
     def log_artifact(self, name: str, path: Path | None, kind: str, metadata: dict | None = None) -> None:

@@ -227,6 +227,9 @@ def train(cfg: TrainConfig) -> Path:
         try:
             tracker.log_config(run_metadata(cfg, runtime, stats_doc, run_key))
             log_inputs(tracker, cfg, stats_doc, inputs.split)
+            # what the phase resolved to (params.yaml leaves them null): columns of `dvc exp show`
+            tracker.log_summary({"resolved": {"lr": cfg.lr * runtime.lr_scale, "steps": cfg.steps,
+                                              "batch_size": cfg.batch_size * runtime.world_size}})
             with attention_kernel(runtime.attention):
                 try:
                     loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer,
