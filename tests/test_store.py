@@ -32,7 +32,7 @@ def _weights(step_dir: Path) -> bytes:
 
 def test_auto_store_is_the_environment_or_the_user_cache(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("VLA_STORE", str(tmp_path / "s"))
-    assert resolve_store("auto") == resolve_store(None) == (tmp_path / "s").resolve()
+    assert resolve_store("auto") == resolve_store(None) == resolve_store(Path("auto")) == (tmp_path / "s").resolve()
     assert resolve_store(str(tmp_path / "x")) == (tmp_path / "x").resolve()
     monkeypatch.delenv("VLA_STORE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

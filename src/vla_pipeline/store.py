@@ -37,7 +37,7 @@ RUN_KEY_CHARS = 16  # of the run key's sha256 hex: the run's directory name
 def resolve_store(value: str | Path | None) -> Path:
     """``base.store``: a directory, or ``auto`` (null): ``$VLA_STORE``, else ``$XDG_CACHE_HOME`` (or
     ``~/.cache``) ``/vla-pipeline``. Absolute, so every process and every copy of the repo agrees."""
-    if value not in (None, "", "auto"):
+    if value is not None and str(value) not in ("", "auto"):
         return Path(value).expanduser().resolve()
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV]).expanduser().resolve()
