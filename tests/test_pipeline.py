@@ -123,12 +123,13 @@ def test_killed_run_resumes_bit_identical_with_the_same_command(repo: Path, comm
     params["train"].update(steps=30, decay_steps=30, save_every=5, log_every=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        _run(["dvc", "repro", "train"], repo, VLA_STORE=str(tmp_path / "reference-store"))
+        store = tmp_path / "store"
+        _run(["dvc", "repro", "train"], repo, VLA_STORE=str(store))
         reference = (_last(repo) / "model.safetensors").read_bytes()
         _run(["git", "checkout", "HEAD", "--", "dvc.lock"], repo)  # the reference run is not the baseline
         shutil.rmtree(repo / "artifacts/train")
         shutil.rmtree(repo / "artifacts/train_live")
-        store = tmp_path / "store"
+        shutil.rmtree(store / "runs")  # (the frame cache stays: it is the same)
         seed = replayable_seed()
         kill_step = random.Random(seed).randint(7, 25)
         killed = f"{' '.join(command)} killed before step {kill_step} (replay: VLA_TEST_SEED={seed})"
