@@ -34,7 +34,7 @@ def _run(cmd: list[str], cwd: Path, **env_extra: str) -> str:
 
 def _shrink(params: dict) -> dict:
     params["demo"].update(num_episodes=6, min_length=20, max_length=32, image_height=32, image_width=40)
-    params["norms"]["val_fraction"] = 0.34
+    params["norms"].update(val_fraction=0.34, split_seed=2)  # episodes 0 and 5 of 6 validate
     params["train"].update(steps=6, batch_size=4, warmup_steps=1, decay_steps=6, num_workers=0, log_every=2,
                            val_samples=8)
     params["evaluate"]["stride"] = 4
@@ -195,3 +195,26 @@ def test_exp_run_phase_with_override(repo: Path) -> None:
     assert (resolved["save_every"], resolved["eval_every"]) == (sanity["save_every"], sanity["eval_every"])
     logged = yaml.safe_load((repo / "artifacts/train_live/params.yaml").read_text())
     assert logged["phase"] == "sanity" and logged["steps"] == 20
+
+
+def test_two_queued_experiments_build_the_frame_cache_once(repo: Path, tmp_path) -> None:
+    """`dvc exp run --queue` twice, then two queue workers at once: each experiment runs in its own
+    temporary copy, whose frame_cache stage finds the store's entry (built by the first, under its lock)."""
+    import time
+
+    store = tmp_path / "store"
+    names = ["queued-lr1", "queued-lr3"]
+    for name, lr in zip(names, ("1.0e-3", "3.0e-3")):
+        _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}"], repo, VLA_STORE=str(store))
+    _run(["dvc", "queue", "start", "--jobs", "2"], repo, VLA_STORE=str(store))
+    status = ""
+    for _ in range(360):  # a timeout, not a measurement
+        status = _run(["dvc", "queue", "status"], repo)
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    logs = [_run(["dvc", "queue", "logs", name], repo) for name in names]
+    assert sum(log.count("frame cache: building") for log in logs) == 1, logs
+    assert sum(log.count("frame cache: reusing") for log in logs) == 1, logs
+    assert len(list((store / "frame_cache").glob("*/manifest.json"))) == 1

@@ -157,6 +157,19 @@ def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_pat
         f.write_bytes(f.read_bytes()[:100])  # a damaged entry
     with pytest.raises(TrainInputError, match=r"names the frame cache .* which is .*unreadable.*dvc repro -f"):
         load_frame_cache(tmp_path / "exp1/frame_cache", fingerprint, (28, 28), store)
+    import shutil
+
+    shutil.rmtree(entry)  # a cleaned store: the stage that needs the entry builds it again
+    import torch
+
+    torch.manual_seed(5)
+    rebuilt = load_frame_cache(tmp_path / "exp1/frame_cache", fingerprint, (28, 28), store,
+                               rebuild_from=(demo_dataset, CONTRACT))
+    drawn = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(drawn, torch.rand(3))  # the rebuild drew nothing from the run's random streams
+    assert rebuilt.directory == entry and json.loads((entry / MANIFEST).read_text()) == {
+        k: v for k, v in manifests[0].items() if k != "store_entry"}
 
 
 def test_vla_train_out_keeps_the_whole_run_together(params, tiny_run, tmp_path) -> None:

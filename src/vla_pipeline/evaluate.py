@@ -177,7 +177,8 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     config = ckpt.policy.config
     stride = resolve_stride(cfg.stride, config)
     cache = None if cfg.frame_cache is None else load_frame_cache(
-        cfg.frame_cache, ckpt.norm_stats["dataset_fingerprint"], tuple(config.image_resolution), cfg.store)
+        cfg.frame_cache, ckpt.norm_stats["dataset_fingerprint"], tuple(config.image_resolution), cfg.store,
+        rebuild_from=(cfg.dataset_root, ckpt.directory / CONTRACT_FILE))
     dataset = make_episode_dataset(cfg.dataset_root, contract, split["val"], config.chunk_size, cache)
     workers = resolve_num_workers(cfg.num_workers, cache is not None)
     preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, workers)

@@ -15,9 +15,11 @@ decoded frames as they are: bit-identical tensors, more memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,10 +259,11 @@ class LoadedFrameCache:
 
 
 def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, int] | None,
-                     store: Path | None = None) -> LoadedFrameCache:
+                     store: Path | None = None, rebuild_from: tuple[Path, Path] | None = None) -> LoadedFrameCache:
     """The cache at ``cache_dir`` (or the store entry its manifest names), refused (with the command that
     rebuilds it) when it was made from another version of the dataset or with other resize settings than
-    the policy's, or when its files are gone."""
+    the policy's. A store entry that is gone (a cleaned store, another ``base.store``) is built again, the
+    same bytes under the same lock, when ``rebuild_from`` gives (dataset root, contract path); else refused."""
     path = Path(cache_dir) / MANIFEST
     rebuild = "rebuild it with `dvc repro -f frame_cache` (or `vla frame-cache`)"
     if not path.is_file():
@@ -279,10 +282,29 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
     if "store_entry" in manifest:
         directory = resolve_store(store) / FRAME_CACHE_DIR / manifest["store_entry"]
         problem = verify_entry(directory)
+        if problem is not None and rebuild_from is not None:  # the store was cleaned, or is another one
+            print(f"frame cache: {directory} is {problem}; building it again as the frame_cache stage did")
+            with _rng_untouched():  # (a DataLoader draws its base seed): the run is the same either way
+                rebuilt = _save_shared(FrameCacheConfig(
+                    *rebuild_from, out_dir=Path(cache_dir), resolution=cached, num_workers=1,
+                    exclude_episodes=tuple(manifest.get("excluded_episodes", ())), store=resolve_store(store)))
+            problem = None if rebuilt["store_entry"] == manifest["store_entry"] else "not what the manifest names"
         if problem is not None:
             raise TrainInputError(f"{cache_dir} names the frame cache {directory}, which is {problem} (the store "
                                   f"was cleaned, or base.store points elsewhere); {rebuild}")
     return LoadedFrameCache(directory, manifest)
+
+
+@contextlib.contextmanager
+def _rng_untouched():
+    """Python's, numpy's and torch's global random state as they were before."""
+    state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
 
 
 class FrameCacheSource:

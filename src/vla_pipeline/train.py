@@ -121,7 +121,8 @@ def make_inputs(cfg: TrainConfig, stats_doc: dict, split: dict[str, list[int]], 
     (with the runtime's lr scale, checkpointing and compile) and its processors."""
     contract = load_contract(cfg.contract_path)
     cache = None if cfg.frame_cache_dir is None else load_frame_cache(
-        cfg.frame_cache_dir, stats_doc["dataset_fingerprint"], compute_image_resolution(cfg.policy), cfg.store)
+        cfg.frame_cache_dir, stats_doc["dataset_fingerprint"], compute_image_resolution(cfg.policy), cfg.store,
+        rebuild_from=(cfg.dataset_root, cfg.contract_path))
     dataset = make_episode_dataset(cfg.dataset_root, contract, split["train"], cfg.policy.chunk_size, cache,
                                     augment=make_image_transforms(cfg.augment), augment_seed=cfg.augment.seed)
     world = runtime.world_size if runtime else 1
@@ -211,6 +212,7 @@ def train(cfg: TrainConfig) -> Path:
         if is_main and place.out_dir is not None:
             stack.enter_context(place.lock(run_key))
             move_aside(cfg.out_dir, cfg.store)
+        accelerator.wait_for_everyone()  # every process plans its resume after the move
         start, best, resumed_from = resume_if_possible(cfg, place.run_dir, run_key, policy, optimizer, scheduler,
                                                        inputs, stats_doc, accelerator)
         checkpointer = Checkpointer(place.run_dir, cfg.steps, cfg.save_every, cfg.eval_every, cfg.keep_last,
