@@ -218,3 +218,17 @@ def test_two_queued_experiments_build_the_frame_cache_once(repo: Path, tmp_path)
     assert sum(log.count("frame cache: building") for log in logs) == 1, logs
     assert sum(log.count("frame cache: reusing") for log in logs) == 1, logs
     assert len(list((store / "frame_cache").glob("*/manifest.json"))) == 1
+
+
+def test_exp_run_with_a_new_unknown_key_is_refused_before_any_work(repo: Path) -> None:
+    """DVC's own hint for a key params.yaml lacks is `-S +key=value`; following it with a typo must not start
+    a run at the default learning rate."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        result = subprocess.run(["dvc", "exp", "run", "-S", "+train.lrr=1e-3"], cwd=repo, env=env,
+                                capture_output=True, text=True, timeout=900)
+        printed = result.stdout + result.stderr
+        assert result.returncode != 0 and "unknown key 'train.lrr'; did you mean 'train.lr'?" in printed, printed
+        assert "Traceback" not in printed and "resuming" not in printed and "train:" not in printed
+    finally:
+        _run(["git", "checkout", "params.yaml"], repo)
