@@ -21,13 +21,13 @@ from vla_pipeline.data import compute_dataset_fingerprint
 from vla_pipeline.errors import ConfigError, ContractError, ValidationError
 from vla_pipeline.norms import (
     NormsConfig,
+    compute_episode_draw,
     compute_feature_stats,
     compute_norm_stats,
     compute_sorted_quantiles,
-    compute_episode_draw,
     compute_split,
-    compute_split_id,
     compute_split_hash,
+    compute_split_id,
     compute_stats_comparison,
     load_norm_stats,
     load_split,

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.param_schema import ALL_KEYS, SCHEMA, check_params
 from vla_pipeline.params import load_params_file
+
+from conftest import REPO
 
 SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
 

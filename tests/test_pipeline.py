@@ -204,7 +204,7 @@ def test_two_queued_experiments_build_the_frame_cache_once(repo: Path, tmp_path)
 
     store = tmp_path / "store"
     names = ["queued-lr1", "queued-lr3"]
-    for name, lr in zip(names, ("1.0e-3", "3.0e-3")):
+    for name, lr in zip(names, ("1.0e-3", "3.0e-3"), strict=True):
         _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}"], repo, VLA_STORE=str(store))
     _run(["dvc", "queue", "start", "--jobs", "2"], repo, VLA_STORE=str(store))
     status = ""

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONTRACT, REPO, make_train_config, vla, write_train_params
 from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer
 from vla_pipeline.errors import ConfigError, TrainInputError
 from vla_pipeline.store import file_lock, resolve_store
+
+from conftest import CONTRACT, REPO, make_train_config, vla, write_train_params
 
 
 def _store_config(params, tiny_run, work: Path, **overrides):
@@ -114,9 +115,9 @@ def test_one_process_at_a_time_trains_a_run(tmp_path, capsys) -> None:
     thread = threading.Thread(target=holder)
     thread.start()
     held.wait(10)
-    with pytest.raises(ConfigError, match=r"another process holds .*\.lock \(training run abc\); wait for it"):
-        with file_lock(lock, "training run abc", wait=False):
-            pass
+    with pytest.raises(ConfigError, match=r"another process holds .*\.lock \(training run abc\); wait for it"), \
+            file_lock(lock, "training run abc", wait=False):
+        pass
     threading.Timer(0.5, release.set).start()
     with file_lock(lock, "building x"):  # waits, saying so, then gets it
         assert release.is_set()  # only once the holder let go

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, MANIFEST_FILE, read_pointer, write_manifest, write_pointer
+from vla_pipeline.checkpoint import (
+    BEST_FILE,
+    LAST_FILE,
+    MANIFEST_FILE,
+    read_pointer,
+    write_manifest,
+    write_pointer,
+)
 from vla_pipeline.resume import CHECKPOINTS_DIR, list_checkpoints, read_run_state
 from vla_pipeline.store import file_lock, replace_tree, run_dir_of
 

@@ -39,7 +39,7 @@ class TrainingDivergedError(VlaError):
     """The loss became NaN/Inf: training stops instead of failing silently."""
 
 
-class Interrupted(VlaError):
+class UserInterruptError(VlaError):
     """Ctrl-C (SIGINT): the message says where the work stopped and how to continue."""
 
 
@@ -52,7 +52,7 @@ def run_entry_point(fn: Callable[[], int | None]) -> int:
     (``interrupted: ...``) and exit code 130, never a traceback."""
     try:
         return fn() or 0
-    except Interrupted as e:
+    except UserInterruptError as e:
         print(f"\ninterrupted: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:

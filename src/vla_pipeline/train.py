@@ -32,7 +32,13 @@ from vla_pipeline.data import (
     feature_names,
     load_info,
 )
-from vla_pipeline.errors import ConfigError, ContractError, Interrupted, TrainingDivergedError, TrainInputError
+from vla_pipeline.errors import (
+    ConfigError,
+    ContractError,
+    TrainingDivergedError,
+    TrainInputError,
+    UserInterruptError,
+)
 from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
 from vla_pipeline.guards import (
     check_initial_loss,
@@ -237,7 +243,7 @@ def train(cfg: TrainConfig) -> Path:
                     loop(cfg, runtime, accelerator, model, optimizer, scheduler, inputs, stats_doc, checkpointer,
                          tracker, start, config, run_key)
                 except KeyboardInterrupt:
-                    raise Interrupted(describe_interrupt(checkpointer)) from None
+                    raise UserInterruptError(describe_interrupt(checkpointer)) from None
             log_outputs(tracker, cfg, place)
         finally:
             tracker.close()
