@@ -31,6 +31,9 @@ class _KillBeforeStep(importlib.abc.MetaPathFinder):
 
             def run_step_or_die(*args, **kwargs):
                 if args[-1] == int(_STEP) and _SIGNAL == "INT":  # run_step(..., step)
+                    # as in a terminal: a background job (CI under nohup, `make ... &`) starts with SIGINT
+                    # ignored, and Python then installs no KeyboardInterrupt handler
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
                     os.kill(os.getpid(), signal.SIGINT)
                 elif args[-1] == int(_STEP):
                     os.killpg(os.getpgrp(), signal.SIGKILL)
