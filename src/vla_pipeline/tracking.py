@@ -150,6 +150,8 @@ class DvcLiveTracker:
             rewind_live_dir(live_dir, resume_step)
         self.live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
                          resume=resume_step is not None)
+        if resume_step is not None:  # dvclive resumes at its last step + 1: a finished run resumed (nothing
+            self.live.step = resume_step  # left to train) must leave metrics.json as it was
 
     def log_config(self, config: dict) -> None:
         # the commit and the machine change with every commit and host; params.yaml here is git-tracked
