@@ -148,30 +148,30 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
     only a manifest saying so, so the stage still has its output."""
     out = Path(cfg.out_dir)
     if cfg.enable and cfg.store is not None:
-        manifest = _save_shared(cfg)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-        return out
-    _build(cfg, out)
+        _build(out, lambda tmp: _save_shared(cfg))
+    else:
+        _build(out, lambda tmp: _frames_manifest(cfg, tmp))
     return out
 
 
-def _build(cfg: FrameCacheConfig, out: Path) -> dict:
+def _build(out: Path, fill) -> dict:
+    """``out`` replaced atomically by a directory that ``fill(tmp)`` fills, plus the manifest it returns."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    manifest = {"format": FORMAT_VERSION, "enable": cfg.enable}
-    if cfg.enable:
-        contract = load_contract(cfg.contract_path)
-        fingerprint = compute_dataset_fingerprint(cfg.dataset_root)
-        manifest.update(_write_frames(cfg, contract, tmp, fingerprint))
+    manifest = fill(tmp)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+    return manifest
+
+
+def _frames_manifest(cfg: FrameCacheConfig, tmp: Path, fingerprint: str | None = None) -> dict:
+    manifest = {"format": FORMAT_VERSION, "enable": cfg.enable}
+    if cfg.enable:
+        contract = load_contract(cfg.contract_path)
+        fingerprint = fingerprint or compute_dataset_fingerprint(cfg.dataset_root)
+        manifest.update(_write_frames(cfg, contract, tmp, fingerprint))
     return manifest
 
 
@@ -194,7 +194,7 @@ def _save_shared(cfg: FrameCacheConfig) -> dict:
             print(f"frame cache: reusing {entry} (same dataset version, resolution, cameras and exclusions)")
         else:
             print(f"frame cache: building {entry}" + (f" ({problem})" if entry.exists() else ""))
-            _build(cfg, entry)
+            _build(entry, lambda tmp: _frames_manifest(cfg, tmp, fingerprint))  # fingerprinted once
     manifest = json.loads((entry / MANIFEST).read_text())
     return {**manifest, "store_entry": key}
 

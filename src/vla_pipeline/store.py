@@ -82,12 +82,13 @@ def link_or_copy_tree(src: Path, dst: Path, link: bool = True) -> None:
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if not link:
-                raise OSError("copy requested")
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        if link:
+            try:
+                os.link(path, target)
+                continue
+            except OSError:  # another file system: copy
+                pass
+        shutil.copy2(path, target)
 
 
 def replace_tree(src: Path, dst: Path, link: bool = True) -> None:
