@@ -202,14 +202,24 @@ def release(device: str) -> None:
 
 def find_max_batch(args, checkpointing: bool, tokenizer: Path) -> int:
     best = 0
-    for batch_size in (8, 16, 24, 32, 48, 64, 96, 128):
+    for batch_size in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256):
         args_one = argparse.Namespace(**{**vars(args), "warmup": 1, "steps": 1})
         oom = run_side("ours", args_one, batch_size, checkpointing, tokenizer).get("oom")
         release(args.device)
         if oom:
+            print(describe_oom_at(args, batch_size, checkpointing), flush=True)
             break
         best = batch_size
     return best
+
+
+def describe_oom_at(args, batch_size: int, checkpointing: bool) -> str:
+    """The message the train stage stops with when this batch runs out of memory."""
+    from vla_pipeline.train import describe_oom
+
+    cfg = types.SimpleNamespace(batch_size=batch_size)
+    runtime = types.SimpleNamespace(precision=args.precision, gradient_checkpointing=checkpointing)
+    return f"the train stage's message at batch {batch_size}: {describe_oom(cfg, runtime, 1)}"
 
 
 def main() -> None:
@@ -219,7 +229,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="PI05Config.dtype (parameters); the step runs under bf16 autocast either way")
     parser.add_argument("--precision", choices=["bf16", "fp16", "no"], default="bf16")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[8, 32])
     parser.add_argument("--checkpointing", choices=["on", "off", "both"], default="both")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
@@ -228,19 +238,27 @@ def main() -> None:
     parser.add_argument("--with-data", action="store_true",
                         help="also time ours with the data path (640x480 demo dataset, frame cache, preprocessing)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100 SXM: 989)")
+    parser.add_argument("--sides", nargs="+", choices=["lerobot", "ours", "ours+compile", "ours+data"],
+                        help="which sides to time (default: lerobot, ours, and those the flags above add)")
+    parser.add_argument("--memory-gib", type=float, help="cap the GPU memory this process may use (e.g. 80)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no GPU: this benchmark needs CUDA or ROCm (or --device cpu --size tiny for a smoke run)")
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"{args.size} Pi0.5 on {name}, torch {torch.__version__}, params {args.dtype}, autocast {args.precision}")
-    sides = ["lerobot", "ours"] + (["ours+compile"] if args.compile else []) + (["ours+data"] if args.with_data else [])
+    sides = args.sides or (["lerobot", "ours"] + (["ours+compile"] if args.compile else [])
+                           + (["ours+data"] if args.with_data else []))
+    if args.memory_gib and args.device == "cuda":  # act as a smaller card: the allocator refuses beyond this
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * 2**30 / total))
+        print(f"memory capped at {args.memory_gib} GiB of {total / 2**30:.0f}")
     settings = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         vocab = 512 if args.size == "tiny" else 257152
         tokenizer = make_local_tokenizer(Path(tmp) / "tokenizer", vocab_size=vocab)
-        if args.with_data:
+        if args.with_data or "ours+data" in sides:
             args.data = make_data(Path(tmp))
         for batch_size in args.batch_sizes:
             for checkpointing in settings:
@@ -260,7 +278,7 @@ def main() -> None:
 
 def format_row(row: dict, sides: list[str]) -> str:
     parts = [f"batch {row['batch']:>3}, checkpointing {'on ' if row['checkpointing'] else 'off'}:"]
-    base = row["lerobot"].get("samples_per_s")
+    base = row.get("lerobot", {}).get("samples_per_s")
     for side in sides:
         r = row[side]
         if r.get("oom"):
