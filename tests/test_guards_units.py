@@ -8,7 +8,7 @@ import pytest
 import torch
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_STATE
 
-from vla_pipeline.errors import ConfigError, TrainInputError
+from vla_pipeline.errors import ConfigError, TrainInputError, warn_loudly
 from vla_pipeline.guards import (
     check_initial_loss,
     check_normalized_ranges,
@@ -16,7 +16,6 @@ from vla_pipeline.guards import (
     check_schedule,
     compute_implied_initial_loss,
     report_problems,
-    warn_loudly,
 )
 
 BAR = "!" * 78

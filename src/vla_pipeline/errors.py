@@ -61,3 +61,9 @@ def run_entry_point(fn: Callable[[], int | None]) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def warn_loudly(message: str) -> None:
+    """A warning the user must not miss: framed on stderr, the run goes on."""
+    bar = "!" * 78
+    print(f"\n{bar}\nWARNING: {message}\n{bar}\n", file=sys.stderr, flush=True)

@@ -5,22 +5,16 @@ and an lr schedule that does not match the run's length."""
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_STATE
 
-from vla_pipeline.errors import ConfigError, TrainInputError
+from vla_pipeline.errors import ConfigError, TrainInputError, warn_loudly
 
 # share of normalized values allowed beyond the bound (train data under its own stats: ~2% beyond +-1)
 RANGE_BOUND = {"QUANTILES": 1.5, "MEAN_STD": 4.0}
 RANGE_SHARE = 0.10
 LOSS_FACTOR = 5.0  # a first loss this many times what the stats imply means the stats do not fit
-
-
-def warn_loudly(message: str) -> None:
-    bar = "!" * 78
-    print(f"\n{bar}\nWARNING: {message}\n{bar}\n", file=sys.stderr, flush=True)
 
 
 def check_prompt_fits(batch: dict) -> None:

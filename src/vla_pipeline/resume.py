@@ -31,8 +31,7 @@ from vla_pipeline.checkpoint import (
     verify_checkpoint,
     write_pointer,
 )
-from vla_pipeline.errors import CheckpointError, TrainInputError
-from vla_pipeline.guards import warn_loudly
+from vla_pipeline.errors import CheckpointError, TrainInputError, warn_loudly
 from vla_pipeline.norms import make_processor_stats
 
 TRAINING_STATE_DIR = "training_state"

@@ -1,0 +1,132 @@
+"""The package's import graph: no import goes to a higher layer, ``train`` and ``eval`` never import
+each other, and no cycle between modules or between the top-level packages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "vla_pipeline"
+
+#: layer of each top-level name under vla_pipeline (a subpackage or a module); lower never imports higher
+LAYERS = {
+    "__init__": 0, "errors": 0,
+    "params": 1, "param_schema": 1, "provenance": 1, "store": 1, "tracking": 1, "quiet": 1,
+    "data": 2, "contract": 2, "frames": 2, "transforms": 2, "sampler": 2, "demo": 2, "convert": 2,
+    "contract_init": 2, "frame_cache": 2,
+    "validate": 3, "checks": 3, "video_checks": 3,
+    "norms": 4,
+    "model": 5, "compat": 5, "policy": 5, "tokenizer": 5, "step": 5,
+    "checkpoint": 6, "checkpointer": 6, "resume": 6, "pretrained": 6,
+    "train": 7, "train_config": 7, "runtime": 7, "guards": 7, "val_loss": 7,
+    "eval": 7, "evaluate": 7, "inference": 7, "metrics": 7, "media": 7,
+    "cli": 8,
+}
+#: the two concerns at the top that stay apart
+TRAIN_SIDE = {"train", "train_config", "runtime", "guards", "val_loss"}
+EVAL_SIDE = {"eval", "evaluate", "inference", "metrics", "media"}
+#: known violations still to be removed by the moves of issue 16 (each entry is importer -> imported)
+ALLOWED: set[tuple[str, str]] = {("step", "guards")}
+KNOWN_CYCLES: list[set[str]] = [{"compat", "model"}]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"] or ["__init__"]
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """vla_pipeline modules (dotted, without the prefix) that ``path`` imports, at any depth of the file."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "vla_pipeline":
+            base = node.module.split(".")[1:]
+            for alias in node.names:
+                sub = SRC.joinpath(*base, alias.name)
+                out.add(".".join([*base, alias.name]) if sub.with_suffix(".py").is_file() or sub.is_dir()
+                        else ".".join(base) or "__init__")
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("vla_pipeline.")}
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in SRC.rglob("*.py")}
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_every_top_level_name_has_a_layer() -> None:
+    names = {top(m) for m in graph()}
+    assert not names - LAYERS.keys(), f"give these a layer in LAYERS: {sorted(names - LAYERS.keys())}"
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for importer, imported in edges.items():
+        for target in imported:
+            a, b = top(importer), top(target)
+            if (a, b) in ALLOWED:
+                continue
+            if LAYERS[b] > LAYERS[a] or (a in TRAIN_SIDE and b in EVAL_SIDE) or (a in EVAL_SIDE and b in TRAIN_SIDE):
+                bad.append(f"{importer} (layer {LAYERS[a]}) imports {target} (layer {LAYERS[b]})")
+    return sorted(bad)
+
+
+def test_no_import_goes_up_a_layer_or_across_train_and_eval() -> None:
+    bad = upward_imports(graph())
+    assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
+def strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's algorithm; the components with more than one node are cycles."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            out.append(component)
+
+    for v in list(edges):
+        if v not in index:
+            visit(v)
+    return [c for c in out if len(c) > 1]
+
+
+def test_no_cycle_between_modules() -> None:
+    assert not strongly_connected(graph())
+
+
+def package_cycles() -> list[set[str]]:
+    edges: dict[str, set[str]] = {}
+    for importer, imported in graph().items():
+        edges.setdefault(top(importer), set()).update(top(t) for t in imported if top(t) != top(importer))
+    return strongly_connected(edges)
+
+
+def test_no_cycle_between_top_level_packages() -> None:
+    assert [c for c in package_cycles() if c not in KNOWN_CYCLES] == []
+
+
+def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+    assert upward_imports({"errors": {"train"}, "evaluate": {"guards"}, "train": {"errors"}}) == [
+        "errors (layer 0) imports train (layer 7)", "evaluate (layer 7) imports guards (layer 7)"]
