@@ -31,7 +31,7 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 from vla_pipeline.contract import load_contract
-from vla_pipeline.data import VIDEO_BACKEND, compute_dataset_fingerprint, load_info, make_dataset
+from vla_pipeline.data import VIDEO_BACKEND, load_info, make_dataset
 from vla_pipeline.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.frame_cache import (
     FrameCacheConfig,
@@ -39,6 +39,7 @@ from vla_pipeline.frame_cache import (
     make_episode_dataset,
     save_frame_cache,
 )
+from vla_pipeline.provenance import compute_dataset_fingerprint
 from vla_pipeline.sampler import make_loader
 
 REPO = Path(__file__).resolve().parents[1]

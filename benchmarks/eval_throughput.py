@@ -26,7 +26,7 @@ from lerobot.utils.constants import ACTION
 
 from vla_pipeline.checkpoint import load_checkpoint
 from vla_pipeline.contract import load_contract
-from vla_pipeline.data import compute_dataset_fingerprint, make_dataset
+from vla_pipeline.data import make_dataset
 from vla_pipeline.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.frame_cache import (
     FrameCacheConfig,
@@ -35,6 +35,7 @@ from vla_pipeline.frame_cache import (
     save_frame_cache,
 )
 from vla_pipeline.inference import predict_episodes
+from vla_pipeline.provenance import compute_dataset_fingerprint
 
 from _checkpoint import CONTRACT, make_checkpoint
 

@@ -175,7 +175,6 @@ def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: P
 def make_data(work: Path):
     """A 640x480 two-camera dataset from the demo generator, through a frame cache at 224x224."""
     from vla_pipeline.contract import load_contract
-    from vla_pipeline.data import compute_dataset_fingerprint
     from vla_pipeline.demo import DemoConfig, make_demo_dataset
     from vla_pipeline.frame_cache import (
         FrameCacheConfig,
@@ -183,6 +182,7 @@ def make_data(work: Path):
         make_episode_dataset,
         save_frame_cache,
     )
+    from vla_pipeline.provenance import compute_dataset_fingerprint
 
     contract_path = REPO / "contracts" / "lekiwi_arm.yaml"
     root = make_demo_dataset(DemoConfig(root=work / "data", num_episodes=6, min_length=40, max_length=60,

@@ -21,7 +21,6 @@ from vla_pipeline.checkpoint import (
     LAST_FILE,
     MANIFEST_FILE,
     PRETRAINED_DIR,
-    collect_versions,
     find_last,
     load_checkpoint,
     load_policy_weights,
@@ -34,6 +33,7 @@ from vla_pipeline.checkpoint import (
     write_pointer,
 )
 from vla_pipeline.errors import CheckpointError
+from vla_pipeline.provenance import collect_versions
 
 from conftest import CONTRACT, REPO
 

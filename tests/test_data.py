@@ -7,15 +7,9 @@ import pytest
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.contract import ContractError, load_contract
-from vla_pipeline.data import (
-    column_array,
-    compute_dataset_fingerprint,
-    feature_names,
-    load_frames,
-    load_info,
-    make_dataset,
-)
+from vla_pipeline.data import column_array, feature_names, load_frames, load_info, make_dataset
 from vla_pipeline.demo import ARM_JOINTS, LEKIWI_NAMES
+from vla_pipeline.provenance import compute_dataset_fingerprint
 
 from conftest import CONTRACT
 

@@ -23,7 +23,6 @@ from vla_pipeline.data import (
     _frame_timestamps,
     camera_shapes,
     column_array,
-    compute_dataset_fingerprint,
     feature_names,
     load_frames,
     load_info,
@@ -32,6 +31,7 @@ from vla_pipeline.data import (
     require_local_root,
 )
 from vla_pipeline.errors import ContractError, TrainInputError
+from vla_pipeline.provenance import compute_dataset_fingerprint
 from vla_pipeline.transforms import AugmentConfig, apply_seeded, compute_sample_seed, make_image_transforms
 
 from realdata import (

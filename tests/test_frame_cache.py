@@ -14,7 +14,7 @@ from lerobot.policies.pi05.modeling_pi05 import resize_with_pad_torch
 from lerobot.utils.constants import OBS_IMAGES
 
 from vla_pipeline.contract import load_contract
-from vla_pipeline.data import compute_dataset_fingerprint, make_dataset
+from vla_pipeline.data import make_dataset
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.frame_cache import (
     MANIFEST,
@@ -25,6 +25,7 @@ from vla_pipeline.frame_cache import (
     make_episode_dataset,
     save_frame_cache,
 )
+from vla_pipeline.provenance import compute_dataset_fingerprint
 from vla_pipeline.sampler import make_loader
 from vla_pipeline.transforms import AugmentConfig, make_image_transforms
 

@@ -16,8 +16,6 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 import vla_pipeline
-from vla_pipeline.contract import compute_contract_hash
-from vla_pipeline.data import compute_dataset_fingerprint
 from vla_pipeline.errors import ConfigError, ContractError, ValidationError
 from vla_pipeline.norms import (
     NormsConfig,
@@ -34,6 +32,7 @@ from vla_pipeline.norms import (
     make_processor_stats,
     save_norm_stats,
 )
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 
 from tabular import write_arm_contract, write_tabular
 

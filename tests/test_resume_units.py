@@ -24,14 +24,12 @@ import vla_pipeline
 from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, write_manifest, write_pointer
 from vla_pipeline.errors import CheckpointError, TrainInputError
 from vla_pipeline.norms import make_processor_stats
+from vla_pipeline.provenance import RUN_KEY_IGNORED_KEYS, compute_run_key, compute_source_hash
 from vla_pipeline.resume import (
-    BOOKKEEPING,
     CHECKPOINTS_DIR,
     RUN_STATE_FILE,
     TRAINING_STATE_DIR,
     check_resumed_stats,
-    compute_run_key,
-    compute_source_hash,
     discard,
     list_checkpoints,
     load_state,
@@ -50,7 +48,7 @@ def test_run_key_ignores_bookkeeping_but_not_what_the_run_computes(tmp_path) -> 
     config = {"lr": 1e-4, "steps": 100, "out_dir": tmp_path / "a", "dataset_root": tmp_path}  # Paths as strings
     key = compute_run_key(config, STATS, VERSIONS)
     assert len(key) == 64 and key == compute_run_key(dict(reversed(config.items())), STATS, VERSIONS)
-    for name in sorted(BOOKKEEPING):  # intervals, directories, W&B settings: the same run
+    for name in sorted(RUN_KEY_IGNORED_KEYS):  # intervals, directories, W&B settings: the same run
         assert compute_run_key({**config, name: "changed"}, STATS, VERSIONS) == key, name
     assert compute_run_key(config, {**STATS, "n_train_frames": 11}, VERSIONS) == key  # not part of the identity
     others = [
@@ -65,7 +63,7 @@ def test_run_key_ignores_bookkeeping_but_not_what_the_run_computes(tmp_path) -> 
 
 def test_run_key_includes_the_source_hash(monkeypatch) -> None:
     key = compute_run_key({}, STATS, VERSIONS)
-    monkeypatch.setattr("vla_pipeline.resume.compute_source_hash", lambda: "other code")
+    monkeypatch.setattr("vla_pipeline.provenance.compute_source_hash", lambda: "other code")
     assert compute_run_key({}, STATS, VERSIONS) != key
 
 

@@ -137,8 +137,8 @@ save_frame_cache(cfg)
 
 def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_path) -> None:
     """Two frame_cache stages at once (two queued experiments), each with its own output directory."""
-    from vla_pipeline.data import compute_dataset_fingerprint
     from vla_pipeline.frame_cache import MANIFEST, load_frame_cache
+    from vla_pipeline.provenance import compute_dataset_fingerprint
 
     store = tmp_path / "store"
     procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(demo_dataset), str(CONTRACT),

@@ -3,7 +3,6 @@ the tiny model's dims, the tokenizer, the contract, the frozen stats and the res
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from safetensors.torch import load_file
 
 from vla_pipeline.errors import CheckpointError
 from vla_pipeline.model import load_dims, make_pi05_policy, save_dims
+from vla_pipeline.provenance import collect_versions, sha256_file
 
 PRETRAINED_DIR = "pretrained_model"
 TOKENIZER_DIR = "tokenizer"
@@ -29,21 +29,6 @@ LAST_FILE = "last_checkpoint.json"
 BEST_FILE = "best_checkpoint.json"
 MANIFEST_FILE = "manifest.json"
 VERSIONS_FILE = "versions.json"
-
-
-def collect_versions() -> dict[str, str | None]:
-    """Package versions a checkpoint was trained with (fixed by the lock file, so reproducible)."""
-    import platform
-
-    import lerobot
-    import torch
-    import transformers
-
-    from vla_pipeline import __version__
-
-    return {"vla_pipeline": __version__, "lerobot": lerobot.__version__, "transformers": transformers.__version__,
-            "torch": str(torch.__version__), "cuda": torch.version.cuda, "hip": torch.version.hip,
-            "python": platform.python_version()}
 
 
 @dataclass
@@ -99,7 +84,7 @@ def _hash_files(directory: Path) -> dict[str, dict]:
 
 
 def _hash_entry(path: Path) -> dict:
-    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def verify_checkpoint(directory: Path) -> str | None:
@@ -117,7 +102,7 @@ def verify_checkpoint(directory: Path) -> str | None:
             return f"{f} is missing"
         if f.stat().st_size != entry["size"]:
             return f"{f} has {f.stat().st_size} bytes, the manifest says {entry['size']} (truncated?)"
-        if _sha256(f) != entry["sha256"]:
+        if sha256_file(f) != entry["sha256"]:
             return f"{f} does not match its sha256 in the manifest (corrupt)"
     return None
 
@@ -130,14 +115,6 @@ def require_verified(directory: Path, use: str) -> None:
             f"refusing to {use}: {problem}. The checkpoint was damaged after it was saved (disk, copy or edit); "
             f"restore it (`dvc checkout artifacts/train`, or copy it again) or pick another checkpoint"
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:

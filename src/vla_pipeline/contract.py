@@ -10,7 +10,6 @@ action without its base velocities, one arm of a bimanual robot).
 from __future__ import annotations
 
 import difflib
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,5 +105,3 @@ def load_contract(path: Path) -> Contract:
         raise ContractError(f"contract {path}: missing or malformed field {e}; compare with contracts/lekiwi_arm.yaml") from e
 
 
-def compute_contract_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

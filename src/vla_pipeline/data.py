@@ -4,7 +4,6 @@ uses, wrapped so every sample carries the contract's arm-only vectors."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -47,19 +46,6 @@ def load_frames(root: Path, columns: list[str] | None = None) -> pd.DataFrame:
 def column_array(frames: pd.DataFrame, key: str) -> np.ndarray:
     """A vector column as a float64 ``(n_frames, dim)`` array."""
     return np.stack([np.asarray(v, dtype=np.float64) for v in frames[key].to_numpy()])
-
-
-def compute_dataset_fingerprint(root: Path) -> str:
-    """sha256 over every file of the dataset (path and content), hidden directories aside: the data,
-    meta and video files wherever info.json's templates put them."""
-    root = Path(root)
-    digest = hashlib.sha256()
-    files = [p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    for path in sorted(files):
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 META_FILES = ("meta/info.json", "meta/tasks.parquet", "meta/episodes")

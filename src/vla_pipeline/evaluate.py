@@ -43,7 +43,6 @@ from vla_pipeline.checkpoint import (
     require_verified,
 )
 from vla_pipeline.contract import Contract, load_contract
-from vla_pipeline.data import compute_dataset_fingerprint
 from vla_pipeline.errors import CheckpointError, ConfigError
 from vla_pipeline.frame_cache import FrameCacheSource, load_frame_cache, make_episode_dataset
 from vla_pipeline.inference import predict_episodes
@@ -57,7 +56,8 @@ from vla_pipeline.metrics import (
 )
 from vla_pipeline.norms import compute_split_hash, compute_split_id, load_split
 from vla_pipeline.params import at_least, int_or_auto, param
-from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, compute_source_hash, read_run_state
+from vla_pipeline.provenance import compute_dataset_fingerprint, compute_source_hash
+from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
 from vla_pipeline.sampler import resolve_num_workers
 from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.tracking import TrackingConfig, make_tracker

@@ -31,10 +31,11 @@ from lerobot.datasets.video_utils import decode_video_frames
 from tqdm import tqdm
 
 from vla_pipeline.contract import Contract, load_contract
-from vla_pipeline.data import ArmOnlyDataset, compute_dataset_fingerprint, load_metadata, make_dataset
+from vla_pipeline.data import ArmOnlyDataset, load_metadata, make_dataset
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.frames import load_frames_raw, load_task_indices
 from vla_pipeline.params import at_least, int_list, param
+from vla_pipeline.provenance import compute_dataset_fingerprint, sha256_file
 from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
 
 MANIFEST = "manifest.json"
@@ -237,19 +238,11 @@ def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerpr
     for key, mm in maps.items():
         mm.flush()
         del mm
-        files[key] = {"shape": [n, 3, *shapes[key]], "sha256": _sha256(camera_file(tmp, key))}
+        files[key] = {"shape": [n, 3, *shapes[key]], "sha256": sha256_file(camera_file(tmp, key))}
     return {"dataset_fingerprint": fingerprint, "resolution": list(cfg.resolution) if cfg.resolution else None,
             "resize": "pi05 resize_with_pad (bilinear, aspect kept, no pad), uint8 rounding" if cfg.resolution
             else "none (decoded frames)", "n_frames": n, "cameras": files,
             "excluded_episodes": sorted(cfg.exclude_episodes)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline import __version__
-from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import column_array, compute_dataset_fingerprint, feature_names, load_frames, load_info
+from vla_pipeline.contract import load_contract
+from vla_pipeline.data import column_array, feature_names, load_frames, load_info
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 from vla_pipeline.validate import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}

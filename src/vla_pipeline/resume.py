@@ -8,7 +8,6 @@ auto`` continues only a run with the same key; anything else starts a new run.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from lerobot.utils.random_utils import deserialize_rng_state, load_rng_state, se
 from lerobot.utils.train_utils import load_training_state, save_training_state
 from safetensors.torch import load_file, save_file
 
-import vla_pipeline
 from vla_pipeline.checkpoint import (
     BEST_FILE,
     LAST_FILE,
@@ -38,30 +36,6 @@ TRAINING_STATE_DIR = "training_state"
 RUN_STATE_FILE = "run_state.json"
 CHECKPOINTS_DIR = "checkpoints"
 RESUME_MODES = ("auto", "never")
-# keys that change how a run is recorded, never what it computes
-BOOKKEEPING = {"out_dir", "live_dir", "wandb_dir", "wandb_project", "wandb_mode", "wandb_init_timeout",
-               "wandb_log_checkpoints", "log_every", "save_every", "eval_every", "keep_last", "num_workers", "resume",
-               "pin_memory", "prefetch_factor", "store", "runs_in_store"}
-
-
-def compute_source_hash() -> str:
-    """sha256 over this package's Python sources: a code change makes a new run, never a resumed one."""
-    root = Path(vla_pipeline.__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def compute_run_key(config: dict, stats_doc: dict, versions: dict) -> str:
-    identity = {
-        "config": {k: v for k, v in config.items() if k not in BOOKKEEPING},
-        "stats": stats_doc["features"], "dataset_fingerprint": stats_doc["dataset_fingerprint"],
-        "source": compute_source_hash(), "versions": versions,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Finished-looking step directories (``000500``), newest first."""
     root = Path(run_dir) / CHECKPOINTS_DIR

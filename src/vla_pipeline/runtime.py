@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -145,23 +143,3 @@ def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> No
         torch.backends.cudnn.benchmark = False
 
 
-def collect_git(root: Path | None = None) -> dict:
-    """The code commit and whether the working tree differs from it (``unknown`` outside git)."""
-    root = Path.cwd() if root is None else Path(root)
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
-
-
-def collect_gpus() -> dict:
-    """GPU names and the CUDA or ROCm (HIP) version torch was built with."""
-    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"gpus": names, "cuda": torch.version.cuda, "rocm_hip": torch.version.hip}

@@ -16,22 +16,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vla_pipeline.checkpoint import (
-    BEST_FILE,
-    LAST_FILE,
-    collect_versions,
-    read_pointer,
-    save_pretrained_model,
-)
+from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer, save_pretrained_model
 from vla_pipeline.checkpointer import Checkpointer, RunPlace, move_aside
 from vla_pipeline.compat.attention import attention_kernel
-from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import (
-    camera_shapes,
-    compute_dataset_fingerprint,
-    feature_names,
-    load_info,
-)
+from vla_pipeline.contract import load_contract
+from vla_pipeline.data import camera_shapes, feature_names, load_info
 from vla_pipeline.errors import (
     ConfigError,
     ContractError,
@@ -63,9 +52,16 @@ from vla_pipeline.policy import (
     resolve_tokenizer,
 )
 from vla_pipeline.pretrained import load_pretrained_weights
+from vla_pipeline.provenance import (
+    collect_git,
+    collect_gpus,
+    collect_versions,
+    compute_contract_hash,
+    compute_dataset_fingerprint,
+    compute_run_key,
+)
 from vla_pipeline.resume import (
     check_resumed_stats,
-    compute_run_key,
     discard,
     load_state,
     plan_resume,
@@ -73,7 +69,7 @@ from vla_pipeline.resume import (
     restore_rng,
     save_state,
 )
-from vla_pipeline.runtime import Runtime, collect_git, collect_gpus, make_accelerator, seed_everything
+from vla_pipeline.runtime import Runtime, make_accelerator, seed_everything
 from vla_pipeline.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
 from vla_pipeline.step import BatchPreparer, Pi05Loss
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from vla_pipeline import checks, video_checks
 from vla_pipeline.checks import MIN_EPISODES, Finding, Findings, View
-from vla_pipeline.contract import compute_contract_hash, load_contract
-from vla_pipeline.data import compute_dataset_fingerprint, load_info
+from vla_pipeline.contract import load_contract
+from vla_pipeline.data import load_info
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.frames import load_episodes_meta, load_frames_raw, load_task_indices
 from vla_pipeline.params import int_list, param
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 
 INFO, FRAMES, EPISODES, TASKS = "info", "frames", "episodes", "tasks"
 LOADERS = {INFO: "info_json", FRAMES: "data_files", EPISODES: "episodes_meta", TASKS: "tasks_meta"}
