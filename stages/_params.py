@@ -8,16 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vla_pipeline.errors import run_entry_point
-from vla_pipeline.params import load_params_file
+from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_params(path: Path = ROOT / "params.yaml") -> dict:
-    return load_params_file(path)
-
-
 def run(main: Callable[[dict], None]) -> None:
     quiet_third_party()
-    sys.exit(run_entry_point(lambda: main(load_params())))
+    sys.exit(run_entry_point(lambda: main(load_params(ROOT / "params.yaml"))))

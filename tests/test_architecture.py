@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vla_pipeline"
 #: layer of each top-level name under vla_pipeline (a subpackage or a module); lower never imports higher
 LAYERS = {
     "__init__": 0, "errors": 0,
-    "params": 1, "param_schema": 1, "provenance": 1, "store": 1, "tracking": 1, "quiet": 1,
+    "params": 1, "provenance": 1, "store": 1, "tracking": 1, "quiet": 1,
     "data": 2, "contract": 2, "frames": 2, "transforms": 2, "sampler": 2, "demo": 2, "convert": 2,
     "contract_init": 2, "frame_cache": 2,
     "validate": 3, "checks": 3, "video_checks": 3,

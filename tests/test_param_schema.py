@@ -1,9 +1,10 @@
-"""Strict params: what params.yaml may hold (param_schema.py), refused at the entry points with the key,
+"""Strict params: what params.yaml may hold (params/schema.py), refused at the entry points with the key,
 the value and what is allowed, before anything runs."""
 
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 import yaml
 
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.param_schema import ALL_KEYS, SCHEMA, check_params
-from vla_pipeline.params import load_params_file
+from vla_pipeline.params.load import load_params
+from vla_pipeline.params.schema import ALL_KEYS, SCHEMA, check_params
 
 from conftest import REPO
 
@@ -142,7 +143,7 @@ def test_broken_yaml_names_file_line_and_column(tmp_path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("base:\n  seed: 0\ntrain:\n  lr: [1e-3\n  steps: 4\n")
     with pytest.raises(ConfigError) as e:
-        load_params_file(path)
+        load_params(path)
     assert str(e.value).startswith(f"{path}:5:")
     assert "not valid YAML" in str(e.value)
 
@@ -161,3 +162,26 @@ def test_the_cli_refuses_a_bad_params_file_in_one_message_without_traceback(tmp_
         assert result.returncode == 1 and expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not (Path.cwd() / "artifacts/train.tmp").exists()
+
+
+def test_overrides_set_dotted_keys_as_yaml_values_before_the_check(tmp_path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(SHIPPED))
+    params = load_params(path, ["train.lr=2e-4", "train.steps=7", "dataset.exclude_episodes=[1, 3]",
+                                "train.wandb.mode=disabled"])
+    assert params["train"]["lr"] == "2e-4" and params["train"]["steps"] == 7  # as params.yaml would read them
+    assert params["dataset"]["exclude_episodes"] == [1, 3] and params["train"]["wandb"]["mode"] == "disabled"
+    assert yaml.safe_load(path.read_text()) == SHIPPED  # the file is only read
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.lrr=1", "unknown key 'train.lrr'; did you mean 'train.lr'"),
+    ("train.steps=many", "'train.steps' = 'many'"),
+    ("trian.lr=1", "override 'trian.lr=1': trian is not a section of the params file"),
+    ("train.lr", "override 'train.lr' is not KEY=VALUE"),
+])
+def test_a_bad_override_is_refused_with_the_key(tmp_path, override: str, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(SHIPPED))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_params(path, [override])

@@ -8,13 +8,8 @@ import sys
 from pathlib import Path
 
 from vla_pipeline.errors import run_entry_point
+from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
-
-
-def _load_params(path: str) -> dict:
-    from vla_pipeline.params import load_params_file
-
-    return load_params_file(path)
 
 
 def cmd_check_compat(args) -> int:
@@ -50,7 +45,7 @@ def cmd_norms(args) -> int:
 def cmd_train(args) -> int:
     from vla_pipeline.train import TrainConfig, train
 
-    params = _load_params(args.params)
+    params = load_params(args.params)
     # outside DVC, the run's directory is train.out_dir itself (checkpoints, resumed from there); --out OUT
     # puts the whole run under OUT (checkpoints, live metrics, W&B), never into the workspace's DVC outputs
     overrides = {"runs_in_store": False}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import at_least, choice, int_or_auto, param
+from vla_pipeline.params.schema import PHASE_KEYS
 from vla_pipeline.policy import FREEZE_GROUPS, PolicyConfig
 from vla_pipeline.resume import RESUME_MODES
 from vla_pipeline.runtime import RuntimeOptions
@@ -16,8 +17,6 @@ from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.transforms import AugmentConfig
 
 WANDB_MODES = ("offline", "online", "disabled")
-PHASE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "decay_steps", "decay_lr", "log_every", "save_every",
-              "eval_every")
 
 
 def resolve_phase(p: dict) -> dict:

@@ -1,5 +1,6 @@
-"""Typed access to a params mapping (the dict a stage read from params.yaml; the library never
-reads the file). A missing or malformed value is a :class:`ConfigError` naming the key."""
+"""Parameters: typed access to a params mapping (here), what params.yaml may hold (``schema``) and
+the one loader of the entry points (``load``: stages and ``vla``; the library takes the mapping).
+A missing or malformed value is a :class:`ConfigError` naming the key."""
 
 from __future__ import annotations
 
@@ -46,28 +47,3 @@ def at_least(value: float, minimum: float, key: str) -> float:
     if value < minimum:
         raise ConfigError(f"params: '{key}' = {value!r}; must be >= {minimum}")
     return value
-
-
-def load_params_file(path) -> dict:
-    """Read and check a params file (for the entry points: stages and ``vla``; library functions take
-    the mapping). Broken YAML names the file, line and column; a mapping that does not follow the schema
-    (param_schema.py) lists every problem; neither runs anything."""
-    from pathlib import Path
-
-    import yaml
-
-    from vla_pipeline.param_schema import check_params
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"params file {p} not found; pass --params PATH (default: params.yaml)")
-    try:
-        params = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file (`git diff {p}` shows your "
-                          f"edits) and run again") from None
-    check_params(params, str(p))
-    return params
