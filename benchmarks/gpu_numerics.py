@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
-from vla_pipeline.compat.attention import attention_kernel
-from vla_pipeline.compat.reference import (
+from vla_pipeline.model.compat.attention import attention_kernel
+from vla_pipeline.model.reference import (
     TOLERANCES,
     build_reference_model,
     compute_errors,

@@ -39,13 +39,16 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
-from vla_pipeline.compat.attention import attention_kernel
+from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.demo import TASKS
-from vla_pipeline.model import ModelDims, make_pi05_policy
-from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors
+from vla_pipeline.model.build import make_pi05_policy
+from vla_pipeline.model.compat.attention import attention_kernel
+from vla_pipeline.model.config import PolicyConfig, make_pi05_config
+from vla_pipeline.model.dims import ModelDims
+from vla_pipeline.model.loss import Pi05Loss
+from vla_pipeline.model.processors import make_processors
+from vla_pipeline.model.tokenizer import make_local_tokenizer
 from vla_pipeline.sampler import make_loader
-from vla_pipeline.step import BatchPreparer, Pi05Loss
-from vla_pipeline.tokenizer import make_local_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERAS = {"observation.images.front": (3, 224, 224), "observation.images.wrist": (3, 224, 224)}

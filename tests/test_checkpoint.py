@@ -14,7 +14,8 @@ from vla_pipeline.checkpoint import (
     verify_checkpoint,
     write_manifest,
 )
-from vla_pipeline.model import load_dims, shrunk_pi05
+from vla_pipeline.model.build import shrunk_pi05
+from vla_pipeline.model.dims import load_dims
 
 
 def test_lerobot_from_pretrained_loads_our_checkpoint(tiny_run) -> None:

@@ -47,9 +47,10 @@ SPLIT = {"train": [0, 2], "val": [1]}
 
 def _tiny(tokenizer_dir: Path):
     """An untrained tiny Pi0.5 with LeRobot's processors, the frozen STATS and the local tokenizer."""
-    from vla_pipeline.model import make_pi05_policy
+    from vla_pipeline.model.build import make_pi05_policy
+    from vla_pipeline.model.config import PolicyConfig, make_pi05_config, resolve_tokenizer
+    from vla_pipeline.model.processors import make_processors
     from vla_pipeline.norms import make_processor_stats
-    from vla_pipeline.policy import PolicyConfig, make_pi05_config, make_processors, resolve_tokenizer
 
     cfg = PolicyConfig.from_params(yaml.safe_load((REPO / "params.yaml").read_text())["policy"])
     config = make_pi05_config(cfg, JOINTS, {"observation.images.front": (3, 32, 40)}, "cpu")

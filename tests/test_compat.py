@@ -11,10 +11,10 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.gemma import modeling_gemma
 from transformers.models.paligemma import modeling_paligemma
 
-import vla_pipeline.compat as compat
+import vla_pipeline.model.compat as compat
 from vla_pipeline.cli import main
-from vla_pipeline.compat import gemma
-from vla_pipeline.compat.reference import (
+from vla_pipeline.model.compat import gemma
+from vla_pipeline.model.reference import (
     TOLERANCES,
     build_reference_model,
     compare_with_reference,
@@ -133,7 +133,7 @@ def test_check_compat_cli_missing_file(tmp_path: Path, capsys) -> None:
 def test_sdpa_attention_matches_reference(name: str) -> None:
     """PyTorch's fused attention in place of LeRobot's eager one stays within the reference tolerance
     (float32 1e-5, bfloat16 2e-2) and is really in use (the loss is not bit-identical to eager's)."""
-    from vla_pipeline.compat.attention import attention_kernel
+    from vla_pipeline.model.compat.attention import attention_kernel
 
     meta, tensors = load_reference(TESTDATA / name)
     model = build_reference_model(meta, tensors)

@@ -14,7 +14,8 @@ from vla_pipeline.pretrained import load_pretrained_weights
 
 
 def _fresh_policy(tiny_run):
-    from vla_pipeline.model import load_dims, make_pi05_policy
+    from vla_pipeline.model.build import make_pi05_policy
+    from vla_pipeline.model.dims import load_dims
 
     config = load_checkpoint(tiny_run.checkpoint).policy.config
     return make_pi05_policy(config, load_dims(tiny_run.checkpoint))

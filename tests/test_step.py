@@ -8,10 +8,11 @@ import pytest
 import torch
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
+from vla_pipeline.batch import TRIM_MULTIPLE, BatchPreparer, trim_prompt_padding
 from vla_pipeline.checkpoint import load_checkpoint
 from vla_pipeline.contract import load_contract
 from vla_pipeline.data import make_dataset
-from vla_pipeline.step import TRIM_MULTIPLE, BatchPreparer, Pi05Loss, trim_prompt_padding
+from vla_pipeline.model.loss import Pi05Loss
 
 from conftest import CONTRACT
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vla_pipeline.demo import TASKS
-from vla_pipeline.tokenizer import load_tokenizer, make_local_tokenizer
+from vla_pipeline.model.tokenizer import load_tokenizer, make_local_tokenizer
 
 VOCAB_SIZE = 512
 

@@ -70,7 +70,7 @@ def test_lr_param_is_the_lr_used(params, tiny_run, tmp_path) -> None:
 
 def test_policy_size_typo_is_refused(params) -> None:
     from vla_pipeline.errors import ConfigError
-    from vla_pipeline.policy import PolicyConfig
+    from vla_pipeline.model.config import PolicyConfig
 
     with pytest.raises(ConfigError, match=r"policy.size.*\['tiny', 'full'\]"):
         PolicyConfig.from_params({**params["policy"], "size": "tinny"})

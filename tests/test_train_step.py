@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.checkpoint import load_checkpoint
 from vla_pipeline.contract import load_contract
 from vla_pipeline.data import make_dataset
 from vla_pipeline.errors import TrainingDivergedError
+from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.runtime import RuntimeOptions, make_accelerator
-from vla_pipeline.step import BatchPreparer, Pi05Loss
 from vla_pipeline.train import GUARD_STEPS, make_optimizer_and_scheduler, train_step
 
 from conftest import CONTRACT, make_train_config

@@ -16,7 +16,8 @@ from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PR
 from safetensors.torch import load_file
 
 from vla_pipeline.errors import CheckpointError
-from vla_pipeline.model import load_dims, make_pi05_policy, save_dims
+from vla_pipeline.model.build import make_pi05_policy
+from vla_pipeline.model.dims import load_dims, save_dims
 from vla_pipeline.provenance import collect_versions, sha256_file
 
 PRETRAINED_DIR = "pretrained_model"

@@ -13,7 +13,7 @@ from vla_pipeline.quiet import quiet_third_party
 
 
 def cmd_check_compat(args) -> int:
-    from vla_pipeline.compat.reference import compare_with_reference
+    from vla_pipeline.model.reference import compare_with_reference
 
     errors = compare_with_reference(Path(args.reference))
     for e in errors:

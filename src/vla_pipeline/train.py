@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer, save_pretrained_model
 from vla_pipeline.checkpointer import Checkpointer, RunPlace, move_aside
-from vla_pipeline.compat.attention import attention_kernel
 from vla_pipeline.contract import load_contract
 from vla_pipeline.data import camera_shapes, feature_names, load_info
 from vla_pipeline.errors import (
@@ -36,20 +36,18 @@ from vla_pipeline.guards import (
     compute_implied_initial_loss,
     report_problems,
 )
-from vla_pipeline.model import make_pi05_policy
+from vla_pipeline.model.build import make_pi05_policy
+from vla_pipeline.model.compat.attention import attention_kernel
+from vla_pipeline.model.config import compute_image_resolution, make_pi05_config, resolve_tokenizer
+from vla_pipeline.model.freeze import apply_freeze
+from vla_pipeline.model.loss import Pi05Loss
+from vla_pipeline.model.processors import make_processors
 from vla_pipeline.norms import (
     STATS_FILE,
     compute_split_hash,
     compute_split_id,
     load_norm_stats,
     make_processor_stats,
-)
-from vla_pipeline.policy import (
-    apply_freeze,
-    compute_image_resolution,
-    make_pi05_config,
-    make_processors,
-    resolve_tokenizer,
 )
 from vla_pipeline.pretrained import load_pretrained_weights
 from vla_pipeline.provenance import (
@@ -71,7 +69,6 @@ from vla_pipeline.resume import (
 )
 from vla_pipeline.runtime import Runtime, make_accelerator, seed_everything
 from vla_pipeline.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
-from vla_pipeline.step import BatchPreparer, Pi05Loss
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train_config import TrainConfig
 from vla_pipeline.transforms import make_image_transforms

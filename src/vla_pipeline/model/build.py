@@ -10,60 +10,15 @@ Nothing of the model is re-implemented.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 
 from lerobot.policies.pi05 import modeling_pi05
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy, PI05Pytorch
 
-from vla_pipeline import compat  # installs the layer; it patches classes, so import order is free
-
-DIMS_FILENAME = "vla_model_dims.json"
-
-
-@dataclass(frozen=True)
-class GemmaDims:
-    width: int
-    depth: int
-    mlp_dim: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-
-
-@dataclass(frozen=True)
-class VisionDims:
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    patch_size: int = 14
-    image_size: int = 224
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """Shrunk Pi0.5 dimensions, in the ``dims`` format of ``shared/testdata/*.json``."""
-
-    vlm: GemmaDims
-    expert: GemmaDims
-    vision: VisionDims
-    vocab_size: int
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelDims:
-        return cls(
-            vlm=GemmaDims(**d["vlm"]),
-            expert=GemmaDims(**d["expert"]),
-            vision=VisionDims(**d["vision"]),
-            vocab_size=int(d["vocab_size"]),
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from vla_pipeline.model import compat  # installs the layer; it patches classes, so import order is free
+from vla_pipeline.model.dims import ModelDims
 
 
 @contextlib.contextmanager
@@ -121,14 +76,3 @@ def make_pi05_policy(config: PI05Config, dims: ModelDims | None = None) -> PI05P
     compat.require()
     with _size_context(dims):
         return PI05Policy(config)
-
-
-def save_dims(directory: Path, dims: ModelDims | None) -> None:
-    """Record a tiny model's dims beside LeRobot's ``config.json`` (nothing for full size)."""
-    if dims is not None:
-        (Path(directory) / DIMS_FILENAME).write_text(json.dumps(dims.to_dict(), indent=2))
-
-
-def load_dims(directory: Path) -> ModelDims | None:
-    path = Path(directory) / DIMS_FILENAME
-    return ModelDims.from_dict(json.loads(path.read_text())) if path.exists() else None

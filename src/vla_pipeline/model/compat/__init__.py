@@ -4,8 +4,8 @@ Importing this package installs the compatibility layer (idempotent). It rebinds
 attributes of already-imported transformers modules in this process and registers the
 ``transformers.models.siglip.check`` module that LeRobot's ``PI05Pytorch`` asks for; it
 never writes into site-packages. What changes, and why, is documented in
-:mod:`vla_pipeline.compat.gemma` and :mod:`vla_pipeline.compat.paligemma`; equality with
-LeRobot on its reference transformers is proven by :mod:`vla_pipeline.compat.reference`
+:mod:`vla_pipeline.model.compat.gemma` and :mod:`vla_pipeline.model.compat.paligemma`; equality with
+LeRobot on its reference transformers is proven by :mod:`vla_pipeline.model.reference`
 against ``shared/testdata``.
 """
 
@@ -20,8 +20,8 @@ from transformers.models.gemma import modeling_gemma
 from transformers.models.paligemma import modeling_paligemma
 from transformers.models.siglip import modeling_siglip
 
-from vla_pipeline.compat import gemma, paligemma
 from vla_pipeline.errors import CompatError
+from vla_pipeline.model.compat import gemma, paligemma
 
 SUPPORTED_TRANSFORMERS = "4.53.3"
 CHECK_MODULE = "transformers.models.siglip.check"
@@ -56,7 +56,7 @@ def install() -> None:
     found = installed_transformers_version()
     if found != SUPPORTED_TRANSFORMERS:
         raise CompatError(
-            f"vla_pipeline.compat supports transformers=={SUPPORTED_TRANSFORMERS} only, found {found}. "
+            f"vla_pipeline.model.compat supports transformers=={SUPPORTED_TRANSFORMERS} only, found {found}. "
             f"Reinstall the locked environment: `make install`."
         )
     for owner, name, make in _PATCHES:

@@ -1,19 +1,17 @@
-"""LeRobot's Pi0.5 policy config and pre/post processors for an arm-only contract, fed with the
-frozen statistics (never the dataset's ``meta/stats.json``)."""
+"""The ``policy:`` section as a typed config, and LeRobot's ``PI05Config`` built from it for an
+arm-only contract (features, image resolution, tokenizer)."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
-from lerobot.policies.pi05 import processor_pi05
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.model import ModelDims
+from vla_pipeline.model.dims import ModelDims
 from vla_pipeline.params import at_least, choice, param
 
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
@@ -83,47 +81,11 @@ def make_pi05_config(
     )
 
 
-@contextlib.contextmanager
-def _tokenizer_source(name: str):
-    """Make LeRobot's Pi0.5 processor factory load its tokenizer from ``name``."""
-    original = processor_pi05.TokenizerProcessorStep
-    processor_pi05.TokenizerProcessorStep = lambda **kw: original(**{**kw, "tokenizer_name": name})
-    try:
-        yield
-    finally:
-        processor_pi05.TokenizerProcessorStep = original
-
-
-def make_processors(config: PI05Config, stats: dict, tokenizer: str | Path):
-    """LeRobot's own Pi0.5 pre/post processors with the frozen ``stats`` and the given tokenizer."""
-    with _tokenizer_source(str(tokenizer)):
-        return processor_pi05.make_pi05_pre_post_processors(config, dataset_stats=stats)
-
-
 def resolve_tokenizer(cfg: PolicyConfig, build_dir: Path) -> str:
     """A tokenizer name or directory; ``local`` builds the project's offline tokenizer into ``build_dir``."""
     if cfg.tokenizer != "local":
         return cfg.tokenizer
-    from vla_pipeline.tokenizer import make_local_tokenizer
+    from vla_pipeline.model.tokenizer import make_local_tokenizer
 
     vocab = cfg.dims.vocab_size if cfg.dims is not None else 257152
     return str(make_local_tokenizer(Path(build_dir), vocab_size=vocab))
-
-
-_VLM = "model.paligemma_with_expert.paligemma.model."
-FREEZE_GROUPS = {  # train.freeze names -> parameter-name prefixes of LeRobot's PI05Policy
-    "vision": (f"{_VLM}vision_tower.", f"{_VLM}multi_modal_projector."),
-    "language": (f"{_VLM}language_model.",),
-    "vlm": (f"{_VLM}vision_tower.", f"{_VLM}multi_modal_projector.", f"{_VLM}language_model."),
-}
-
-
-def apply_freeze(policy, groups: tuple[str, ...]) -> dict[str, int]:
-    """Stop gradients to the named parts (e.g. the vision tower); returns trainable / frozen counts."""
-    prefixes = tuple(p for g in groups for p in FREEZE_GROUPS[g])
-    counts = {"trainable": 0, "frozen": 0}
-    for name, tensor in policy.named_parameters():
-        if prefixes and name.startswith(prefixes):
-            tensor.requires_grad_(False)
-        counts["trainable" if tensor.requires_grad else "frozen"] += tensor.numel()
-    return counts

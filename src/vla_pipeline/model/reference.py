@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vla_pipeline.model import ModelDims, make_pi05_model
+from vla_pipeline.model.build import make_pi05_model
+from vla_pipeline.model.dims import ModelDims
 
 #: tolerance per reference dtype (shared/testdata/README.md)
 TOLERANCES = {"float32": 1e-5, "bfloat16": 2e-2}
