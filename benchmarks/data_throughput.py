@@ -30,17 +30,15 @@ import psutil
 import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import VIDEO_BACKEND, load_info, make_dataset
-from vla_pipeline.demo import DemoConfig, make_demo_dataset
-from vla_pipeline.frame_cache import (
-    FrameCacheConfig,
-    load_frame_cache,
-    make_episode_dataset,
-    save_frame_cache,
-)
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
+from vla_pipeline.data.factory import make_episode_dataset
+from vla_pipeline.data.frame_cache import FrameCacheConfig, load_frame_cache, save_frame_cache
+from vla_pipeline.data.lerobot import make_dataset
+from vla_pipeline.data.metadata import VIDEO_BACKEND
+from vla_pipeline.data.sampler import make_loader
+from vla_pipeline.data.tables import load_info
 from vla_pipeline.provenance import compute_dataset_fingerprint
-from vla_pipeline.sampler import make_loader
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO / "contracts" / "lekiwi_arm.yaml"

@@ -42,8 +42,8 @@ import yaml
 
 import vla_pipeline.evaluate as ev
 from vla_pipeline.checkpoint import LAST_FILE, find_last
-from vla_pipeline.demo import DemoConfig, make_demo_dataset
-from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
+from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
+from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 
 from _checkpoint import CONTRACT, REPO, make_checkpoint
 

@@ -25,15 +25,11 @@ import torch
 from lerobot.utils.constants import ACTION
 
 from vla_pipeline.checkpoint import load_checkpoint
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import make_dataset
-from vla_pipeline.demo import DemoConfig, make_demo_dataset
-from vla_pipeline.frame_cache import (
-    FrameCacheConfig,
-    load_frame_cache,
-    make_episode_dataset,
-    save_frame_cache,
-)
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
+from vla_pipeline.data.factory import make_episode_dataset
+from vla_pipeline.data.frame_cache import FrameCacheConfig, load_frame_cache, save_frame_cache
+from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.inference import predict_episodes
 from vla_pipeline.provenance import compute_dataset_fingerprint
 

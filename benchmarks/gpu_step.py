@@ -40,7 +40,8 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 
 import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
 from vla_pipeline.batch import BatchPreparer
-from vla_pipeline.demo import TASKS
+from vla_pipeline.data.demo import TASKS
+from vla_pipeline.data.sampler import make_loader
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.compat.attention import attention_kernel
 from vla_pipeline.model.config import PolicyConfig, make_pi05_config
@@ -48,7 +49,6 @@ from vla_pipeline.model.dims import ModelDims
 from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.model.processors import make_processors
 from vla_pipeline.model.tokenizer import make_local_tokenizer
-from vla_pipeline.sampler import make_loader
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERAS = {"observation.images.front": (3, 224, 224), "observation.images.wrist": (3, 224, 224)}
@@ -177,14 +177,10 @@ def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: P
 
 def make_data(work: Path):
     """A 640x480 two-camera dataset from the demo generator, through a frame cache at 224x224."""
-    from vla_pipeline.contract import load_contract
-    from vla_pipeline.demo import DemoConfig, make_demo_dataset
-    from vla_pipeline.frame_cache import (
-        FrameCacheConfig,
-        load_frame_cache,
-        make_episode_dataset,
-        save_frame_cache,
-    )
+    from vla_pipeline.data.contract import load_contract
+    from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
+    from vla_pipeline.data.factory import make_episode_dataset
+    from vla_pipeline.data.frame_cache import FrameCacheConfig, load_frame_cache, save_frame_cache
     from vla_pipeline.provenance import compute_dataset_fingerprint
 
     contract_path = REPO / "contracts" / "lekiwi_arm.yaml"

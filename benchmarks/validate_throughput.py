@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vla_pipeline.demo import LEKIWI_NAMES
+from vla_pipeline.data.demo import LEKIWI_NAMES
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
 

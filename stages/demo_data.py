@@ -1,6 +1,6 @@
 """DVC stage `demo_data`: write the embedded LeKiwi demo dataset (params section `demo`)."""
 
-from vla_pipeline.demo import DemoConfig, make_demo_dataset
+from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 
 from _params import run
 

@@ -2,7 +2,7 @@
 (resized as Pi0.5 resizes it) that train and evaluate read instead of the videos, when
 `frame_cache.enable` is true; otherwise it only writes a manifest saying the cache is off."""
 
-from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
+from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 
 from _params import run
 

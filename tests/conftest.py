@@ -35,7 +35,7 @@ def params() -> dict:
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """6 short episodes at 32x40: small enough for every test, real LeRobot v3.0 on disk."""
-    from vla_pipeline.demo import DemoConfig, make_demo_dataset
+    from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 
     root = tmp_path_factory.mktemp("data") / "demo"
     return make_demo_dataset(

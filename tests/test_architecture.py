@@ -12,8 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vla_pipeline"
 LAYERS = {
     "__init__": 0, "errors": 0,
     "params": 1, "provenance": 1, "store": 1, "tracking": 1, "quiet": 1,
-    "data": 2, "contract": 2, "frames": 2, "transforms": 2, "sampler": 2, "demo": 2, "convert": 2,
-    "contract_init": 2, "frame_cache": 2,
+    "data": 2,
     "validate": 3, "checks": 3, "video_checks": 3,
     "norms": 4,
     "model": 5,

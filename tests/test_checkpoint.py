@@ -50,9 +50,10 @@ from pathlib import Path
 import yaml
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy
 from lerobot.processor import PolicyProcessorPipeline
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import make_dataset
-from vla_pipeline.model import load_dims, shrunk_pi05
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.lerobot import make_dataset
+from vla_pipeline.model.build import shrunk_pi05
+from vla_pipeline.model.dims import load_dims
 from vla_pipeline.norms import load_split
 from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
 

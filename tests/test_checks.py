@@ -41,8 +41,8 @@ from vla_pipeline.checks import (
     check_vector_shape,
     required_keys,
 )
-from vla_pipeline.contract import Contract
-from vla_pipeline.frames import Frames
+from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.tables import Frames
 
 NAMES = ("x.vel", "elbow", "wrist", "gripper")
 JOINTS = ("elbow", "gripper")  # at dataset positions 1 and 3
@@ -138,7 +138,7 @@ def test_episode_runs() -> None:
 
 # ----------------------------------------------------------------------------- meta and keys
 def test_codebase_other_than_v30_is_an_error_with_the_conversion_hint(tmp_path) -> None:
-    from vla_pipeline.convert import format_conversion_hint
+    from vla_pipeline.data.convert import format_conversion_hint
 
     assert run(check_codebase, make_view(root=tmp_path)).errors == []
     info = make_info(codebase_version="v2.1")
@@ -163,7 +163,7 @@ def test_required_keys_name_every_role() -> None:
 
 
 def test_contract_keys_must_exist_with_a_camera_and_a_state() -> None:
-    from vla_pipeline.contract_init import format_feature_roles, format_keys_block
+    from vla_pipeline.data.contract_init import format_feature_roles, format_keys_block
 
     assert run(check_contract_keys, make_view()).errors == []
     info = make_info()

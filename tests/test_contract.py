@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vla_pipeline.contract import Contract, load_contract
+from vla_pipeline.data.contract import Contract, load_contract
 from vla_pipeline.errors import ContractError
 from vla_pipeline.provenance import compute_contract_hash
 

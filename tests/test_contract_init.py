@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from vla_pipeline.cli import main
-from vla_pipeline.contract import load_contract
-from vla_pipeline.contract_init import (
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.contract_init import (
     InitConfig,
     build_starter,
     format_feature_roles,
@@ -25,7 +25,7 @@ from vla_pipeline.contract_init import (
     select_joints,
     widen,
 )
-from vla_pipeline.data import load_info
+from vla_pipeline.data.tables import load_info
 from vla_pipeline.errors import ContractError
 from vla_pipeline.validate import ValidateConfig, validate_dataset
 

@@ -16,12 +16,7 @@ import pytest
 
 from v21 import decode_all_frames, write_v21_from_v30
 from vla_pipeline.cli import main
-from vla_pipeline.convert import (
-    ConversionError,
-    convert_v21_to_v30,
-    detect_v21,
-    format_conversion_hint,
-)
+from vla_pipeline.data.convert import ConversionError, convert_v21_to_v30, detect_v21, format_conversion_hint
 
 from conftest import vla
 

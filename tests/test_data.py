@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from vla_pipeline.contract import ContractError, load_contract
-from vla_pipeline.data import column_array, feature_names, load_frames, load_info, make_dataset
-from vla_pipeline.demo import ARM_JOINTS, LEKIWI_NAMES
+from vla_pipeline.data.contract import ContractError, load_contract
+from vla_pipeline.data.demo import ARM_JOINTS, LEKIWI_NAMES
+from vla_pipeline.data.lerobot import make_dataset
+from vla_pipeline.data.tables import column_array, feature_names, load_frames, load_info
 from vla_pipeline.provenance import compute_dataset_fingerprint
 
 from conftest import CONTRACT

@@ -17,22 +17,14 @@ import pytest
 import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from vla_pipeline.contract import Contract
-from vla_pipeline.data import (
-    ArmOnlyDataset,
-    _frame_timestamps,
-    camera_shapes,
-    column_array,
-    feature_names,
-    load_frames,
-    load_info,
-    load_metadata,
-    make_dataset,
-    require_local_root,
-)
+from vla_pipeline.data.augment import AugmentConfig, apply_seeded, compute_sample_seed, make_image_transforms
+from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.lerobot import _frame_timestamps, make_dataset
+from vla_pipeline.data.metadata import camera_shapes, load_metadata, require_local_root
+from vla_pipeline.data.samples import ArmOnlyDataset
+from vla_pipeline.data.tables import column_array, feature_names, load_frames, load_info
 from vla_pipeline.errors import ContractError, TrainInputError
 from vla_pipeline.provenance import compute_dataset_fingerprint
-from vla_pipeline.transforms import AugmentConfig, apply_seeded, compute_sample_seed, make_image_transforms
 
 from realdata import (
     SO101_JOINTS,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vla_pipeline import demo
-from vla_pipeline.demo import (
+from vla_pipeline.data import demo
+from vla_pipeline.data.demo import (
     ALPHA_LEAD,
     ARM_JOINTS,
     GRIPPER_TASK,

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch, yaml
 from safetensors.torch import save_file
 from vla_pipeline.runtime import seed_everything
-from vla_pipeline.sampler import make_loader
+from vla_pipeline.data.sampler import make_loader
 from vla_pipeline.train import TrainConfig, check_inputs, make_inputs
 
 a = json.loads(sys.argv[1])
@@ -89,8 +89,8 @@ def test_augmentation_is_seeded_and_changes_only_images(tiny_run, tmp_path) -> N
 
 
 def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> None:
+    from vla_pipeline.data.sampler import make_loader
     from vla_pipeline.norms import load_split
-    from vla_pipeline.sampler import make_loader
     from vla_pipeline.train import make_inputs
 
     copy = tmp_path / "ds"
@@ -113,8 +113,8 @@ def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> No
 
 @pytest.mark.parametrize("bad", ["crop_scale", "max_num_transforms"])
 def test_augment_params_are_validated(params, bad) -> None:
+    from vla_pipeline.data.augment import AugmentConfig
     from vla_pipeline.errors import ConfigError
-    from vla_pipeline.transforms import AugmentConfig
 
     p = {**params["train"]["augment"], bad: 0.1 if bad == "crop_scale" else 0}
     with pytest.raises(ConfigError, match=bad):

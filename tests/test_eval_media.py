@@ -10,8 +10,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import make_dataset
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.evaluate import camera_shapes, load_media_frames, read_item_frames
 from vla_pipeline.media import EpisodeFigure, decode_video_frames, prefetch, save_trace_plot, save_video

@@ -13,21 +13,21 @@ import torch
 from lerobot.policies.pi05.modeling_pi05 import resize_with_pad_torch
 from lerobot.utils.constants import OBS_IMAGES
 
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import make_dataset
-from vla_pipeline.errors import TrainInputError
-from vla_pipeline.frame_cache import (
+from vla_pipeline.data.augment import AugmentConfig, make_image_transforms
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.factory import make_episode_dataset
+from vla_pipeline.data.frame_cache import (
     MANIFEST,
     ROUNDING_TOLERANCE,
     FrameCacheConfig,
     compute_resized_shape,
     load_frame_cache,
-    make_episode_dataset,
     save_frame_cache,
 )
+from vla_pipeline.data.lerobot import make_dataset
+from vla_pipeline.data.sampler import make_loader
+from vla_pipeline.errors import TrainInputError
 from vla_pipeline.provenance import compute_dataset_fingerprint
-from vla_pipeline.sampler import make_loader
-from vla_pipeline.transforms import AugmentConfig, make_image_transforms
 
 from conftest import CONTRACT, make_train_config, vla
 

@@ -21,8 +21,8 @@ from conftest import make_train_config
 
 
 def _first_batch(params, tiny_run, tmp_path, stats: dict) -> dict:
+    from vla_pipeline.data.sampler import make_loader
     from vla_pipeline.norms import load_split
-    from vla_pipeline.sampler import make_loader
     from vla_pipeline.train import make_inputs
 
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms)

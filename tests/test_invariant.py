@@ -120,8 +120,8 @@ def test_a_local_dataset_never_asks_the_hub(recording, tmp_path, monkeypatch) ->
     (which fails offline with advice to unset HF_HUB_OFFLINE)."""
     import lerobot.datasets.lerobot_dataset as lerobot_dataset
 
-    from vla_pipeline.contract import load_contract
-    from vla_pipeline.data import make_dataset
+    from vla_pipeline.data.contract import load_contract
+    from vla_pipeline.data.lerobot import make_dataset
     from vla_pipeline.errors import TrainInputError
 
     def no_hub(*args, **kwargs):
@@ -144,8 +144,8 @@ def test_a_local_dataset_never_asks_the_hub(recording, tmp_path, monkeypatch) ->
 
 
 def test_frame_cache_names_a_missing_file_of_a_used_episode(recording, tmp_path) -> None:
+    from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
     from vla_pipeline.errors import TrainInputError
-    from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
 
     root = tmp_path / "ds"
     shutil.copytree(recording, root)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from vla_pipeline.data import column_array, load_frames
-from vla_pipeline.demo import ARM_JOINTS, LEKIWI_NAMES
+from vla_pipeline.data.demo import ARM_JOINTS, LEKIWI_NAMES
+from vla_pipeline.data.tables import column_array, load_frames
 from vla_pipeline.norms import (
     NormsConfig,
     compute_feature_stats,

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from vla_pipeline.cli import main
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import make_dataset
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.lerobot import make_dataset
+from vla_pipeline.data.tables import load_task_indices
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.frames import load_task_indices
 from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
 
 from conftest import REPO
@@ -241,7 +241,7 @@ def test_clean_recordings_warn_about_nothing(so101, contract, tmp_path, capsys) 
 def test_one_arm_of_a_bimanual_set_is_selected_by_name(work, tmp_path, capsys) -> None:
     """The right arm sits after the left arm and hand (columns 17-23): the dataset items, the frozen
     stats and validation's range check all read those columns, by name, never the first seven."""
-    from vla_pipeline.data import column_array, load_frames
+    from vla_pipeline.data.tables import column_array, load_frames
     from vla_pipeline.norms import NormsConfig, compute_norm_stats
 
     root = write_recording(work / "bimanual", Recording(names=BIMANUAL_NAMES, action_key="actions", state_key="state",

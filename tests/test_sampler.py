@@ -3,7 +3,7 @@ of each global batch, and starting at batch b gives exactly the tail of a full e
 
 from __future__ import annotations
 
-from vla_pipeline.sampler import EpochBatchSampler, compute_batches_per_epoch
+from vla_pipeline.data.sampler import EpochBatchSampler, compute_batches_per_epoch
 
 
 def test_processes_take_disjoint_shares_of_the_same_global_batches() -> None:

@@ -128,7 +128,7 @@ def test_one_process_at_a_time_trains_a_run(tmp_path, capsys) -> None:
 BUILD = """
 import sys
 from pathlib import Path
-from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
+from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 cfg = FrameCacheConfig(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), resolution=(28, 28),
                        store=Path(sys.argv[4]))
 save_frame_cache(cfg)
@@ -137,7 +137,7 @@ save_frame_cache(cfg)
 
 def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_path) -> None:
     """Two frame_cache stages at once (two queued experiments), each with its own output directory."""
-    from vla_pipeline.frame_cache import MANIFEST, load_frame_cache
+    from vla_pipeline.data.frame_cache import MANIFEST, load_frame_cache
     from vla_pipeline.provenance import compute_dataset_fingerprint
 
     store = tmp_path / "store"

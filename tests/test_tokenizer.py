@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vla_pipeline.demo import TASKS
+from vla_pipeline.data.demo import TASKS
 from vla_pipeline.model.tokenizer import load_tokenizer, make_local_tokenizer
 
 VOCAB_SIZE = 512

@@ -10,8 +10,8 @@ from torch.utils.data import default_collate
 
 from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.checkpoint import load_checkpoint
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import make_dataset
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.errors import TrainingDivergedError
 from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.runtime import RuntimeOptions, make_accelerator

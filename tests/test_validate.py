@@ -317,7 +317,7 @@ def test_warnings_do_not_fail(dataset, tmp_path) -> None:
 
 
 def test_duplicate_episodes_warn(tmp_path) -> None:
-    from vla_pipeline.demo import DemoConfig, make_demo_dataset
+    from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 
     root = make_demo_dataset(DemoConfig(root=tmp_path / "eq", num_episodes=3, min_length=12, max_length=12,
                                         image_height=32, image_width=40))
@@ -361,7 +361,7 @@ def test_report_is_refused_for_another_contract_or_other_exclusions(dataset, tmp
 
 
 def test_contract_ranges_must_name_its_joints(tmp_path) -> None:
-    from vla_pipeline.contract import load_contract
+    from vla_pipeline.data.contract import load_contract
     from vla_pipeline.errors import ContractError
 
     raw = yaml.safe_load(CONTRACT.read_text())

@@ -13,9 +13,9 @@ import pytest
 
 from vla_pipeline import validate
 from vla_pipeline.checks import Finding, Findings, View
-from vla_pipeline.contract import load_contract
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.tables import Frames
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.frames import Frames
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 from vla_pipeline.validate import (
     EPISODES,

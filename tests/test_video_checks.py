@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vla_pipeline.checks import Finding, Findings, View
-from vla_pipeline.contract import Contract
+from vla_pipeline.data.contract import Contract
 from vla_pipeline.video_checks import (
     DEFAULT_VIDEO_PATH,
     EpisodeVideo,

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vla_pipeline.contract import Contract
-from vla_pipeline.data import feature_names
-from vla_pipeline.frames import BARE_INDEX_COLUMN, Frames, has_bare_task_column
+from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.tables import BARE_INDEX_COLUMN, Frames, feature_names, has_bare_task_column
 
 SUPPORTED_CODEBASE = "v3.0"
 MAX_OFFENDERS = 5  # lines per check on screen ("... and N more" after them; the JSON report has every one)
@@ -83,7 +82,7 @@ def _episodes_of(frames: Frames, rows: np.ndarray) -> list[int]:
 def check_codebase(v: View, out: Findings) -> None:
     found = v.info.get("codebase_version")
     if found != SUPPORTED_CODEBASE:
-        from vla_pipeline.convert import format_conversion_hint
+        from vla_pipeline.data.convert import format_conversion_hint
 
         out.error("codebase", format_conversion_hint(v.root), key="codebase_version", value=found,
                   expected=SUPPORTED_CODEBASE)
@@ -105,7 +104,7 @@ def required_keys(contract: Contract) -> dict[str, str]:
 def check_contract_keys(v: View, out: Findings) -> None:
     """The contract maps what Pi0.5 needs (a state, at least one camera) onto keys the dataset has. A
     mismatch is one error about the contract, with the dataset's features by role and a keys block."""
-    from vla_pipeline.contract_init import format_feature_roles, format_keys_block
+    from vla_pipeline.data.contract_init import format_feature_roles, format_keys_block
 
     c = v.contract
     if not c.cameras:

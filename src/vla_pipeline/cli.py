@@ -75,7 +75,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_frame_cache(args) -> int:
-    from vla_pipeline.frame_cache import FrameCacheConfig, save_frame_cache
+    from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 
     cfg = FrameCacheConfig(Path(args.dataset), Path(args.contract), Path(args.out),
                            resolution=None if args.native else tuple(args.resolution), num_workers=args.num_workers)
@@ -84,14 +84,14 @@ def cmd_frame_cache(args) -> int:
 
 
 def cmd_make_demo(args) -> int:
-    from vla_pipeline.demo import DemoConfig, make_demo_dataset
+    from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 
     print(f"demo dataset: {make_demo_dataset(DemoConfig(root=Path(args.out), num_episodes=args.episodes))}")
     return 0
 
 
 def cmd_convert(args) -> int:
-    from vla_pipeline.convert import convert_v21_to_v30
+    from vla_pipeline.data.convert import convert_v21_to_v30
 
     out = convert_v21_to_v30(Path(args.src), Path(args.out))
     print(f"converted {args.src} -> {out} (LeRobot v3.0, loads with LeRobot); next: point dataset.root "
@@ -100,7 +100,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_contract_init(args) -> int:
-    from vla_pipeline.contract_init import InitConfig, init_contract
+    from vla_pipeline.data.contract_init import InitConfig, init_contract
 
     cfg = InitConfig(Path(args.dataset), Path(args.out), joints=tuple(args.joints),
                      cameras=tuple(c for arg in args.cameras for c in arg.split(",") if c),

@@ -42,9 +42,12 @@ from vla_pipeline.checkpoint import (
     load_checkpoint,
     require_verified,
 )
-from vla_pipeline.contract import Contract, load_contract
+from vla_pipeline.data.cached import FrameCacheSource
+from vla_pipeline.data.contract import Contract, load_contract
+from vla_pipeline.data.factory import make_episode_dataset
+from vla_pipeline.data.frame_cache import load_frame_cache
+from vla_pipeline.data.sampler import resolve_num_workers
 from vla_pipeline.errors import CheckpointError, ConfigError
-from vla_pipeline.frame_cache import FrameCacheSource, load_frame_cache, make_episode_dataset
 from vla_pipeline.inference import predict_episodes
 from vla_pipeline.media import EpisodeFigure, decode_video_frames, prefetch, save_video
 from vla_pipeline.metrics import (
@@ -58,7 +61,6 @@ from vla_pipeline.norms import compute_split_hash, compute_split_id, load_split
 from vla_pipeline.params import at_least, int_or_auto, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, compute_source_hash
 from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
-from vla_pipeline.sampler import resolve_num_workers
 from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 

@@ -15,9 +15,9 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 from tqdm import tqdm
 
-from vla_pipeline.data import ArmOnlyDataset
+from vla_pipeline.data.augment import compute_sample_seed
+from vla_pipeline.data.samples import ArmOnlyDataset
 from vla_pipeline.metrics import Predictions
-from vla_pipeline.transforms import compute_sample_seed
 
 
 def make_query_positions(dataset: ArmOnlyDataset, stride: int) -> tuple[list[int], np.ndarray, np.ndarray]:

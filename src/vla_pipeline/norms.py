@@ -14,8 +14,8 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline import __version__
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import column_array, feature_names, load_frames, load_info
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.tables import column_array, feature_names, load_frames, load_info
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint

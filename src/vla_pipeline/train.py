@@ -19,8 +19,13 @@ from tqdm import tqdm
 from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer, save_pretrained_model
 from vla_pipeline.checkpointer import Checkpointer, RunPlace, move_aside
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import camera_shapes, feature_names, load_info
+from vla_pipeline.data.augment import make_image_transforms
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.factory import make_episode_dataset
+from vla_pipeline.data.frame_cache import load_frame_cache
+from vla_pipeline.data.metadata import camera_shapes
+from vla_pipeline.data.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
+from vla_pipeline.data.tables import feature_names, load_info
 from vla_pipeline.errors import (
     ConfigError,
     ContractError,
@@ -28,7 +33,6 @@ from vla_pipeline.errors import (
     TrainInputError,
     UserInterruptError,
 )
-from vla_pipeline.frame_cache import load_frame_cache, make_episode_dataset
 from vla_pipeline.guards import (
     check_initial_loss,
     check_normalized_ranges,
@@ -68,10 +72,8 @@ from vla_pipeline.resume import (
     save_state,
 )
 from vla_pipeline.runtime import Runtime, make_accelerator, seed_everything
-from vla_pipeline.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train_config import TrainConfig
-from vla_pipeline.transforms import make_image_transforms
 from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
 from vla_pipeline.validate import load_report
 

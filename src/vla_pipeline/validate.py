@@ -21,10 +21,9 @@ from pathlib import Path
 
 from vla_pipeline import checks, video_checks
 from vla_pipeline.checks import MIN_EPISODES, Finding, Findings, View
-from vla_pipeline.contract import load_contract
-from vla_pipeline.data import load_info
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.tables import load_episodes_meta, load_frames_raw, load_info, load_task_indices
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.frames import load_episodes_meta, load_frames_raw, load_task_indices
 from vla_pipeline.params import int_list, param
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 

@@ -1,10 +1,10 @@
-"""Raw, vectorised reads of a LeRobotDataset v3.0 directory for validation: the data parquet
-columns as numpy arrays (vector features as ``(n, dim)`` float arrays), ``meta/episodes`` and
-``meta/tasks``. Malformed rows (wrong vector length, nulls) are kept and marked, never dropped,
-so checks can name them."""
+"""The dataset's tables read straight from its files, never through the hub: ``meta/info.json``,
+the data parquet columns as numpy arrays (vector features as ``(n, dim)`` float arrays; malformed
+rows kept and marked, never dropped, so checks can name them), ``meta/episodes`` and ``meta/tasks``."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,32 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCALARS = ("index", "episode_index", "frame_index", "timestamp", "task_index")
+
+
+def load_info(root: Path) -> dict:
+    return json.loads((Path(root) / "meta" / "info.json").read_text())
+
+
+def feature_names(info: dict, key: str) -> list[str]:
+    """The per-dimension names of a vector feature (LeRobot stores a list, or a dict of lists)."""
+    names = info["features"][key].get("names")
+    if isinstance(names, dict):
+        names = [n for group in names.values() for n in group]
+    return list(names or [])
+
+
+def load_frames(root: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """All rows of the dataset's data parquet files, ordered by global ``index``."""
+    files = sorted((Path(root) / "data").glob("**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet files under {Path(root) / 'data'}")
+    frames = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    return frames.sort_values("index", kind="stable").reset_index(drop=True) if "index" in frames else frames
+
+
+def column_array(frames: pd.DataFrame, key: str) -> np.ndarray:
+    """A vector column as a float64 ``(n_frames, dim)`` array."""
+    return np.stack([np.asarray(v, dtype=np.float64) for v in frames[key].to_numpy()])
 
 
 @dataclass
@@ -111,3 +137,11 @@ def load_task_indices(root: Path) -> dict[int, str]:
     """task_index -> task string from ``meta/tasks.parquet``."""
     df = load_tasks_table(root)
     return {int(i): str(name) for name, i in zip(df.index, df["task_index"], strict=True)}
+
+
+def load_rows_by_index(root: Path, vector_dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """Every data row's scalar columns and ``vector_dims`` vectors, ordered by the global ``index``
+    (row i is frame i: validation checked the index is contiguous), the order the cache files use."""
+    frames = load_frames_raw(root, vector_dims)
+    order = np.argsort(frames["index"], kind="stable")
+    return {k: v[order] for k, v in {**frames.scalars, **frames.vectors}.items()}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_pipeline.data import feature_names
+from vla_pipeline.data.tables import feature_names
 from vla_pipeline.errors import ConfigError, ContractError
 
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -386,7 +386,7 @@ def _finite_min_max(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load(root: Path, dims: dict[str, int]):
-    from vla_pipeline.frames import load_frames_raw
+    from vla_pipeline.data.tables import load_frames_raw
 
     try:
         frames = load_frames_raw(root, dims)
@@ -658,7 +658,7 @@ def _render(s: Starter, cfg: InitConfig, info: dict, *, action: dict, state: dic
 def init_contract(cfg: InitConfig) -> Starter:
     """Write the starter contract of ``cfg.dataset_root`` to ``cfg.out`` (refused when it exists,
     unless ``cfg.force``); the file is checked with :func:`load_contract` before it replaces anything."""
-    from vla_pipeline.contract import load_contract
+    from vla_pipeline.data.contract import load_contract
 
     out = Path(cfg.out)
     if out.is_dir():

@@ -30,18 +30,26 @@ import torch.nn.functional as F  # noqa: N812
 from lerobot.datasets.video_utils import decode_video_frames
 from tqdm import tqdm
 
-from vla_pipeline.contract import Contract, load_contract
-from vla_pipeline.data import ArmOnlyDataset, load_metadata, make_dataset
+from vla_pipeline.data.contract import Contract, load_contract
+from vla_pipeline.data.metadata import load_metadata
+from vla_pipeline.data.tables import load_rows_by_index
 from vla_pipeline.errors import TrainInputError
-from vla_pipeline.frames import load_frames_raw, load_task_indices
 from vla_pipeline.params import at_least, int_list, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, sha256_file
 from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
 
 MANIFEST = "manifest.json"
+
+
 FORMAT_VERSION = 1
+
+
 BLOCK = 32  # frames decoded per call: bounded memory at 640x480 and beyond
+
+
 FULL_RESOLUTION = (224, 224)  # LeRobot's PI05Config.image_resolution
+
+
 ROUNDING_TOLERANCE = 0.5 / 255 + 1e-6  # max |cache - decode| per pixel in [0, 1] when frames are resized
 
 
@@ -90,14 +98,6 @@ def compute_resized_frames(frames: torch.Tensor, shape: tuple[int, int]) -> torc
     if tuple(frames.shape[-2:]) != tuple(shape):
         frames = F.interpolate(frames, size=shape, mode="bilinear", align_corners=False)
     return (frames * 255).round().clamp(0, 255).to(torch.uint8)
-
-
-def load_rows_by_index(root: Path, vector_dims: dict[str, int]) -> dict[str, np.ndarray]:
-    """Every data row's scalar columns and ``vector_dims`` vectors, ordered by the global ``index``
-    (row i is frame i: validation checked the index is contiguous), the order the cache files use."""
-    frames = load_frames_raw(root, vector_dims)
-    order = np.argsort(frames["index"], kind="stable")
-    return {k: v[order] for k, v in {**frames.scalars, **frames.vectors}.items()}
 
 
 def camera_file(out_dir: Path, key: str) -> Path:
@@ -298,60 +298,3 @@ def _rng_untouched():
         finally:
             random.setstate(state[0])
             np.random.set_state(state[1])
-
-
-class FrameCacheSource:
-    """Items with the keys LeRobot's ``LeRobotDataset`` gives (what ``ArmOnlyDataset`` reads), built
-    from the frame cache and the data parquet files: the action chunk is indexed exactly as LeRobot
-    indexes it (clamped to the episode, ``*_is_pad`` past its end), images come from the cache."""
-
-    def __init__(self, cache: LoadedFrameCache, root: Path, contract: Contract, chunk_size: int):
-        self.meta = load_metadata(root)
-        self.cache_dir, self.contract = cache.directory, contract
-        dims = {k: self.meta.info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
-        rows = load_rows_by_index(root, dims)
-        self.vectors = {k: rows[k].astype(np.float32) for k in dims}
-        self.episode, self.frame, self.task_index = (rows[k].astype(np.int64)
-                                                     for k in ("episode_index", "frame_index", "task_index"))
-        self.tasks = load_task_indices(root)
-        ends = np.zeros(self.meta.total_episodes, dtype=np.int64)
-        for ep in range(self.meta.total_episodes):
-            ends[ep] = self.meta.episodes[ep]["dataset_to_index"]
-        self.episode_end = ends
-        self.offsets = np.arange(chunk_size)
-        self._maps: dict[str, np.ndarray] | None = None  # opened lazily, once per (worker) process
-
-    def _images(self) -> dict[str, np.ndarray]:
-        if self._maps is None:
-            self._maps = {k: np.load(camera_file(self.cache_dir, k), mmap_mode="r")
-                          for k in self.contract.cameras.values()}
-        return self._maps
-
-    def __getitem__(self, idx: int) -> dict:
-        c, ep = self.contract, self.episode[idx]
-        query = idx + self.offsets
-        end = self.episode_end[ep]
-        item = {
-            c.action_key: torch.from_numpy(self.vectors[c.action_key][np.minimum(query, end - 1)]),
-            f"{c.action_key}_is_pad": torch.from_numpy(query >= end),
-            c.state_key: torch.from_numpy(self.vectors[c.state_key][idx]),
-            "episode_index": torch.tensor(ep), "frame_index": torch.tensor(self.frame[idx]),
-            "task": self.tasks[int(self.task_index[idx])],
-        }
-        for key, mm in self._images().items():
-            item[key] = torch.from_numpy(np.array(mm[idx])).type(torch.float32) / 255
-        return item
-
-
-def make_episode_dataset(root: Path, contract: Contract, episodes: list[int], chunk_size: int,
-                          cache: LoadedFrameCache | None, augment=None, augment_seed: int = 0) -> ArmOnlyDataset:
-    """``data.make_dataset`` (LeRobot decoding the videos), or the same samples with images from
-    ``cache`` and vectors straight from the parquet files, indexed as LeRobot indexes them."""
-    if cache is None:
-        return make_dataset(root, contract, episodes, chunk_size, augment, augment_seed)
-    skipped = sorted(set(episodes) & set(cache.manifest.get("excluded_episodes", [])))
-    if skipped:
-        raise TrainInputError(f"episodes {skipped} were excluded when the frame cache in {cache.directory} was "
-                              f"built; rebuild it with `dvc repro frame_cache` after changing dataset.exclude_episodes")
-    return ArmOnlyDataset(FrameCacheSource(cache, root, contract, chunk_size), contract, episodes, augment,
-                          augment_seed)
