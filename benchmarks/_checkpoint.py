@@ -9,7 +9,8 @@ import yaml
 
 from vla_pipeline.norms import NormsConfig, save_norm_stats
 from vla_pipeline.train import TrainConfig, train
-from vla_pipeline.validate import ValidateConfig, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.run import validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO / "contracts" / "lekiwi_arm.yaml"

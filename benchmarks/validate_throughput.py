@@ -25,7 +25,9 @@ import pyarrow.parquet as pq
 
 from vla_pipeline.data.demo import LEKIWI_NAMES
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.report import format_report
+from vla_pipeline.validate.run import validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 30

@@ -1,6 +1,8 @@
 """DVC stage `validate`: check the dataset against the contract, write the report or fail."""
 
-from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.report import format_report
+from vla_pipeline.validate.run import validate_dataset
 
 from _params import run
 

@@ -73,7 +73,8 @@ def tiny_run(params, demo_dataset, tmp_path_factory) -> Run:
     """validate -> norms -> 4 train steps of the tiny Pi0.5, as the DVC stages run them."""
     from vla_pipeline.norms import NormsConfig, save_norm_stats
     from vla_pipeline.train import train
-    from vla_pipeline.validate import ValidateConfig, validate_dataset
+    from vla_pipeline.validate.config import ValidateConfig
+    from vla_pipeline.validate.run import validate_dataset
 
     work = tmp_path_factory.mktemp("run")
     validate_dataset(ValidateConfig(demo_dataset, CONTRACT, work / "report.json"))

@@ -13,7 +13,7 @@ LAYERS = {
     "__init__": 0, "errors": 0,
     "params": 1, "provenance": 1, "store": 1, "tracking": 1, "quiet": 1,
     "data": 2,
-    "validate": 3, "checks": 3, "video_checks": 3,
+    "validate": 3,
     "norms": 4,
     "model": 5,
     "checkpoint": 6, "checkpointer": 6, "resume": 6, "pretrained": 6,

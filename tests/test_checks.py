@@ -11,38 +11,38 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vla_pipeline.checks import (
-    CALIBRATION_SAMPLES,
-    Finding,
-    Findings,
-    View,
-    _episode_starts,
-    _episodes_of,
-    _vector_keys,
-    check_action_jumps,
-    check_calibration,
+from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.tables import Frames
+from vla_pipeline.validate.checks_meta import (
     check_codebase,
     check_contract_keys,
-    check_duplicate_episodes,
-    check_episode_bounds,
     check_exclusions,
     check_feature_names,
     check_features_in_data,
-    check_finite,
     check_fps,
+    required_keys,
+)
+from vla_pipeline.validate.checks_tables import (
+    check_episode_bounds,
     check_frame_index,
     check_global_index,
+    check_tasks,
+    check_timestamps,
+)
+from vla_pipeline.validate.checks_vectors import (
+    CALIBRATION_SAMPLES,
+    _vector_keys,
+    check_action_jumps,
+    check_calibration,
+    check_duplicate_episodes,
+    check_finite,
     check_ranges,
     check_sequence_length,
     check_short_episodes,
     check_static_joints,
-    check_tasks,
-    check_timestamps,
     check_vector_shape,
-    required_keys,
 )
-from vla_pipeline.data.contract import Contract
-from vla_pipeline.data.tables import Frames
+from vla_pipeline.validate.findings import Finding, Findings, View, episode_starts, episodes_of
 
 NAMES = ("x.vel", "elbow", "wrist", "gripper")
 JOINTS = ("elbow", "gripper")  # at dataset positions 1 and 3
@@ -131,9 +131,9 @@ def test_view_helpers() -> None:
 
 def test_episode_runs() -> None:
     frames = make_frames([ramp(2), ramp(3), ramp(1)])
-    starts, run_of = _episode_starts(frames)
+    starts, run_of = episode_starts(frames)
     assert starts.tolist() == [0, 2, 5] and run_of.tolist() == [0, 0, 1, 1, 1, 2]
-    assert _episodes_of(frames, np.array([4, 0, 3, 1])) == [0, 1]
+    assert episodes_of(frames, np.array([4, 0, 3, 1])) == [0, 1]
 
 
 # ----------------------------------------------------------------------------- meta and keys

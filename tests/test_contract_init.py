@@ -27,7 +27,8 @@ from vla_pipeline.data.contract_init import (
 )
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.errors import ContractError
-from vla_pipeline.validate import ValidateConfig, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.run import validate_dataset
 
 from realdata import BIMANUAL_NAMES, SO101_JOINTS, Recording, write_recording
 

@@ -106,7 +106,8 @@ def test_processor_uses_frozen_stats_not_meta_stats(demo_dataset, tmp_path) -> N
 
 def test_excluded_episodes_are_left_out_and_report_is_required(demo_dataset, tmp_path) -> None:
     from vla_pipeline.errors import ValidationError
-    from vla_pipeline.validate import ValidateConfig, validate_dataset
+    from vla_pipeline.validate.config import ValidateConfig
+    from vla_pipeline.validate.run import validate_dataset
 
     report = tmp_path / "report.json"
     with pytest.raises(ValidationError, match="not found"):

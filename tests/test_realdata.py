@@ -24,7 +24,9 @@ from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.data.tables import load_task_indices
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.report import format_report
+from vla_pipeline.validate.run import validate_dataset
 
 from conftest import REPO
 from realdata import (

@@ -14,7 +14,8 @@ from vla_pipeline.checkpoint import TRAIN_CONFIG_FILE, find_last, load_checkpoin
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.norms import NormsConfig, save_norm_stats
 from vla_pipeline.train import TrainInputError, train
-from vla_pipeline.validate import ValidateConfig, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.run import validate_dataset
 
 from conftest import CONTRACT, make_train_config
 

@@ -15,7 +15,9 @@ import yaml
 
 from vla_pipeline.cli import main
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.validate import ValidateConfig, load_report, validate_dataset
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.report import load_report
+from vla_pipeline.validate.run import validate_dataset
 
 from conftest import CONTRACT
 

@@ -11,27 +11,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vla_pipeline import validate
-from vla_pipeline.checks import Finding, Findings, View
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.tables import Frames
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
-from vla_pipeline.validate import (
+from vla_pipeline.validate import run as validate
+from vla_pipeline.validate.config import ValidateConfig
+from vla_pipeline.validate.findings import Finding, Findings, View
+from vla_pipeline.validate.report import (
+    Report,
+    count_episodes,
+    format_report,
+    load_report,
+    make_report,
+    summarize_wide_faults,
+)
+from vla_pipeline.validate.run import (
     EPISODES,
     FRAMES,
     INFO,
     TASKS,
     Check,
-    Report,
-    ValidateConfig,
-    count_episodes,
-    format_report,
-    load_report,
     load_view,
-    make_report,
     run_checks,
-    summarize_wide_faults,
     validate_dataset,
 )
 

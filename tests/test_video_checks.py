@@ -12,9 +12,9 @@ import av
 import numpy as np
 import pytest
 
-from vla_pipeline.checks import Finding, Findings, View
 from vla_pipeline.data.contract import Contract
-from vla_pipeline.video_checks import (
+from vla_pipeline.validate.findings import Finding, Findings, View
+from vla_pipeline.validate.videos import (
     DEFAULT_VIDEO_PATH,
     EpisodeVideo,
     VideoProbe,

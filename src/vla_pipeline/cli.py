@@ -24,7 +24,9 @@ def cmd_check_compat(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from vla_pipeline.validate import ValidateConfig, format_report, validate_dataset
+    from vla_pipeline.validate.config import ValidateConfig
+    from vla_pipeline.validate.report import format_report
+    from vla_pipeline.validate.run import validate_dataset
 
     cfg = ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report), tuple(args.exclude),
                          args.min_episode_length, args.decode_samples)

@@ -19,7 +19,7 @@ from vla_pipeline.data.tables import column_array, feature_names, load_frames, l
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
-from vla_pipeline.validate import load_report
+from vla_pipeline.validate.report import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 PROCESSOR_KEYS = ("mean", "std", "min", "max", *QUANTILES)  # what LeRobot's (un)normalizer reads

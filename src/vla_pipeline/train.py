@@ -75,7 +75,7 @@ from vla_pipeline.runtime import Runtime, make_accelerator, seed_everything
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train_config import TrainConfig
 from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
-from vla_pipeline.validate import load_report
+from vla_pipeline.validate.report import load_report
 
 GUARD_STEPS = 10  # first steps whose loss is checked against what the frozen stats imply
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_pipeline.checks import Findings, View
+from vla_pipeline.validate.findings import Findings, View
 
 DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 STREAM_SAMPLES = (0.0, 0.5, 1.0)  # where in each episode camera_streams looks: first, middle, last frame
