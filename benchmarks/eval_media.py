@@ -41,7 +41,7 @@ import torch
 import yaml
 
 import vla_pipeline.evaluate as ev
-from vla_pipeline.checkpoint import LAST_FILE, find_last
+from vla_pipeline.checkpoint.layout import LAST_FILE, find_last
 from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 

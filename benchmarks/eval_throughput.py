@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from lerobot.utils.constants import ACTION
 
-from vla_pipeline.checkpoint import load_checkpoint
+from vla_pipeline.checkpoint.io import load_checkpoint
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.data.factory import make_episode_dataset

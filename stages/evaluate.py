@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, find_last
+from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, find_last
 from vla_pipeline.evaluate import EvaluateConfig, evaluate
 
 from _params import run

@@ -16,7 +16,7 @@ LAYERS = {
     "validate": 3,
     "norms": 4,
     "model": 5,
-    "checkpoint": 6, "checkpointer": 6, "resume": 6, "pretrained": 6,
+    "checkpoint": 6,
     "train": 7, "batch": 7, "train_config": 7, "runtime": 7, "guards": 7, "val_loss": 7,
     "eval": 7, "evaluate": 7, "inference": 7, "metrics": 7, "media": 7,
     "cli": 8,

@@ -7,13 +7,8 @@ import torch
 from lerobot.policies.pi05.modeling_pi05 import PI05Policy
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint import (
-    MANIFEST_FILE,
-    CheckpointError,
-    load_checkpoint,
-    verify_checkpoint,
-    write_manifest,
-)
+from vla_pipeline.checkpoint.io import CheckpointError, load_checkpoint, verify_checkpoint, write_manifest
+from vla_pipeline.checkpoint.layout import MANIFEST_FILE
 from vla_pipeline.model.build import shrunk_pi05
 from vla_pipeline.model.dims import load_dims
 
@@ -127,7 +122,7 @@ def test_a_flipped_byte_is_refused_by_every_load(flipped, tiny_run) -> None:
     for path in (flipped, flipped / "pretrained_model"):
         with pytest.raises(CheckpointError, match=rf"refusing to load this checkpoint: {weights} does not match"):
             load_checkpoint(path)
-    from vla_pipeline.pretrained import load_pretrained_weights
+    from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
 
     for source in (flipped, flipped / "pretrained_model", weights):
         with pytest.raises(CheckpointError, match=rf"refusing to start from {weights}: {weights} does not match"):
@@ -135,7 +130,8 @@ def test_a_flipped_byte_is_refused_by_every_load(flipped, tiny_run) -> None:
 
 
 def test_resume_skips_a_checkpoint_with_a_flipped_byte(flipped, capsys) -> None:
-    from vla_pipeline.resume import plan_resume, read_run_state
+    from vla_pipeline.checkpoint.layout import read_run_state
+    from vla_pipeline.checkpoint.resume import plan_resume
 
     run_dir = flipped.parent.parent
     plan = plan_resume(run_dir, read_run_state(flipped)["run_key"], "auto")

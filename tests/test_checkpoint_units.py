@@ -16,20 +16,22 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint import (
+from vla_pipeline.checkpoint.io import (
+    load_checkpoint,
+    load_policy_weights,
+    load_state_strict,
+    require_verified,
+    save_pretrained_model,
+    verify_checkpoint,
+    write_manifest,
+)
+from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
     LAST_FILE,
     MANIFEST_FILE,
     PRETRAINED_DIR,
     find_last,
-    load_checkpoint,
-    load_policy_weights,
-    load_state_strict,
     read_pointer,
-    require_verified,
-    save_pretrained_model,
-    verify_checkpoint,
-    write_manifest,
     write_pointer,
 )
 from vla_pipeline.errors import CheckpointError

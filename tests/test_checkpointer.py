@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, MANIFEST_FILE, read_pointer, verify_checkpoint
-from vla_pipeline.checkpointer import Checkpointer, retained_steps
-from vla_pipeline.resume import list_checkpoints
+from vla_pipeline.checkpoint.checkpointer import Checkpointer, retained_steps
+from vla_pipeline.checkpoint.io import verify_checkpoint
+from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, MANIFEST_FILE, list_checkpoints, read_pointer
 
 
 def _kept(run_dir: Path) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vla_pipeline.checkpoint import write_manifest
+from vla_pipeline.checkpoint.io import write_manifest
 from vla_pipeline.errors import CheckpointError, ConfigError
 from vla_pipeline.evaluate import EvaluateConfig, evaluate
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint import load_checkpoint
+from vla_pipeline.checkpoint.io import load_checkpoint
+from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
 from vla_pipeline.errors import CheckpointError
-from vla_pipeline.pretrained import load_pretrained_weights
 
 
 def _fresh_policy(tiny_run):

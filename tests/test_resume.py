@@ -84,7 +84,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(params, tiny_run, refe
 
 
 def test_retention_keeps_last_best_and_manifests(reference) -> None:
-    from vla_pipeline.checkpoint import verify_checkpoint
+    from vla_pipeline.checkpoint.io import verify_checkpoint
 
     train = reference / "train"
     best = json.loads((train / "best_checkpoint.json").read_text())
@@ -110,9 +110,9 @@ def test_another_config_starts_a_new_run(params, tiny_run, reference, tmp_path) 
 
 
 def test_resumed_stats_must_equal_frozen(tiny_run) -> None:
-    from vla_pipeline.checkpoint import load_checkpoint
+    from vla_pipeline.checkpoint.io import load_checkpoint
+    from vla_pipeline.checkpoint.resume import check_resumed_stats
     from vla_pipeline.errors import TrainInputError
-    from vla_pipeline.resume import check_resumed_stats
 
     step_dir = tiny_run.checkpoint.parent
     loaded = load_checkpoint(tiny_run.checkpoint)

@@ -21,23 +21,28 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from safetensors.torch import load_file, save_file
 
 import vla_pipeline
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, write_manifest, write_pointer
-from vla_pipeline.errors import CheckpointError, TrainInputError
-from vla_pipeline.norms import make_processor_stats
-from vla_pipeline.provenance import RUN_KEY_IGNORED_KEYS, compute_run_key, compute_source_hash
-from vla_pipeline.resume import (
+from vla_pipeline.checkpoint.io import write_manifest
+from vla_pipeline.checkpoint.layout import (
+    BEST_FILE,
     CHECKPOINTS_DIR,
+    LAST_FILE,
     RUN_STATE_FILE,
     TRAINING_STATE_DIR,
+    list_checkpoints,
+    read_run_state,
+    write_pointer,
+)
+from vla_pipeline.checkpoint.resume import (
     check_resumed_stats,
     discard,
-    list_checkpoints,
     load_state,
     plan_resume,
-    read_run_state,
     restore_rng,
     save_state,
 )
+from vla_pipeline.errors import CheckpointError, TrainInputError
+from vla_pipeline.norms import make_processor_stats
+from vla_pipeline.provenance import RUN_KEY_IGNORED_KEYS, compute_run_key, compute_source_hash
 
 STATS = {"features": {ACTION: {"mean": [1.0]}}, "dataset_fingerprint": "abc", "n_train_frames": 10}
 VERSIONS = {"torch": "2.7.1"}

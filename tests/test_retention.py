@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer
-from vla_pipeline.checkpointer import Checkpointer, retained_steps
-from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, list_checkpoints
+from vla_pipeline.checkpoint.checkpointer import Checkpointer, retained_steps
+from vla_pipeline.checkpoint.layout import (
+    BEST_FILE,
+    LAST_FILE,
+    RUN_STATE_FILE,
+    TRAINING_STATE_DIR,
+    list_checkpoints,
+    read_pointer,
+)
 
 from conftest import vla, write_train_params
 

@@ -97,7 +97,7 @@ def test_sdpa_and_fused_adamw_train_like_eager_and_foreach(params, tiny_run, tmp
 
 def test_out_of_memory_becomes_an_actionable_error(params, tiny_run, tmp_path) -> None:
     """A GPU out-of-memory error in a step (raised here where the allocator would) says what to change."""
-    from vla_pipeline.checkpoint import load_checkpoint
+    from vla_pipeline.checkpoint.io import load_checkpoint
     from vla_pipeline.model.loss import Pi05Loss
     from vla_pipeline.runtime import make_accelerator
     from vla_pipeline.train import run_step

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer
+from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, read_pointer
 from vla_pipeline.errors import ConfigError, TrainInputError
 from vla_pipeline.store import file_lock, resolve_store
 

@@ -10,7 +10,8 @@ import torch
 from lerobot.processor import NormalizerProcessorStep
 from lerobot.utils.constants import ACTION
 
-from vla_pipeline.checkpoint import TRAIN_CONFIG_FILE, find_last, load_checkpoint
+from vla_pipeline.checkpoint.io import load_checkpoint
+from vla_pipeline.checkpoint.layout import TRAIN_CONFIG_FILE, find_last
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.norms import NormsConfig, save_norm_stats
 from vla_pipeline.train import TrainInputError, train

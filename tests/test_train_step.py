@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import default_collate
 
 from vla_pipeline.batch import BatchPreparer
-from vla_pipeline.checkpoint import load_checkpoint
+from vla_pipeline.checkpoint.io import load_checkpoint
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.errors import TrainingDivergedError

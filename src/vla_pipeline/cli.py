@@ -59,7 +59,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from vla_pipeline.evaluate import EvaluateConfig, evaluate, resolve_checkpoint
+    from vla_pipeline.checkpoint.io import resolve_checkpoint
+    from vla_pipeline.evaluate import EvaluateConfig, evaluate
 
     out = Path(args.out)
     cfg = EvaluateConfig(

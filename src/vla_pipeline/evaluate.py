@@ -16,10 +16,10 @@ evaluated the same checkpoint (directory and manifest hash) by the same protocol
 the stage ``evaluate@last`` does so with ``evaluate@best`` when the best checkpoint is the last.
 """
 
+
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 import tempfile
@@ -31,17 +31,15 @@ import numpy as np
 import torch
 from lerobot.utils.constants import ACTION, OBS_IMAGES
 
-from vla_pipeline.checkpoint import (
-    BEST_FILE,
-    CONTRACT_FILE,
-    LAST_FILE,
-    MANIFEST_FILE,
-    PRETRAINED_DIR,
+from vla_pipeline.checkpoint.io import (
     LoadedCheckpoint,
-    find_last,
+    compute_checkpoint_id,
     load_checkpoint,
+    pretrained_dir_of,
+    read_checkpoint_state,
     require_verified,
 )
+from vla_pipeline.checkpoint.layout import CONTRACT_FILE, MANIFEST_FILE
 from vla_pipeline.data.cached import FrameCacheSource
 from vla_pipeline.data.contract import Contract, load_contract
 from vla_pipeline.data.factory import make_episode_dataset
@@ -60,11 +58,12 @@ from vla_pipeline.metrics import (
 from vla_pipeline.norms import compute_split_hash, compute_split_id, load_split
 from vla_pipeline.params import at_least, int_or_auto, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, compute_source_hash
-from vla_pipeline.resume import RUN_STATE_FILE, TRAINING_STATE_DIR, read_run_state
 from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
 RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
+
+
 TRACES_DIR = "live/plots/images/traces"  # where dvclive puts the trace PNGs (the stage's plots output)
 
 
@@ -146,18 +145,6 @@ def resolve_stride(stride: int | None, config) -> int:
     return stride
 
 
-def resolve_checkpoint(path: Path, pick: str = "last") -> Path:
-    """A checkpoint path as given to `vla evaluate`: a train run dir (its ``last``/``best``
-    checkpoint), a step dir of ``checkpoints/`` or a ``pretrained_model`` dir."""
-    path = Path(path)
-    if (path / LAST_FILE).is_file():
-        return find_last(path, BEST_FILE if pick == "best" else LAST_FILE)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} not found; pass a train run dir (e.g. artifacts/train), one of "
-                              f"its checkpoints/<step> dirs or a pretrained_model dir")
-    return path
-
-
 def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     """Evaluate one checkpoint on its held-out episodes; returns (and writes) ``metrics.json``.
 
@@ -167,7 +154,7 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     if reuse_from is not None:
         protocol, why_not = find_reusable(cfg, Path(reuse_from))
         if protocol is not None:
-            require_verified(_pretrained_dir(Path(cfg.checkpoint)), "reuse the results of this checkpoint")
+            require_verified(pretrained_dir_of(Path(cfg.checkpoint)), "reuse the results of this checkpoint")
             print(f"{cfg.checkpoint} was evaluated by the same protocol in {reuse_from} "
                   f"(same checkpoint manifest, config, code and data): reusing its results, no second inference")
             return reuse_evaluation(cfg, Path(reuse_from), protocol)
@@ -207,25 +194,6 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     return metrics
 
 
-def read_checkpoint_state(ckpt: LoadedCheckpoint | Path) -> dict:
-    """The step and run key of a checkpoint the train stage wrote ({} for a bare pretrained_model)."""
-    step_dir = _pretrained_dir(ckpt).parent
-    return read_run_state(step_dir) if (step_dir / TRAINING_STATE_DIR / RUN_STATE_FILE).is_file() else {}
-
-
-def _pretrained_dir(ckpt: LoadedCheckpoint | Path) -> Path:
-    if isinstance(ckpt, LoadedCheckpoint):
-        return ckpt.directory
-    return Path(ckpt) / PRETRAINED_DIR if (Path(ckpt) / PRETRAINED_DIR).is_dir() else Path(ckpt)
-
-
-def compute_checkpoint_id(checkpoint: LoadedCheckpoint | Path) -> str | None:
-    """sha256 of the checkpoint's ``manifest.json`` (the size and sha256 of every file of the step
-    directory): the same value means the same checkpoint. None for a bare pretrained_model."""
-    manifest = _pretrained_dir(checkpoint).parent / MANIFEST_FILE
-    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
-
-
 def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, split: dict) -> dict:
     """What was evaluated and how: enough to reproduce the numbers."""
     config = ckpt.policy.config
@@ -251,6 +219,8 @@ MACHINE_PATHS = {"store", "wandb_dir"}
 
 # EvaluateConfig fields that change where results go or how fast they come, never what they are
 NOT_PROTOCOL = {"out_dir", "num_workers", "wandb_mode", "wandb_project", "wandb_dir", "store"}
+
+
 REUSED_FILES = ("metrics.json", "episodes.csv", "predictions.npz")
 
 
@@ -267,8 +237,8 @@ def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
         return None, f"{path} is unreadable ({e})"
     if not isinstance(protocol, dict):
         return None, f"{path} is not an evaluation protocol"
-    if Path(protocol.get("checkpoint", "")).resolve() != _pretrained_dir(cfg.checkpoint).resolve():
-        return None, f"it evaluated {protocol.get('checkpoint')}, not {_pretrained_dir(cfg.checkpoint)}"
+    if Path(protocol.get("checkpoint", "")).resolve() != pretrained_dir_of(cfg.checkpoint).resolve():
+        return None, f"it evaluated {protocol.get('checkpoint')}, not {pretrained_dir_of(cfg.checkpoint)}"
     checkpoint_id = compute_checkpoint_id(cfg.checkpoint)
     if checkpoint_id is None or protocol.get("checkpoint_manifest_sha256") != checkpoint_id:
         return None, (f"the checkpoint's {MANIFEST_FILE} is not the one it evaluated (or either is missing): "
@@ -308,7 +278,7 @@ def reuse_evaluation(cfg: EvaluateConfig, source: Path, protocol: dict) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     with open(out / "episodes.csv", newline="") as f:
         table = [{k: v if k == "task" else _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    fps = load_contract(_pretrained_dir(cfg.checkpoint) / CONTRACT_FILE).fps
+    fps = load_contract(pretrained_dir_of(cfg.checkpoint) / CONTRACT_FILE).fps
     tracker = make_tracker(TrackingConfig(
         live_dir=out / "live", wandb_dir=cfg.wandb_dir or out / "wandb", wandb_project=cfg.wandb_project,
         wandb_mode=cfg.wandb_mode, run_key=read_checkpoint_state(cfg.checkpoint).get("run_key", ""),

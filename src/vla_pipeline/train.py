@@ -17,8 +17,20 @@ import torch
 from tqdm import tqdm
 
 from vla_pipeline.batch import BatchPreparer
-from vla_pipeline.checkpoint import BEST_FILE, LAST_FILE, read_pointer, save_pretrained_model
-from vla_pipeline.checkpointer import Checkpointer, RunPlace, move_aside
+from vla_pipeline.checkpoint.checkpointer import Checkpointer
+from vla_pipeline.checkpoint.io import save_pretrained_model
+from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, read_pointer
+from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
+from vla_pipeline.checkpoint.resume import (
+    check_resumed_stats,
+    discard,
+    load_state,
+    plan_resume,
+    repair_pointers,
+    restore_rng,
+    save_state,
+)
+from vla_pipeline.checkpoint.run_place import RunPlace, move_aside
 from vla_pipeline.data.augment import make_image_transforms
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.factory import make_episode_dataset
@@ -53,7 +65,6 @@ from vla_pipeline.norms import (
     load_norm_stats,
     make_processor_stats,
 )
-from vla_pipeline.pretrained import load_pretrained_weights
 from vla_pipeline.provenance import (
     collect_git,
     collect_gpus,
@@ -61,15 +72,6 @@ from vla_pipeline.provenance import (
     compute_contract_hash,
     compute_dataset_fingerprint,
     compute_run_key,
-)
-from vla_pipeline.resume import (
-    check_resumed_stats,
-    discard,
-    load_state,
-    plan_resume,
-    repair_pointers,
-    restore_rng,
-    save_state,
 )
 from vla_pipeline.runtime import Runtime, make_accelerator, seed_everything
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot

@@ -7,13 +7,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vla_pipeline.checkpoint.resume import RESUME_MODES
 from vla_pipeline.data.augment import AugmentConfig
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.model.config import PolicyConfig
 from vla_pipeline.model.freeze import FREEZE_GROUPS
 from vla_pipeline.params import at_least, choice, int_or_auto, param
 from vla_pipeline.params.schema import PHASE_KEYS
-from vla_pipeline.resume import RESUME_MODES
 from vla_pipeline.runtime import RuntimeOptions
 from vla_pipeline.store import WANDB_DIR, resolve_store
 

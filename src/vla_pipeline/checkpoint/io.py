@@ -1,10 +1,11 @@
 """Checkpoints in LeRobot's ``pretrained_model`` layout, plus what makes them self-describing:
 the tiny model's dims, the tokenizer, the contract, the frozen stats and the resolved config."""
 
+
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,24 +13,36 @@ from pathlib import Path
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.processor import PolicyProcessorPipeline
 from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
-from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
+from lerobot.utils.constants import (
+    POLICY_POSTPROCESSOR_DEFAULT_NAME,
+    POLICY_PREPROCESSOR_DEFAULT_NAME,
+)
 from safetensors.torch import load_file
 
+from vla_pipeline.checkpoint.layout import (
+    BEST_FILE,
+    CONTRACT_FILE,
+    LAST_FILE,
+    MANIFEST_FILE,
+    PRETRAINED_DIR,
+    RUN_STATE_FILE,
+    SPLIT_FILE,
+    STATS_FILE,
+    TOKENIZER_DIR,
+    TRAIN_CONFIG_FILE,
+    TRAINING_STATE_DIR,
+    VERSIONS_FILE,
+    find_last,
+    read_run_state,
+    write_atomic,
+)
 from vla_pipeline.errors import CheckpointError
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.dims import load_dims, save_dims
-from vla_pipeline.provenance import collect_versions, sha256_file
-
-PRETRAINED_DIR = "pretrained_model"
-TOKENIZER_DIR = "tokenizer"
-CONTRACT_FILE = "contract.yaml"
-STATS_FILE = "norm_stats.json"
-SPLIT_FILE = "split.json"
-TRAIN_CONFIG_FILE = "train_config.json"
-LAST_FILE = "last_checkpoint.json"
-BEST_FILE = "best_checkpoint.json"
-MANIFEST_FILE = "manifest.json"
-VERSIONS_FILE = "versions.json"
+from vla_pipeline.provenance import (
+    collect_versions,
+    sha256_file,
+)
 
 
 @dataclass
@@ -74,9 +87,9 @@ def write_manifest(directory: Path) -> None:
     if inner.is_dir():
         prefix = f"{PRETRAINED_DIR}/"
         sub = {name[len(prefix):]: entry for name, entry in manifest.items() if name.startswith(prefix)}
-        _write_atomic(inner / MANIFEST_FILE, json.dumps(sub, indent=1))
+        write_atomic(inner / MANIFEST_FILE, json.dumps(sub, indent=1))
         manifest[f"{prefix}{MANIFEST_FILE}"] = _hash_entry(inner / MANIFEST_FILE)
-    _write_atomic(directory / MANIFEST_FILE, json.dumps(dict(sorted(manifest.items())), indent=1))
+    write_atomic(directory / MANIFEST_FILE, json.dumps(dict(sorted(manifest.items())), indent=1))
 
 
 def _hash_files(directory: Path) -> dict[str, dict]:
@@ -116,12 +129,6 @@ def require_verified(directory: Path, use: str) -> None:
             f"refusing to {use}: {problem}. The checkpoint was damaged after it was saved (disk, copy or edit); "
             f"restore it (`dvc checkout artifacts/train`, or copy it again) or pick another checkpoint"
         )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_state_strict(policy, state: dict, source: Path | str) -> dict[str, int]:
@@ -192,21 +199,32 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     )
 
 
-def write_pointer(run_dir: Path, name: str, checkpoint_dir: Path, **extra) -> None:
-    """``last_checkpoint.json`` / ``best_checkpoint.json``: which step directory, replaced atomically."""
-    doc = {"path": str(Path(checkpoint_dir).relative_to(run_dir)), **extra}
-    _write_atomic(Path(run_dir) / name, json.dumps(doc, indent=2) + "\n")
+def resolve_checkpoint(path: Path, pick: str = "last") -> Path:
+    """A checkpoint path as given to `vla evaluate`: a train run dir (its ``last``/``best``
+    checkpoint), a step dir of ``checkpoints/`` or a ``pretrained_model`` dir."""
+    path = Path(path)
+    if (path / LAST_FILE).is_file():
+        return find_last(path, BEST_FILE if pick == "best" else LAST_FILE)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found; pass a train run dir (e.g. artifacts/train), one of "
+                              f"its checkpoints/<step> dirs or a pretrained_model dir")
+    return path
 
 
-def read_pointer(run_dir: Path, name: str) -> dict | None:
-    path = Path(run_dir) / name
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_checkpoint_state(ckpt: LoadedCheckpoint | Path) -> dict:
+    """The step and run key of a checkpoint the train stage wrote ({} for a bare pretrained_model)."""
+    step_dir = pretrained_dir_of(ckpt).parent
+    return read_run_state(step_dir) if (step_dir / TRAINING_STATE_DIR / RUN_STATE_FILE).is_file() else {}
 
 
-def find_last(run_dir: Path, name: str = LAST_FILE) -> Path:
-    """The ``pretrained_model`` directory of the run's last (or best) checkpoint."""
-    doc = read_pointer(run_dir, name)
-    if doc is None:
-        raise CheckpointError(f"{Path(run_dir) / name} not found: no finished checkpoint in {run_dir}; "
-                              f"run the train stage first")
-    return Path(run_dir) / doc["path"] / PRETRAINED_DIR
+def pretrained_dir_of(ckpt: LoadedCheckpoint | Path) -> Path:
+    if isinstance(ckpt, LoadedCheckpoint):
+        return ckpt.directory
+    return Path(ckpt) / PRETRAINED_DIR if (Path(ckpt) / PRETRAINED_DIR).is_dir() else Path(ckpt)
+
+
+def compute_checkpoint_id(checkpoint: LoadedCheckpoint | Path) -> str | None:
+    """sha256 of the checkpoint's ``manifest.json`` (the size and sha256 of every file of the step
+    directory): the same value means the same checkpoint. None for a bare pretrained_model."""
+    manifest = pretrained_dir_of(checkpoint).parent / MANIFEST_FILE
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None

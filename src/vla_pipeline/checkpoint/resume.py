@@ -6,6 +6,7 @@ A run is identified by its *run key*: the resolved config (minus bookkeeping suc
 directories and W&B settings), the frozen stats, the code and the package versions. ``resume:
 auto`` continues only a run with the same key; anything else starts a new run."""
 
+
 from __future__ import annotations
 
 import json
@@ -20,31 +21,23 @@ from lerobot.utils.random_utils import deserialize_rng_state, load_rng_state, se
 from lerobot.utils.train_utils import load_training_state, save_training_state
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint import (
+from vla_pipeline.checkpoint.io import load_policy_weights, verify_checkpoint
+from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
+    CHECKPOINTS_DIR,
     LAST_FILE,
     PRETRAINED_DIR,
-    load_policy_weights,
+    RUN_STATE_FILE,
+    TRAINING_STATE_DIR,
+    list_checkpoints,
     read_pointer,
-    verify_checkpoint,
+    read_run_state,
     write_pointer,
 )
 from vla_pipeline.errors import CheckpointError, TrainInputError, warn_loudly
 from vla_pipeline.norms import make_processor_stats
 
-TRAINING_STATE_DIR = "training_state"
-RUN_STATE_FILE = "run_state.json"
-CHECKPOINTS_DIR = "checkpoints"
 RESUME_MODES = ("auto", "never")
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Finished-looking step directories (``000500``), newest first."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    steps = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
-    return sorted(steps, key=lambda p: int(p.name), reverse=True)
-
-
-def read_run_state(step_dir: Path) -> dict:
-    return json.loads((Path(step_dir) / TRAINING_STATE_DIR / RUN_STATE_FILE).read_text())
 
 
 def save_state(step_dir: Path, step: int, optimizer, scheduler, run_state: dict, rank: int) -> None:

@@ -8,6 +8,7 @@ many tensors were loaded, missing and unexpected. Weights from one of our checkp
 fetch the weights first; it never hangs.
 """
 
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from vla_pipeline.checkpoint import MANIFEST_FILE, PRETRAINED_DIR, load_state_strict, require_verified
+from vla_pipeline.checkpoint.io import load_state_strict, require_verified
+from vla_pipeline.checkpoint.layout import MANIFEST_FILE, PRETRAINED_DIR
 from vla_pipeline.errors import CheckpointError
 
 WEIGHTS = "model.safetensors"
