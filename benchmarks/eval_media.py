@@ -40,21 +40,23 @@ from pathlib import Path
 import torch
 import yaml
 
-import vla_pipeline.evaluate as ev
+import vla_pipeline.eval.episode_media as episode_media
+import vla_pipeline.eval.media as media
+import vla_pipeline.eval.run as ev
 from vla_pipeline.checkpoint.layout import LAST_FILE, find_last
 from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 
 from _checkpoint import CONTRACT, REPO, make_checkpoint
 
-# (part, name in vla_pipeline.evaluate) timed at call time; names a version of the code lacks are skipped
+# (part, module, name in it) timed at call time; names a version of the code lacks are skipped
 PARTS = [
-    ("inference", "predict_episodes"),
-    ("media", "save_media"),
-    ("media: figures and trace PNGs", "save_trace_plot"),  # before: one figure per PNG, another per video
-    ("media: figures and trace PNGs", "EpisodeFigure.show"),  # after: one figure, drawn once per episode
-    ("media: figures and trace PNGs", "EpisodeFigure.save_traces"),
-    ("media: figures and trace PNGs", "EpisodeFigure"),
+    ("inference", ev, "predict_episodes"),
+    ("media", ev, "save_media"),
+    ("media: figures and trace PNGs", media, "save_trace_plot"),  # before: one figure per PNG, another per video
+    ("media: figures and trace PNGs", media, "EpisodeFigure.show"),  # after: one figure, drawn once per episode
+    ("media: figures and trace PNGs", media, "EpisodeFigure.save_traces"),
+    ("media: figures and trace PNGs", episode_media, "EpisodeFigure"),
 ]
 MP4 = "media: MP4s (camera frames, drawing, H.264)"  # the rest of the media time
 REST = "rest (checkpoint, metrics, files, tracker)"
@@ -94,8 +96,8 @@ def run_once(cfg: ev.EvaluateConfig) -> dict[str, float]:
     """Seconds of one ``evaluate(cfg)`` in total and per part."""
     times: dict[str, float] = defaultdict(float)
     patched = []  # (owner, attribute, original)
-    for part, name in PARTS:
-        owner, *path = [ev, *name.split(".")]
+    for part, module, name in PARTS:
+        owner, *path = [module, *name.split(".")]
         for attr in path[:-1]:
             owner = getattr(owner, attr, None)
         if owner is not None and hasattr(owner, path[-1]):

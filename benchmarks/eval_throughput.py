@@ -30,7 +30,7 @@ from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 from vla_pipeline.data.factory import make_episode_dataset
 from vla_pipeline.data.frame_cache import FrameCacheConfig, load_frame_cache, save_frame_cache
 from vla_pipeline.data.lerobot import make_dataset
-from vla_pipeline.inference import predict_episodes
+from vla_pipeline.eval.inference import predict_episodes
 from vla_pipeline.provenance import compute_dataset_fingerprint
 
 from _checkpoint import CONTRACT, make_checkpoint

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, find_last
-from vla_pipeline.evaluate import EvaluateConfig, evaluate
+from vla_pipeline.eval.config import EvaluateConfig
+from vla_pipeline.eval.run import evaluate
 
 from _params import run
 

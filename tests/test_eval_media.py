@@ -13,9 +13,9 @@ import pytest
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.evaluate import camera_shapes, load_media_frames, read_item_frames
-from vla_pipeline.media import EpisodeFigure, decode_video_frames, prefetch, save_trace_plot, save_video
-from vla_pipeline.metrics import Predictions, compute_executed
+from vla_pipeline.eval.episode_media import camera_shapes, load_media_frames, read_item_frames
+from vla_pipeline.eval.media import EpisodeFigure, decode_video_frames, prefetch, save_trace_plot, save_video
+from vla_pipeline.eval.metrics import Predictions, compute_executed
 
 from conftest import CONTRACT
 

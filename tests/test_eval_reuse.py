@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import vla_pipeline.evaluate as ev
-from vla_pipeline.evaluate import EvaluateConfig, evaluate, find_reusable
+import vla_pipeline.eval.reuse as reuse
+import vla_pipeline.eval.run as ev
+from vla_pipeline.eval.config import EvaluateConfig
+from vla_pipeline.eval.reuse import find_reusable
+from vla_pipeline.eval.run import evaluate
 
 from conftest import REPO
 
@@ -174,10 +177,10 @@ def test_another_or_changed_checkpoint_is_not_reused(evaluated, tmp_path) -> Non
 def test_other_code_data_or_missing_outputs_are_not_reused(evaluated, monkeypatch, tmp_path) -> None:
     cfg, source = evaluated
     with monkeypatch.context() as m:
-        m.setattr(ev, "compute_source_hash", lambda: "0" * 64)
+        m.setattr(reuse, "compute_source_hash", lambda: "0" * 64)
         assert "another version of vla_pipeline" in find_reusable(cfg, source)[1]
     with monkeypatch.context() as m:
-        m.setattr(ev, "compute_dataset_fingerprint", lambda root: "0" * 64)
+        m.setattr(reuse, "compute_dataset_fingerprint", lambda root: "0" * 64)
         assert "not the dataset version" in find_reusable(cfg, source)[1]
     partial = tmp_path / "partial"
     shutil.copytree(source, partial)

@@ -14,7 +14,8 @@ import pytest
 
 from vla_pipeline.checkpoint.io import write_manifest
 from vla_pipeline.errors import CheckpointError, ConfigError
-from vla_pipeline.evaluate import EvaluateConfig, evaluate
+from vla_pipeline.eval.config import EvaluateConfig
+from vla_pipeline.eval.run import evaluate
 
 from conftest import vla
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla_pipeline.metrics import (
+from vla_pipeline.eval.metrics import (
     Predictions,
     compute_episode_table,
     compute_executed,

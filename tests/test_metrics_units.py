@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vla_pipeline.metrics import (
+from vla_pipeline.eval.metrics import (
     Executed,
     Predictions,
     compute_chunk_metrics,

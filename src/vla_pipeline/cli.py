@@ -60,7 +60,8 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from vla_pipeline.checkpoint.io import resolve_checkpoint
-    from vla_pipeline.evaluate import EvaluateConfig, evaluate
+    from vla_pipeline.eval.config import EvaluateConfig
+    from vla_pipeline.eval.run import evaluate
 
     out = Path(args.out)
     cfg = EvaluateConfig(

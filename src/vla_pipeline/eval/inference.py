@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from vla_pipeline.data.augment import compute_sample_seed
 from vla_pipeline.data.samples import ArmOnlyDataset
-from vla_pipeline.metrics import Predictions
+from vla_pipeline.eval.metrics import Predictions
 
 
 def make_query_positions(dataset: ArmOnlyDataset, stride: int) -> tuple[list[int], np.ndarray, np.ndarray]:

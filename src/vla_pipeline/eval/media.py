@@ -27,7 +27,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.transforms import IdentityTransform  # noqa: E402
 
 from vla_pipeline.errors import ValidationError  # noqa: E402
-from vla_pipeline.metrics import Executed, Predictions  # noqa: E402
+from vla_pipeline.eval.metrics import Executed, Predictions  # noqa: E402
 
 GT_STYLE = {"color": "black", "lw": 1.2, "label": "demonstration"}
 EXEC_STYLE = {"color": "tab:blue", "lw": 1.2, "label": "executed prediction"}
