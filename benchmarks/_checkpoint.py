@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 from vla_pipeline.norms import NormsConfig, save_norm_stats
-from vla_pipeline.train import TrainConfig, train
+from vla_pipeline.train.config import TrainConfig
+from vla_pipeline.train.trainer import train
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.run import validate_dataset
 

@@ -6,7 +6,7 @@ Pi0.5 preprocessor with the local tokenizer; task + discretized state) and actio
 
 * ``lerobot``: ``lerobot_train.update_policy`` as LeRobot's train script calls it: eager attention,
   LeRobot's AdamW preset, prompts padded to ``tokenizer_max_length`` (200), accelerate bf16 autocast;
-* ``ours``: ``vla_pipeline.train.train_step`` with the train stage's GPU defaults: SDPA attention,
+* ``ours``: ``vla_pipeline.train.optim.train_step`` with the train stage's GPU defaults: SDPA attention,
   fused AdamW, TF32, prompt padding trimmed, no host synchronisation inside the step; compile off
   (the AMD ROCm default);
 * ``ours+compile`` (``--compile``): the same with ``torch.compile`` of ``PI05Pytorch.forward``; its
@@ -39,7 +39,6 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
-from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.data.demo import TASKS
 from vla_pipeline.data.sampler import make_loader
 from vla_pipeline.model.build import make_pi05_policy
@@ -49,6 +48,7 @@ from vla_pipeline.model.dims import ModelDims
 from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.model.processors import make_processors
 from vla_pipeline.model.tokenizer import make_local_tokenizer
+from vla_pipeline.train.batch import BatchPreparer
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERAS = {"observation.images.front": (3, 224, 224), "observation.images.wrist": (3, 224, 224)}
@@ -125,7 +125,7 @@ def time_steps(step, warmup: int, steps: int, device: str) -> tuple[float, float
 def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: Path) -> dict:
     from accelerate import Accelerator
 
-    from vla_pipeline.train import make_optimizer_and_scheduler, train_step
+    from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
 
     device = args.device
     policy, config, _ = make_policy(args, checkpointing, device)
@@ -143,14 +143,15 @@ def run_side(side: str, args, batch_size: int, checkpointing: bool, tokenizer: P
         model, optimizer = accelerator.prepare(Pi05Loss(policy), optimizer)
 
         def step():
-            train_step(model, prepare, next(loader), optimizer, scheduler, accelerator, config.optimizer_grad_clip_norm)
+            train_step(model, prepare(next(loader)), optimizer, scheduler, accelerator,
+                       grad_clip_norm=config.optimizer_grad_clip_norm)
         kernel = "sdpa"
     elif ours:
         batch = BatchPreparer(preprocessor, trim=True)(raw)
         model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=side == "ours+compile"), optimizer)
 
         def step():
-            train_step(model, lambda b: b, batch, optimizer, scheduler, accelerator, config.optimizer_grad_clip_norm)
+            train_step(model, batch, optimizer, scheduler, accelerator, grad_clip_norm=config.optimizer_grad_clip_norm)
         kernel = "sdpa"
     else:
         from lerobot.scripts.lerobot_train import update_policy
@@ -214,7 +215,7 @@ def find_max_batch(args, checkpointing: bool, tokenizer: Path) -> int:
 
 def describe_oom_at(args, batch_size: int, checkpointing: bool) -> str:
     """The message the train stage stops with when this batch runs out of memory."""
-    from vla_pipeline.train import describe_oom
+    from vla_pipeline.train.perf import describe_oom
 
     cfg = types.SimpleNamespace(batch_size=batch_size)
     runtime = types.SimpleNamespace(precision=args.precision, gradient_checkpointing=checkpointing)

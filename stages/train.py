@@ -1,6 +1,7 @@
 """DVC stage `train`: fine-tune Pi0.5 with the frozen stats and write checkpoints."""
 
-from vla_pipeline.train import TrainConfig, train
+from vla_pipeline.train.config import TrainConfig
+from vla_pipeline.train.trainer import train
 
 from _params import run
 

@@ -55,7 +55,7 @@ class Run:
 
 def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
     """params.yaml's train config, shrunk (4 steps, batch 4) and pointed at ``work``."""
-    from vla_pipeline.train import TrainConfig
+    from vla_pipeline.train.config import TrainConfig
 
     values = dict(
         dataset_root=dataset, contract_path=CONTRACT, norms_dir=work / "norms",
@@ -72,7 +72,7 @@ def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
 def tiny_run(params, demo_dataset, tmp_path_factory) -> Run:
     """validate -> norms -> 4 train steps of the tiny Pi0.5, as the DVC stages run them."""
     from vla_pipeline.norms import NormsConfig, save_norm_stats
-    from vla_pipeline.train import train
+    from vla_pipeline.train.trainer import train
     from vla_pipeline.validate.config import ValidateConfig
     from vla_pipeline.validate.run import validate_dataset
 

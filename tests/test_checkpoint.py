@@ -50,7 +50,7 @@ from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.model.build import shrunk_pi05
 from vla_pipeline.model.dims import load_dims
 from vla_pipeline.norms import load_split
-from vla_pipeline.val_loss import compute_validation_loss, make_val_subset
+from vla_pipeline.train.validation_loss import compute_validation_loss, make_val_subset
 
 path, norms = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = json.loads((path / "train_config.json").read_text())

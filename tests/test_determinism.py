@@ -21,16 +21,17 @@ import json, sys
 from pathlib import Path
 import torch, yaml
 from safetensors.torch import save_file
-from vla_pipeline.runtime import seed_everything
+from vla_pipeline.train.runtime import seed_everything
 from vla_pipeline.data.sampler import make_loader
-from vla_pipeline.train import TrainConfig, check_inputs, make_inputs
+from vla_pipeline.train.config import TrainConfig
+from vla_pipeline.train.inputs import make_inputs, require_train_inputs
 
 a = json.loads(sys.argv[1])
 params = yaml.safe_load(Path(a["params"]).read_text())
 params["train"]["augment"].update(enable=a["augment"], seed=a["augment_seed"])
 cfg = TrainConfig.from_params(params, **{k: Path(v) for k, v in a["paths"].items()}, batch_size=4,
                               num_workers=a["workers"], wandb_mode="disabled", frame_cache_dir=None)
-stats, split = check_inputs(cfg)
+stats, split = require_train_inputs(cfg)
 seed_everything(cfg.seed)
 inputs = make_inputs(cfg, stats, split)
 batches = make_loader(inputs.dataset, cfg.batch_size, cfg.seed, cfg.num_workers)
@@ -91,7 +92,7 @@ def test_augmentation_is_seeded_and_changes_only_images(tiny_run, tmp_path) -> N
 def test_meta_stats_json_never_reaches_a_batch(params, tiny_run, tmp_path) -> None:
     from vla_pipeline.data.sampler import make_loader
     from vla_pipeline.norms import load_split
-    from vla_pipeline.train import make_inputs
+    from vla_pipeline.train.inputs import make_inputs
 
     copy = tmp_path / "ds"
     shutil.copytree(tiny_run.dataset, copy)

@@ -141,7 +141,7 @@ def test_stale_or_mismatched_cache_is_refused(demo_dataset, caches, tmp_path) ->
 
 def test_training_on_native_cache_gives_identical_losses(params, tiny_run, caches, tmp_path) -> None:
     """Whole train runs: the decode path and the native cache give bit-identical loss curves."""
-    from vla_pipeline.train import train
+    from vla_pipeline.train.trainer import train
 
     losses = {}
     for name, cache in (("decode", None), ("cache", caches["native"])):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vla_pipeline.errors import TrainInputError
-from vla_pipeline.guards import (
+from vla_pipeline.train.guards import (
     check_initial_loss,
     check_normalized_ranges,
     check_schedule,
@@ -23,7 +23,7 @@ from conftest import make_train_config
 def _first_batch(params, tiny_run, tmp_path, stats: dict) -> dict:
     from vla_pipeline.data.sampler import make_loader
     from vla_pipeline.norms import load_split
-    from vla_pipeline.train import make_inputs
+    from vla_pipeline.train.inputs import make_inputs
 
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms)
     inputs = make_inputs(cfg, stats, load_split(tiny_run.norms))
@@ -60,7 +60,7 @@ def test_initial_loss_check_uses_what_the_stats_imply(tiny_run) -> None:
 
 
 def test_train_warns_loudly_when_stats_do_not_fit(params, tiny_run, tmp_path, capfd) -> None:
-    from vla_pipeline.train import train
+    from vla_pipeline.train.trainer import train
 
     norms = tmp_path / "norms"
     shutil.copytree(tiny_run.norms, norms)

@@ -9,7 +9,7 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_STATE
 
 from vla_pipeline.errors import ConfigError, TrainInputError, warn_loudly
-from vla_pipeline.guards import (
+from vla_pipeline.train.guards import (
     check_initial_loss,
     check_normalized_ranges,
     check_prompt_fits,

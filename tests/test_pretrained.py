@@ -60,7 +60,7 @@ def test_offline_hub_id_fails_fast_with_instructions(tiny_run, monkeypatch) -> N
 
 
 def test_train_starts_from_pretrained(params, tiny_run, tmp_path, capsys) -> None:
-    from vla_pipeline.train import train
+    from vla_pipeline.train.trainer import train
 
     from conftest import make_train_config
 

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.runtime import RuntimeOptions, compute_lr_scale, resolve_precision
+from vla_pipeline.train.runtime import RuntimeOptions, compute_lr_scale, resolve_precision
 
 from conftest import vla, write_train_params
 
@@ -69,7 +70,7 @@ def test_two_processes_with_gloo(params, tiny_run, tmp_path) -> None:
 
 
 def test_gpu_speed_options_resolve_per_platform() -> None:
-    from vla_pipeline.runtime import make_accelerator
+    from vla_pipeline.train.runtime import make_accelerator
 
     _, runtime = make_accelerator(RuntimeOptions(device="cpu"))
     assert (runtime.attention, runtime.fused_optimizer, runtime.tf32) == ("eager", False, False)
@@ -97,20 +98,17 @@ def test_sdpa_and_fused_adamw_train_like_eager_and_foreach(params, tiny_run, tmp
 
 def test_out_of_memory_becomes_an_actionable_error(params, tiny_run, tmp_path) -> None:
     """A GPU out-of-memory error in a step (raised here where the allocator would) says what to change."""
-    from vla_pipeline.checkpoint.io import load_checkpoint
-    from vla_pipeline.model.loss import Pi05Loss
-    from vla_pipeline.runtime import make_accelerator
-    from vla_pipeline.train import run_step
+    from vla_pipeline.train.runtime import make_accelerator
+    from vla_pipeline.train.trainer import run_step
 
     from conftest import make_train_config
 
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, batch_size=32)
-    accelerator, runtime = make_accelerator(RuntimeOptions(device="cpu"))
+    _, runtime = make_accelerator(RuntimeOptions(device="cpu"))
 
     def out_of_memory(batch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with pytest.raises(ConfigError, match=r"train.batch_size=32 does not fit .* step 1 ran out of GPU memory\. "
                                           r"Set train.gradient_checkpointing: true or lower train.batch_size"):
-        run_step(Pi05Loss(load_checkpoint(tiny_run.checkpoint).policy), out_of_memory, {}, None, None, accelerator,
-                 cfg, runtime, 1)
+        run_step(types.SimpleNamespace(cfg=cfg, runtime=runtime, train_step=out_of_memory), {}, 1)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
-from vla_pipeline.batch import TRIM_MULTIPLE, BatchPreparer, trim_prompt_padding
 from vla_pipeline.checkpoint.io import load_checkpoint
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.model.loss import Pi05Loss
+from vla_pipeline.train.batch import TRIM_MULTIPLE, BatchPreparer, trim_prompt_padding
 
 from conftest import CONTRACT
 

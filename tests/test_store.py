@@ -45,7 +45,7 @@ def test_a_run_resumes_from_the_store_after_its_outputs_were_reset(params, tiny_
     gone). The run's checkpoints are in the store, keyed by its run key: it resumes, bit-identical."""
     import shutil
 
-    from vla_pipeline.train import train
+    from vla_pipeline.train.trainer import train
 
     cfg = _store_config(params, tiny_run, tmp_path)
     train(cfg)
@@ -81,7 +81,7 @@ def test_checkpoints_found_in_the_outputs_are_moved_into_the_store_never_deleted
                                                                                 capsys) -> None:
     """A run from before the store (its checkpoints in artifacts/train) or of a cleaned store: they move to
     the store under their own run key, and the run with that key resumes from them."""
-    from vla_pipeline.train import train
+    from vla_pipeline.train.trainer import train
 
     legacy = _store_config(params, tiny_run, tmp_path, runs_in_store=False)
     train(legacy)  # checkpoints 2, 4, 6 in tmp_path/train

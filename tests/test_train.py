@@ -12,9 +12,9 @@ from lerobot.utils.constants import ACTION
 
 from vla_pipeline.checkpoint.io import load_checkpoint
 from vla_pipeline.checkpoint.layout import TRAIN_CONFIG_FILE, find_last
-from vla_pipeline.errors import ValidationError
+from vla_pipeline.errors import TrainInputError, ValidationError
 from vla_pipeline.norms import NormsConfig, save_norm_stats
-from vla_pipeline.train import TrainInputError, train
+from vla_pipeline.train.trainer import train
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.run import validate_dataset
 
@@ -164,7 +164,7 @@ def test_two_runs_give_identical_loss_curves_and_weights(params, tiny_run, tmp_p
 
 
 def test_phase_values_fill_nulls_and_explicit_values_win(params) -> None:
-    from vla_pipeline.train import TrainConfig
+    from vla_pipeline.train.config import TrainConfig
 
     p = {**params, "train": {**params["train"], "phase": "sanity", "steps": 20}}
     cfg = TrainConfig.from_params(p)

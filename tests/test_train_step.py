@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from vla_pipeline.batch import BatchPreparer
 from vla_pipeline.checkpoint.io import load_checkpoint
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.errors import TrainingDivergedError
 from vla_pipeline.model.loss import Pi05Loss
-from vla_pipeline.runtime import RuntimeOptions, make_accelerator
-from vla_pipeline.train import GUARD_STEPS, make_optimizer_and_scheduler, train_step
+from vla_pipeline.train.batch import BatchPreparer
+from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
+from vla_pipeline.train.runtime import RuntimeOptions, make_accelerator
+from vla_pipeline.train.trainer import GUARD_STEPS
 
 from conftest import CONTRACT, make_train_config
 
@@ -53,8 +54,9 @@ def _step(tiny_run, raw_batch, precision: str, grad_clip_norm: float, on_optimiz
     handles = [m.register_forward_hook(hooks) for m in ckpt.policy.modules()
                if isinstance(m, torch.nn.Linear)] if hooks else []
     try:
-        return train_step(model, BatchPreparer(ckpt.preprocessor, trim=True), dict(raw_batch), optimizer, scheduler,
-                          accelerator, grad_clip_norm)
+        batch = BatchPreparer(ckpt.preprocessor, trim=True)(dict(raw_batch))
+        return {**train_step(model, batch, optimizer, scheduler, accelerator, grad_clip_norm=grad_clip_norm),
+                "batch": batch}
     finally:
         for h in handles:
             h.remove()
@@ -94,8 +96,8 @@ def test_precision_is_the_dtype_the_matmuls_run_in(tiny_run, raw_batch, precisio
 def test_a_nan_loss_stops_the_run_before_it_is_logged_or_saved(params, tiny_run, tmp_path, monkeypatch) -> None:
     """The loss turns NaN at a step past the guarded first steps, between two checks; the next check
     (a periodic save) raises before that step's log and save: no NaN in any curve, no checkpoint."""
-    import vla_pipeline.train as train_module
-    from vla_pipeline.train import train
+    import vla_pipeline.train.trainer as train_module
+    from vla_pipeline.train.trainer import train
 
     nan_at, save_at = GUARD_STEPS + 2, GUARD_STEPS + 3
     calls = {"n": 0}

@@ -45,7 +45,8 @@ def cmd_norms(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from vla_pipeline.train import TrainConfig, train
+    from vla_pipeline.train.config import TrainConfig
+    from vla_pipeline.train.trainer import train
 
     params = load_params(args.params)
     # outside DVC, the run's directory is train.out_dir itself (checkpoints, resumed from there); --out OUT

@@ -1,7 +1,7 @@
 """Kill a training process at an exact step, so a killed-and-resumed test replays exactly.
 
 On ``PYTHONPATH`` with ``VLA_TEST_SIGKILL_AT_STEP=k`` set, every Python process that imports
-``vla_pipeline.train`` SIGKILLs its whole process group (``dvc repro`` included, as a user's
+``vla_pipeline.train.trainer`` SIGKILLs its whole process group (``dvc repro`` included, as a user's
 Ctrl-\\ or an OOM killer would) when the training loop is about to run step ``k``: steps before it,
 and their checkpoints, are complete. Other processes (``dvc`` itself) never import the module and
 are unaffected. Only the tests put this directory on the path.
@@ -19,7 +19,7 @@ _SIGNAL = os.environ.get("VLA_TEST_SIGNAL", "KILL")  # INT: a Ctrl-C to this pro
 
 class _KillBeforeStep(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "vla_pipeline.train":
+        if name != "vla_pipeline.train.trainer":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -30,7 +30,7 @@ class _KillBeforeStep(importlib.abc.MetaPathFinder):
             run_step = module.run_step
 
             def run_step_or_die(*args, **kwargs):
-                if args[-1] == int(_STEP) and _SIGNAL == "INT":  # run_step(..., step)
+                if args[-1] == int(_STEP) and _SIGNAL == "INT":  # run_step(trainer, batch, step)
                     # as in a terminal: a background job (CI under nohup, `make ... &`) starts with SIGINT
                     # ignored, and Python then installs no KeyboardInterrupt handler
                     signal.signal(signal.SIGINT, signal.default_int_handler)

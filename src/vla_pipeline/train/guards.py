@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_STATE
 
-from vla_pipeline.errors import ConfigError, TrainInputError, warn_loudly
+from vla_pipeline.errors import ConfigError, TrainingDivergedError, TrainInputError, warn_loudly
 
 # share of normalized values allowed beyond the bound (train data under its own stats: ~2% beyond +-1)
 RANGE_BOUND = {"QUANTILES": 1.5, "MEAN_STD": 4.0}
@@ -78,3 +79,10 @@ def check_schedule(scheduler, steps: int, decay_lr: float, peak_lr: float) -> No
 def report_problems(problems: list[str]) -> None:
     for problem in problems:
         warn_loudly(problem)
+
+
+def raise_if_diverged(nonfinite: torch.Tensor, step: int) -> None:
+    """Stop the run when the loss went NaN/Inf at any step since the last check (read only at checks)."""
+    if bool(nonfinite):
+        raise TrainingDivergedError(f"the loss became NaN/Inf at or before step {step}; lower train.lr or check "
+                                    f"the data")

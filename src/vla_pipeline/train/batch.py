@@ -19,7 +19,7 @@ import torch
 from lerobot.processor import DeviceProcessorStep
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
-from vla_pipeline.guards import check_prompt_fits
+from vla_pipeline.train.guards import check_prompt_fits
 
 TRIM_MULTIPLE = 16
 

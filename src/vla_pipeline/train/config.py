@@ -14,8 +14,8 @@ from vla_pipeline.model.config import PolicyConfig
 from vla_pipeline.model.freeze import FREEZE_GROUPS
 from vla_pipeline.params import at_least, choice, int_or_auto, param
 from vla_pipeline.params.schema import PHASE_KEYS
-from vla_pipeline.runtime import RuntimeOptions
 from vla_pipeline.store import WANDB_DIR, resolve_store
+from vla_pipeline.train.runtime import RuntimeOptions
 
 WANDB_MODES = ("offline", "online", "disabled")
 
