@@ -129,3 +129,35 @@ def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
     assert upward_imports({"errors": {"train"}, "eval": {"train"}, "train": {"errors"}}) == [
         "errors (layer 0) imports train (layer 7)", "eval (layer 7) imports train (layer 7)"]
+
+
+#: functions copied from transformers (their signatures and bodies follow upstream, see model/compat)
+COPIED = {"model/compat/gemma.py", "model/compat/attention.py"}
+
+
+def sizes() -> tuple[list[str], list[str], list[str]]:
+    """Modules over 400 lines, functions over 50 lines, functions with more than 6 positional parameters."""
+    long_modules, long_functions, wide_functions = [], [], []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        text = path.read_text()
+        if text.count("\n") > 400:
+            long_modules.append(f"{rel}: {text.count(chr(10))} lines")
+        if rel in COPIED:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if length > 50:
+                    long_functions.append(f"{rel}:{node.lineno} {node.name}: {length} lines")
+                if len(positional) > 6:
+                    wide_functions.append(f"{rel}:{node.lineno} {node.name}: {len(positional)} positional")
+    return long_modules, long_functions, wide_functions
+
+
+def test_no_module_over_400_lines_no_function_over_50_lines_or_6_positional_parameters() -> None:
+    long_modules, long_functions, wide_functions = sizes()
+    assert not long_modules, long_modules
+    assert not long_functions, long_functions
+    assert not wide_functions, wide_functions

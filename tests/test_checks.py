@@ -163,7 +163,7 @@ def test_required_keys_name_every_role() -> None:
 
 
 def test_contract_keys_must_exist_with_a_camera_and_a_state() -> None:
-    from vla_pipeline.data.contract_init import format_feature_roles, format_keys_block
+    from vla_pipeline.data.contract_init.roles import format_feature_roles, format_keys_block
 
     assert run(check_contract_keys, make_view()).errors == []
     info = make_info()

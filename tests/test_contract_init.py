@@ -14,17 +14,14 @@ import yaml
 
 from vla_pipeline.cli import main
 from vla_pipeline.data.contract import load_contract
-from vla_pipeline.data.contract_init import (
-    InitConfig,
-    build_starter,
+from vla_pipeline.data.contract_init.config import InitConfig
+from vla_pipeline.data.contract_init.roles import (
     format_feature_roles,
     format_keys_block,
     group_features,
     guess_keys,
-    guess_unit,
-    select_joints,
-    widen,
 )
+from vla_pipeline.data.contract_init.starter import build_starter, guess_unit, select_joints, widen
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.errors import ContractError
 from vla_pipeline.validate.config import ValidateConfig

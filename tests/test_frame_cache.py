@@ -59,7 +59,7 @@ def pair(demo_dataset, cache_dir: Path, resolution, augment=None):
     contract = load_contract(CONTRACT)
     cache = load_frame_cache(cache_dir, compute_dataset_fingerprint(demo_dataset), resolution)
     decoded = make_dataset(demo_dataset, contract, EPISODES, 10, augment, augment_seed=7)
-    cached = make_episode_dataset(demo_dataset, contract, EPISODES, 10, cache, augment, augment_seed=7)
+    cached = make_episode_dataset(demo_dataset, contract, EPISODES, 10, cache, augment=augment, augment_seed=7)
     return batches(decoded), batches(cached)
 
 

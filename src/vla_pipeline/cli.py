@@ -105,7 +105,8 @@ def cmd_convert(args) -> int:
 
 
 def cmd_contract_init(args) -> int:
-    from vla_pipeline.data.contract_init import InitConfig, init_contract
+    from vla_pipeline.data.contract_init.config import InitConfig
+    from vla_pipeline.data.contract_init.starter import init_contract
 
     cfg = InitConfig(Path(args.dataset), Path(args.out), joints=tuple(args.joints),
                      cameras=tuple(c for arg in args.cameras for c in arg.split(",") if c),

@@ -14,7 +14,7 @@ from vla_pipeline.errors import TrainInputError
 
 
 def make_episode_dataset(root: Path, contract: Contract, episodes: list[int], chunk_size: int,
-                          cache: LoadedFrameCache | None, augment=None, augment_seed: int = 0) -> ArmOnlyDataset:
+                          cache: LoadedFrameCache | None, *, augment=None, augment_seed: int = 0) -> ArmOnlyDataset:
     """``data.make_dataset`` (LeRobot decoding the videos), or the same samples with images from
     ``cache`` and vectors straight from the parquet files, indexed as LeRobot indexes them."""
     if cache is None:

@@ -26,7 +26,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     """One epoch's batches for process ``rank``, from global batch ``start`` on. Global batch ``b``
     holds ``order[b*B*W:(b+1)*B*W]``; process ``r`` takes the ``r``-th block of ``B``."""
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int, start: int = 0,
+    def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int, *, start: int = 0,
                  rank: int = 0, world_size: int = 1):
         self.num_samples, self.batch_size, self.seed, self.epoch = num_samples, batch_size, seed, epoch
         self.start, self.rank, self.world_size = start, rank, world_size
@@ -42,7 +42,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield order[lo:lo + self.batch_size].tolist()
 
 
-def make_loader(dataset, batch_size: int, seed: int, num_workers: int, start: int = 0, rank: int = 0,
+def make_loader(dataset, batch_size: int, seed: int, num_workers: int, *, start: int = 0, rank: int = 0,
                 world_size: int = 1, pin_memory: bool = False, prefetch_factor: int = 2) -> Iterator[dict]:
     """Endless batches from global batch ``start`` (= optimizer steps already taken). Each epoch
     tells the dataset its number (augmentation seeds) before its workers are created. ``pin_memory``
@@ -51,7 +51,8 @@ def make_loader(dataset, batch_size: int, seed: int, num_workers: int, start: in
     epoch, offset = divmod(start, per_epoch)
     while True:
         dataset.set_epoch(epoch)
-        sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, offset, rank, world_size)
+        sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, start=offset, rank=rank,
+                                    world_size=world_size)
         # the generator keeps worker seeding off the global RNG (the model's noise stream)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                                              generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory,

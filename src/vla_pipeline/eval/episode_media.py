@@ -30,7 +30,7 @@ def compute_media_roles(table: list[dict]) -> dict[str, int]:
     return {role: ep for role, ep in roles.items() if role == "best" or ep != roles["best"]}
 
 
-def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict], contract: Contract,
+def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict], contract: Contract, *,
                stride: int, videos: bool) -> None:
     """Per-joint traces (PNG) and a video (MP4) of the best, median and worst episode."""
     executed = compute_executed(preds, stride)

@@ -147,7 +147,7 @@ def compute_saturation(executed: dict[int, Executed], joints: list[str], ranges:
 
 
 def compute_metrics(p: Predictions, stats: dict, mode: str, joints: list[str],
-                    ranges: dict[str, tuple[float, float]], stride: int, margin: float = 0.01) -> dict:
+                    ranges: dict[str, tuple[float, float]], *, stride: int, margin: float = 0.01) -> dict:
     """Every metric of the protocol (``metrics.json``): chunk errors and baselines, per joint,
     smoothness, saturation and the same chunk metrics per task."""
     executed = compute_executed(p, stride)
@@ -173,7 +173,8 @@ def compute_metrics(p: Predictions, stats: dict, mode: str, joints: list[str],
 
 
 def compute_episode_table(p: Predictions, stats: dict, mode: str, joints: list[str],
-                          ranges: dict[str, tuple[float, float]], stride: int, margin: float = 0.01) -> list[dict]:
+                          ranges: dict[str, tuple[float, float]], *, stride: int,
+                          margin: float = 0.01) -> list[dict]:
     """One row per episode: its chunk errors, smoothness and clipping (the per-episode table)."""
     rows = []
     executed = compute_executed(p, stride)

@@ -78,8 +78,8 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     preds = predict_episodes(ckpt, dataset, stride, cfg.batch_size, cfg.noise_seed, workers)
     stats, mode = ckpt.norm_stats["features"][ACTION], config.normalization_mapping["ACTION"].value
     joints = list(contract.joints)
-    args = (stats, mode, joints, contract.ranges, stride, cfg.saturation_margin)
-    metrics, table = compute_metrics(preds, *args), compute_episode_table(preds, *args)
+    args, kwargs = (stats, mode, joints, contract.ranges), {"stride": stride, "margin": cfg.saturation_margin}
+    metrics, table = compute_metrics(preds, *args, **kwargs), compute_episode_table(preds, *args, **kwargs)
     metrics["split_id"] = compute_split_id(split)  # equal split_id: evaluated on the same episodes
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
         tracker.log_config(protocol)
         tracker.log_summary(metrics)
         tracker.log_table("episodes", table, x="episode_index", y=RANK_KEY)
-        save_media(tracker, out, dataset, preds, table, contract, stride, cfg.videos)
+        save_media(tracker, out, dataset, preds, table, contract, stride=stride, videos=cfg.videos)
     finally:
         tracker.close()
     return metrics

@@ -168,8 +168,9 @@ class Trainer:
         cfg = self.cfg
         workers = resolve_num_workers(cfg.num_workers, cfg.frame_cache_dir is not None)
         pin = self.runtime.platform != "cpu" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
-        batches = make_loader(self.inputs.dataset, cfg.batch_size, cfg.seed, workers, self.start, self.runtime.rank,
-                              self.runtime.world_size, pin, cfg.prefetch_factor)
+        batches = make_loader(self.inputs.dataset, cfg.batch_size, cfg.seed, workers, start=self.start,
+                              rank=self.runtime.rank, world_size=self.runtime.world_size, pin_memory=pin,
+                              prefetch_factor=cfg.prefetch_factor)
         self.implied_loss, self.first_losses = compute_implied_initial_loss(self.stats_doc,
                                                                             cfg.policy.normalization), []
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.accelerator.device)

@@ -35,7 +35,7 @@ def required_keys(contract: Contract) -> dict[str, str]:
 def check_contract_keys(v: View, out: Findings) -> None:
     """The contract maps what Pi0.5 needs (a state, at least one camera) onto keys the dataset has. A
     mismatch is one error about the contract, with the dataset's features by role and a keys block."""
-    from vla_pipeline.data.contract_init import format_feature_roles, format_keys_block
+    from vla_pipeline.data.contract_init.roles import format_feature_roles, format_keys_block
 
     c = v.contract
     if not c.cameras:
