@@ -61,7 +61,7 @@ def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
         dataset_root=dataset, contract_path=CONTRACT, norms_dir=work / "norms",
         validation_report=work / "report.json", out_dir=work / "train", live_dir=work / "live",
         wandb_dir=work / "wandb", steps=4, batch_size=4, warmup_steps=1, decay_steps=4, num_workers=0,
-        log_every=2, frame_cache_dir=None,  # the videos (tests/test_frame_cache.py covers the cache)
+        log_every=2, frame_cache_dir=None,  # the videos (tests/data/test_frame_cache.py covers the cache)
         runs_in_store=False,  # the run's directory is out_dir (tests/test_store.py covers the store)
     )
     values.update(overrides)
@@ -97,7 +97,7 @@ def write_train_params(params: dict, run: Run, work: Path, **train) -> Path:
     p["train"].update(out_dir=str(work / "train"), live_dir=str(work / "live"), steps=4, batch_size=4,
                       warmup_steps=1, decay_steps=4, num_workers=0, log_every=2, val_samples=8)
     p["train"]["wandb"].update(dir=str(work / "wandb"), mode="disabled")
-    p["frame_cache"]["enable"] = False  # the videos (tests/test_frame_cache.py covers the cache)
+    p["frame_cache"]["enable"] = False  # the videos (tests/data/test_frame_cache.py covers the cache)
     for key, value in train.items():
         if key.startswith("wandb_"):
             p["train"]["wandb"][key.removeprefix("wandb_")] = value

@@ -9,7 +9,7 @@ every frame file). ``resolution`` is the policy's ``image_resolution``: each fra
 with LeRobot's ``resize_with_pad_torch`` arithmetic (aspect kept) *without* the pad, so the
 model's own resize becomes the identity and it still adds its pad. The only difference from the
 decode path is the uint8 rounding of the resized image: at most 0.5/255 per pixel in [0, 1]
-(documented in README, tested in ``tests/test_frame_cache.py``). ``resolution=None`` keeps the
+(documented in README, tested in ``tests/data/test_frame_cache.py``). ``resolution=None`` keeps the
 decoded frames as they are: bit-identical tensors, more memory.
 """
 

@@ -5,7 +5,7 @@ dims) without its two host synchronisations (``loss.item()`` and ``loss_per_dim.
 between forward and backward), optionally with ``PI05Pytorch.forward`` under ``torch.compile``
 (LeRobot's ``compile_model`` compiles only ``sample_actions``). The model is LeRobot's, called
 through its own ``_preprocess_images``, ``prepare_action`` and ``model.forward``; the loss is
-bit-identical to LeRobot's (``tests/test_step.py``).
+bit-identical to LeRobot's (``tests/model/test_step.py``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Trimming drops prompt positions that are padding in every row of the batch (LeRo
 prompt to ``tokenizer_max_length``; padded positions are masked out as keys, and queries at padded
 positions feed nothing that the loss reads), rounded up to a multiple of :data:`TRIM_MULTIPLE` so
 ``torch.compile`` sees few shapes. The loss is equal up to float summation order
-(``tests/test_step.py``).
+(``tests/model/test_step.py``).
 """
 
 from __future__ import annotations

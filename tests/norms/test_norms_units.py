@@ -1,6 +1,6 @@
 """The norms stage on datasets without videos (tests/tabular.py) and on hand-made arrays: the split's
 rules, exact quantiles, the (near-)constant joint rule, the comparison with meta/stats.json, the
-stats document and its files, all against hand computations. tests/test_norms.py runs it on the
+stats document and its files, all against hand computations. tests/norms/test_norms.py runs it on the
 demo dataset."""
 
 from __future__ import annotations

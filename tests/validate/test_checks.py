@@ -1,7 +1,7 @@
 """Each validation check on a dataset view built in memory (no files unless the check reads one):
 which rows, episodes and joints it blames, what it leaves alone (a value on a limit, another
-episode, an excluded key), and the finding it records, message included. tests/test_validate.py
-and tests/test_realdata.py run the checks through `validate` on datasets on disk."""
+episode, an excluded key), and the finding it records, message included. tests/validate/test_validate.py
+and tests/e2e/test_realdata.py run the checks through `validate` on datasets on disk."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The checkpointer's decisions and its save protocol, driven directly: when to evaluate and save, what
 a new best is, the atomic save (``.tmp``, manifest, rename, pointers), a re-saved step, the part of
-the other processes, and the retention rule's edge settings. tests/test_retention.py drives it as
+the other processes, and the retention rule's edge settings. tests/checkpoint/test_retention.py drives it as
 the training loop does."""
 
 from __future__ import annotations

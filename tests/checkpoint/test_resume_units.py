@@ -2,7 +2,7 @@
 source hash, the checkpoints a resume considers, which one it continues from and what it discards,
 saving and restoring each process's training state and RNG, and the check that resumed stats equal
 the frozen ones. The policy here is a small ``torch.nn.Module``: load_state / load_policy_weights
-are generic over modules. tests/test_resume.py kills and resumes real runs."""
+are generic over modules. tests/e2e/test_resume.py kills and resumes real runs."""
 
 from __future__ import annotations
 

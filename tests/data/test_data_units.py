@@ -1,7 +1,7 @@
 """Dataset access on a small LeRobot-written recording (tests/realdata.py: 3 short episodes, 24x32
 videos) and on hand-made files: raw frame tables, the fingerprint by hand, the local-root guard,
 and LeRobot's dataset as a run opens it (only the run's episodes and cameras, frames looked up by
-frame_index/fps, the contract's joints by name, seeded augmentation). tests/test_data.py does the
+frame_index/fps, the contract's joints by name, seeded augmentation). tests/data/test_data.py does the
 same on the demo dataset."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ the excluded episodes' video files and the video files of a camera the contract 
 Each stage runs as DVC runs it (the stage script's `main(params)`), in this process.
 
 When every video file of the contract's cameras is absent, validate refuses (one dataset-level
-error), so nothing downstream is promised; tests/test_realdata.py covers the other refusals (a
+error), so nothing downstream is promised; tests/e2e/test_realdata.py covers the other refusals (a
 contract with no camera, exclusions that leave too little)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Edge cases of the offline metrics beside tests/test_metrics.py's worked example: the normalization
+"""Edge cases of the offline metrics beside tests/eval/test_metrics.py's worked example: the normalization
 formulas themselves, limits that sit exactly on a threshold, episodes too short for a difference,
 a replan every frame, overlapping chunks, and the defaults of compute_metrics / the episode table."""
 

@@ -248,7 +248,7 @@ def test_so101_default_round_trip(so101, tmp_path):
     out = tmp_path / "contracts" / "so101_starter.yaml"
     assert main(["contract", "init", str(so101), "--out", str(out)]) == 0
     c = load_contract(out)
-    shipped = load_contract(Path(__file__).resolve().parents[1] / "contracts" / "so101_arm.yaml")
+    shipped = load_contract(Path(__file__).resolve().parents[2] / "contracts" / "so101_arm.yaml")
     assert c.joints == SO101_JOINTS == shipped.joints  # default: every name of the action vector
     assert (c.action_key, c.state_key, c.cameras) == (shipped.action_key, shipped.state_key, shipped.cameras)
     assert c.required_cameras == ("front", "wrist") and c.robot == "so101_follower" and c.fps == 30

@@ -1,7 +1,7 @@
 """The video checks on small files written here with PyAV (16x16 MPEG-4, a few dozen frames): probing
 a file (its end decodes, a cut file covers less), where each episode's file is, files found under
 another directory and the fix named, coverage and codec findings, and black or frozen camera
-streams. tests/test_realdata.py runs them through `validate` on LeRobot-written datasets."""
+streams. tests/e2e/test_realdata.py runs them through `validate` on LeRobot-written datasets."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The training guards on small hand-made inputs: where each threshold lies (a value on the bound is
 not beyond it), what is left out (padded steps), the loss the frozen stats imply computed by hand,
-and the messages. tests/test_guards.py runs the same guards on a real training batch."""
+and the messages. tests/train/test_guards.py runs the same guards on a real training batch."""
 
 from __future__ import annotations
 

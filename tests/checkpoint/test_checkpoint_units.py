@@ -1,7 +1,7 @@
 """Checkpoint files without a training run: the self-describing ``pretrained_model`` layout of a
 tiny, untrained Pi0.5 (LeRobot's own classes at the params.yaml tiny size), its manifest and every
 way verification refuses a damaged one, the strict weight loader, and the last/best pointers.
-tests/test_checkpoint.py does the same on a trained checkpoint, in fresh processes."""
+tests/checkpoint/test_checkpoint.py does the same on a trained checkpoint, in fresh processes."""
 
 from __future__ import annotations
 

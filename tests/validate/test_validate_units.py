@@ -1,7 +1,7 @@
 """The validator's machinery on small inputs: its config, what load_view loads (and reports when it
 cannot), which checks run or are skipped and why, the dataset-wide summary, the report and its
 on-screen form, and the report check of the later stages. Datasets here have no videos
-(tests/tabular.py); tests/test_validate.py and tests/test_realdata.py validate whole datasets."""
+(tests/tabular.py); tests/validate/test_validate.py and tests/e2e/test_realdata.py validate whole datasets."""
 
 from __future__ import annotations
 
