@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from vla_pipeline.errors import run_entry_point
+from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
 
@@ -23,24 +24,74 @@ def cmd_check_compat(args) -> int:
     return 0 if ok else 1
 
 
-def cmd_validate(args) -> int:
+def stage_params(args, flags: dict[str, str]) -> dict | None:
+    """With ``--params FILE``: the file, ``--set`` overrides, then the subcommand's explicit flags as
+    overrides (``flags``: argument name -> dotted key), checked by the schema: the mapping the stage
+    reads. None without ``--params`` (the flags alone describe the run)."""
+    if args.params is None:
+        return None
+    overrides = list(args.set)
+    for name, key in flags.items():
+        value = getattr(args, name)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # JSON is YAML: strings, numbers, lists read back
+    return load_params(args.params, overrides)
+
+
+def require_flags(args, command: str, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" if n != "dataset" else "DATASET" for n in names if getattr(args, n) is None]
+    if missing:
+        raise ConfigError(f"vla {command}: pass {' and '.join(missing)}, or --params FILE to take them from a params "
+                          f"file as the DVC stage does")
+
+
+VALIDATE_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "report": "validate.report",
+                  "exclude": "dataset.exclude_episodes", "min_episode_length": "policy.chunk_size",
+                  "decode_samples": "validate.decode_samples"}
+
+
+def make_validate_config(args):
     from vla_pipeline.validate.config import ValidateConfig
+
+    params = stage_params(args, VALIDATE_FLAGS)
+    if params is not None:
+        return ValidateConfig.from_params(params)
+    require_flags(args, "validate", "dataset", "contract")
+    return ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report or "validation_report.json"),
+                          tuple(args.exclude or ()), args.min_episode_length or 1, args.decode_samples or 0)
+
+
+def cmd_validate(args) -> int:
     from vla_pipeline.validate.report import format_report
     from vla_pipeline.validate.run import validate_dataset
 
-    cfg = ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report), tuple(args.exclude),
-                         args.min_episode_length, args.decode_samples)
+    cfg = make_validate_config(args)
     report = validate_dataset(cfg)
-    print(f"{format_report(report)}\nvalidation ok: {report.summary}; report: {args.report}")
+    print(f"{format_report(report)}\nvalidation ok: {report.summary}; report: {cfg.report_path}")
     return 0
 
 
-def cmd_norms(args) -> int:
-    from vla_pipeline.norms import NormsConfig, save_norm_stats
+NORMS_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "out": "norms.out_dir",
+               "report": "validate.report", "exclude": "dataset.exclude_episodes", "val_fraction": "norms.val_fraction",
+               "seed": "norms.split_seed"}
 
-    cfg = NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out), report_path=Path(args.report),
-                      exclude_episodes=tuple(args.exclude), val_fraction=args.val_fraction, seed=args.seed)
-    print(f"frozen stats: {save_norm_stats(cfg)}")
+
+def make_norms_config(args):
+    from vla_pipeline.norms import NormsConfig
+
+    params = stage_params(args, NORMS_FLAGS)
+    if params is not None:
+        return NormsConfig.from_params(params)
+    require_flags(args, "norms", "dataset", "contract", "report")
+    return NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out or "norms"), report_path=Path(args.report),
+                       exclude_episodes=tuple(args.exclude or ()),
+                       val_fraction=0.2 if args.val_fraction is None else args.val_fraction, seed=args.seed or 0)
+
+
+def cmd_norms(args) -> int:
+    from vla_pipeline.norms import save_norm_stats
+
+    print(f"frozen stats: {save_norm_stats(make_norms_config(args))}")
     return 0
 
 
@@ -48,7 +99,7 @@ def cmd_train(args) -> int:
     from vla_pipeline.train.config import TrainConfig
     from vla_pipeline.train.trainer import train
 
-    params = load_params(args.params)
+    params = load_params(args.params or "params.yaml", args.set)
     # outside DVC, the run's directory is train.out_dir itself (checkpoints, resumed from there); --out OUT
     # puts the whole run under OUT (checkpoints, live metrics, W&B), never into the workspace's DVC outputs
     overrides = {"runs_in_store": False}
@@ -59,32 +110,66 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+EVALUATE_FLAGS = {"dataset": "dataset.root", "stride": "evaluate.stride", "batch_size": "evaluate.batch_size",
+                  "noise_seed": "evaluate.noise_seed", "device": "evaluate.device", "num_workers": "evaluate.num_workers",
+                  "wandb": "evaluate.wandb.mode", "wandb_project": "evaluate.wandb.project",
+                  "wandb_dir": "evaluate.wandb.dir"}
+
+
+def make_evaluate_config(args):
     from vla_pipeline.checkpoint.io import resolve_checkpoint
     from vla_pipeline.eval.config import EvaluateConfig
-    from vla_pipeline.eval.run import evaluate
 
-    out = Path(args.out)
-    cfg = EvaluateConfig(
-        resolve_checkpoint(Path(args.checkpoint), args.pick), Path(args.dataset), out,
-        norms_dir=Path(args.norms) if args.norms else None, stride=args.stride, batch_size=args.batch_size,
-        noise_seed=args.noise_seed, device=args.device, num_workers=args.num_workers, videos=not args.no_videos,
-        wandb_mode=args.wandb, wandb_project=args.wandb_project,
+    checkpoint, out = resolve_checkpoint(Path(args.checkpoint), args.pick), Path(args.out)
+    params = stage_params(args, EVALUATE_FLAGS)
+    if params is not None:
+        if args.no_videos:
+            params["evaluate"]["videos"] = False
+        cfg = EvaluateConfig.from_params(params, checkpoint, out)
+        return cfg if args.norms is None else dataclasses.replace(cfg, norms_dir=Path(args.norms))
+    require_flags(args, "evaluate", "dataset")
+    return EvaluateConfig(
+        checkpoint, Path(args.dataset), out, norms_dir=Path(args.norms) if args.norms else None, stride=args.stride,
+        batch_size=args.batch_size or 16, noise_seed=args.noise_seed or 0, device=args.device or "cpu",
+        num_workers=0 if args.num_workers is None else args.num_workers, videos=not args.no_videos,
+        wandb_mode=args.wandb or "offline", wandb_project=args.wandb_project or "vla-pipeline",
         wandb_dir=Path(args.wandb_dir) if args.wandb_dir else out / "wandb",
         frame_cache=Path(args.frame_cache) if args.frame_cache else None,
     )
+
+
+def cmd_evaluate(args) -> int:
+    from vla_pipeline.eval.run import evaluate
+
+    cfg = make_evaluate_config(args)
     metrics = evaluate(cfg)
     print(json.dumps(metrics, indent=2))
-    print(f"evaluated {cfg.checkpoint}: {out / 'metrics.json'}, {out / 'episodes.csv'}, media in {out}")
+    print(f"evaluated {cfg.checkpoint}: {cfg.out_dir / 'metrics.json'}, {cfg.out_dir / 'episodes.csv'}, "
+          f"media in {cfg.out_dir}")
     return 0
 
 
-def cmd_frame_cache(args) -> int:
-    from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
+FRAME_CACHE_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "out": "frame_cache.dir",
+                     "exclude": "dataset.exclude_episodes", "num_workers": "frame_cache.num_workers"}
 
-    cfg = FrameCacheConfig(Path(args.dataset), Path(args.contract), Path(args.out),
-                           resolution=None if args.native else tuple(args.resolution), num_workers=args.num_workers)
-    print(f"frame cache: {save_frame_cache(cfg)}")
+
+def make_frame_cache_config(args):
+    from vla_pipeline.data.frame_cache import FrameCacheConfig
+
+    params = stage_params(args, FRAME_CACHE_FLAGS)
+    if params is not None:
+        cfg = FrameCacheConfig.from_params(params)
+        return dataclasses.replace(cfg, resolution=None) if args.native else cfg
+    require_flags(args, "frame-cache", "dataset", "contract")
+    return FrameCacheConfig(Path(args.dataset), Path(args.contract), Path(args.out or "frame_cache"),
+                            resolution=None if args.native else tuple(args.resolution or (224, 224)),
+                            num_workers=args.num_workers or 1, exclude_episodes=tuple(args.exclude or ()))
+
+
+def cmd_frame_cache(args) -> int:
+    from vla_pipeline.data.frame_cache import save_frame_cache
+
+    print(f"frame cache: {save_frame_cache(make_frame_cache_config(args))}")
     return 0
 
 
@@ -121,68 +206,87 @@ def cmd_contract_init(args) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vla", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_params_options(s, what: str) -> None:
+    s.add_argument("--params", help=f"take {what} from this params file, as the DVC stage does; the other flags "
+                                     f"given here override its keys")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params key (dotted, e.g. dataset.exclude_episodes=[3]), repeatable; with --params")
 
-    s = sub.add_parser("check-compat", help="compare Pi0.5 on stock transformers with reference vectors")
-    s.add_argument("reference", help="a .safetensors file of shared/testdata (its .json beside it)")
-    s.set_defaults(func=cmd_check_compat)
 
+def add_validate(sub) -> None:
     s = sub.add_parser("validate", help="validate a LeRobotDataset v3.0 against an action contract")
-    s.add_argument("dataset")
-    s.add_argument("--contract", required=True)
-    s.add_argument("--report", default="validation_report.json")
-    s.add_argument("--exclude", type=int, nargs="*", default=[], help="episode indices to leave out")
-    s.add_argument("--min-episode-length", type=int, default=1, help="warn below this (the policy's chunk size)")
-    s.add_argument("--decode-samples", type=int, default=0, help="frames to decode per video file")
+    s.add_argument("dataset", nargs="?")
+    s.add_argument("--contract")
+    s.add_argument("--report", help="default: validation_report.json")
+    s.add_argument("--exclude", type=int, nargs="*", help="episode indices to leave out")
+    s.add_argument("--min-episode-length", type=int, help="warn below this (the policy's chunk size; default 1)")
+    s.add_argument("--decode-samples", type=int, help="frames to decode per video file (default 0)")
+    add_params_options(s, "the dataset, contract, exclusions and report")
     s.set_defaults(func=cmd_validate)
 
+
+def add_norms(sub) -> None:
     s = sub.add_parser("norms", help="split episodes and freeze normalization statistics")
-    s.add_argument("dataset")
-    s.add_argument("--contract", required=True)
-    s.add_argument("--out", default="norms")
-    s.add_argument("--report", required=True, help="the dataset's validation report (vla validate)")
-    s.add_argument("--exclude", type=int, nargs="*", default=[], help="episode indices to leave out")
-    s.add_argument("--val-fraction", type=float, default=0.2)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("dataset", nargs="?")
+    s.add_argument("--contract")
+    s.add_argument("--out", help="default: norms")
+    s.add_argument("--report", help="the dataset's validation report (vla validate)")
+    s.add_argument("--exclude", type=int, nargs="*", help="episode indices to leave out")
+    s.add_argument("--val-fraction", type=float, help="default 0.2")
+    s.add_argument("--seed", type=int, help="default 0")
+    add_params_options(s, "the dataset, contract, exclusions and split settings")
     s.set_defaults(func=cmd_norms)
 
+
+def add_train(sub) -> None:
     s = sub.add_parser("train", help="fine-tune Pi0.5 as the train stage does, from a params file")
-    s.add_argument("--params", default="params.yaml")
     s.add_argument("--out", help="the run's directory: checkpoints (resumed from here), live metrics (OUT/live) "
                                  "and W&B files (OUT/wandb) all go under it (default: train.out_dir, "
                                  "train.live_dir, train.wandb.dir)")
+    add_params_options(s, "everything (default: params.yaml)")
     s.set_defaults(func=cmd_train)
 
+
+def add_evaluate(sub) -> None:
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on its held-out episodes (metrics, traces, videos)")
     s.add_argument("checkpoint", help="a train run dir (its last/best checkpoint), a checkpoints/<step> dir "
                                       "or a pretrained_model dir")
-    s.add_argument("--dataset", required=True, help="the LeRobotDataset root the checkpoint was trained on")
+    s.add_argument("--dataset", help="the LeRobotDataset root the checkpoint was trained on")
     s.add_argument("--out", default="eval", help="output directory (default: eval)")
     s.add_argument("--pick", choices=["last", "best"], default="last", help="which checkpoint of a run dir")
     s.add_argument("--norms", help="take the split from this norms dir (default: the checkpoint's own)")
     s.add_argument("--stride", type=int, help="replan every N frames (default: the checkpoint's n_action_steps)")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--noise-seed", type=int, default=0)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--num-workers", type=int, default=0, help="video-decoding workers")
+    s.add_argument("--batch-size", type=int, help="default 16")
+    s.add_argument("--noise-seed", type=int, help="default 0")
+    s.add_argument("--device", help="default cpu")
+    s.add_argument("--num-workers", type=int, help="video-decoding workers (default 0)")
     s.add_argument("--no-videos", action="store_true", help="skip the MP4s (traces and metrics only)")
-    s.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
-    s.add_argument("--wandb-project", default="vla-pipeline")
+    s.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default offline")
+    s.add_argument("--wandb-project", help="default vla-pipeline")
     s.add_argument("--wandb-dir", help="W&B run files (default: OUT/wandb)")
     s.add_argument("--frame-cache", help="read camera frames from this decoded-frame cache (vla frame-cache)")
+    add_params_options(s, "the dataset and the evaluate section")
     s.set_defaults(func=cmd_evaluate)
 
+
+def add_frame_cache(sub) -> None:
     s = sub.add_parser("frame-cache", help="decode every camera frame once into a memory-mapped cache")
-    s.add_argument("dataset")
-    s.add_argument("--contract", required=True)
-    s.add_argument("--out", default="frame_cache")
-    s.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=[224, 224],
+    s.add_argument("dataset", nargs="?")
+    s.add_argument("--contract")
+    s.add_argument("--out", help="default: frame_cache")
+    s.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"),
                    help="the policy's image_resolution (default 224 224: full-size Pi0.5)")
     s.add_argument("--native", action="store_true", help="keep decoded frames as they are (bit-identical, larger)")
-    s.add_argument("--num-workers", type=int, default=1, help="decoding processes")
+    s.add_argument("--exclude", type=int, nargs="*", help="episode indices not to decode")
+    s.add_argument("--num-workers", type=int, help="decoding processes (default 1)")
+    add_params_options(s, "the dataset, contract, exclusions, resolution and store")
     s.set_defaults(func=cmd_frame_cache)
+
+
+def add_tools(sub) -> None:
+    s = sub.add_parser("check-compat", help="compare Pi0.5 on stock transformers with reference vectors")
+    s.add_argument("reference", help="a .safetensors file of shared/testdata (its .json beside it)")
+    s.set_defaults(func=cmd_check_compat)
 
     s = sub.add_parser("make-demo", help="write the synthetic LeKiwi demo dataset")
     s.add_argument("out")
@@ -195,6 +299,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="new directory for the v3.0 dataset (must not exist)")
     s.set_defaults(func=cmd_convert)
 
+
+def add_contract(sub) -> None:
     s = sub.add_parser("contract", help="action contracts: write a starter contract from a dataset")
     contract_sub = s.add_subparsers(dest="contract_command", required=True)
     s = contract_sub.add_parser("init", help="write a starter contract from a dataset's info.json and data")
@@ -212,6 +318,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="ranges: observed min/max widened by this fraction of the span on each side")
     s.add_argument("--force", action="store_true", help="overwrite an existing --out")
     s.set_defaults(func=cmd_contract_init)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vla", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_validate, add_norms, add_frame_cache, add_train, add_evaluate, add_tools, add_contract):
+        add(sub)
     return parser
 
 
