@@ -5,6 +5,7 @@ what to read."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -48,11 +49,15 @@ def test_flags_and_set_override_the_params_keys(tmp_path) -> None:
                                       decode_samples=2)
 
 
-def test_the_frame_cache_command_carries_the_exclusions_the_stage_uses() -> None:
-    """`vla frame-cache --params` builds the stage's entry: the same exclusions, resolution and store."""
-    cfg = make_frame_cache_config(parse("frame-cache", "--params", str(PARAMS), "--set", "dataset.exclude_episodes=[1]"))
-    assert cfg.exclude_episodes == (1,)
-    assert cfg == FrameCacheConfig.from_params(load_params(PARAMS, ["dataset.exclude_episodes=[1]"]))
+def test_only_validate_reads_the_exclusions_the_later_stages_take_them_from_its_report() -> None:
+    """dataset.exclude_episodes is read once (validate, into its report); norms and the frame cache
+    take the report's; an explicit --exclude still wins for a run outside the pipeline."""
+    params = load_params(PARAMS, ["dataset.exclude_episodes=[1]"])
+    assert ValidateConfig.from_params(params).exclude_episodes == (1,)
+    for make, command in ((make_norms_config, "norms"), (make_frame_cache_config, "frame-cache")):
+        cfg = make(parse(command, "--params", str(PARAMS), "--set", "dataset.exclude_episodes=[1]"))
+        assert cfg.exclude_episodes is None and cfg.report_path == Path(params["validate"]["report"])
+        assert make(parse(command, "--params", str(PARAMS), "--exclude", "4")).exclude_episodes == (4,)
 
 
 def test_evaluate_with_params_builds_the_stage_config(tiny_run, tmp_path) -> None:

@@ -72,16 +72,16 @@ def cmd_validate(args) -> int:
 
 
 NORMS_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "out": "norms.out_dir",
-               "report": "validate.report", "exclude": "dataset.exclude_episodes", "val_fraction": "norms.val_fraction",
-               "seed": "norms.split_seed"}
+               "report": "validate.report", "val_fraction": "norms.val_fraction", "seed": "norms.split_seed"}
 
 
 def make_norms_config(args):
     from vla_pipeline.norms import NormsConfig
 
     params = stage_params(args, NORMS_FLAGS)
-    if params is not None:
-        return NormsConfig.from_params(params)
+    if params is not None:  # the exclusions the report recorded, unless --exclude says otherwise
+        cfg = NormsConfig.from_params(params)
+        return cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
     require_flags(args, "norms", "dataset", "contract", "report")
     return NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out or "norms"), report_path=Path(args.report),
                        exclude_episodes=tuple(args.exclude or ()),
@@ -150,7 +150,7 @@ def cmd_evaluate(args) -> int:
 
 
 FRAME_CACHE_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "out": "frame_cache.dir",
-                     "exclude": "dataset.exclude_episodes", "num_workers": "frame_cache.num_workers"}
+                     "num_workers": "frame_cache.num_workers"}
 
 
 def make_frame_cache_config(args):
@@ -158,7 +158,8 @@ def make_frame_cache_config(args):
 
     params = stage_params(args, FRAME_CACHE_FLAGS)
     if params is not None:
-        cfg = FrameCacheConfig.from_params(params)
+        cfg = FrameCacheConfig.from_params(params)  # the exclusions the report recorded, unless --exclude
+        cfg = cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
         return dataclasses.replace(cfg, resolution=None) if args.native else cfg
     require_flags(args, "frame-cache", "dataset", "contract")
     return FrameCacheConfig(Path(args.dataset), Path(args.contract), Path(args.out or "frame_cache"),

@@ -34,7 +34,7 @@ class NormsConfig:
     contract_path: Path
     out_dir: Path
     report_path: Path | None = None  # the validation report; None skips the check (library use)
-    exclude_episodes: tuple[int, ...] = ()
+    exclude_episodes: tuple[int, ...] | None = ()  # None: as the validation report recorded them
     val_fraction: float = 0.2
     seed: int = 0
     val_episodes: tuple[int, ...] = ()  # explicit validation episodes; empty: seeded split by val_fraction
@@ -46,7 +46,7 @@ class NormsConfig:
             contract_path=param(p, "dataset.contract", Path),
             out_dir=param(p, "norms.out_dir", Path),
             report_path=param(p, "validate.report", Path),
-            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
+            exclude_episodes=None,  # dataset.exclude_episodes is read by validate only, carried by its report
             val_fraction=param(p, "norms.val_fraction", float),
             seed=param(p, "norms.split_seed", int),
             val_episodes=tuple(param(p, "norms.val_episodes", int_list)),
@@ -168,12 +168,15 @@ def _load_meta_stats(root: Path) -> dict | None:
 
 def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
     """Split the episodes and compute the frozen stats; returns (stats document, split)."""
+    excluded = cfg.exclude_episodes
     if cfg.report_path is not None:
-        load_report(cfg.report_path, cfg.dataset_root, cfg.contract_path, cfg.exclude_episodes)
+        report = load_report(cfg.report_path, cfg.dataset_root, cfg.contract_path, excluded)
+        excluded = tuple(report["excluded_episodes"]) if excluded is None else excluded
+    excluded = excluded or ()
     contract = load_contract(cfg.contract_path)
     info = load_info(cfg.dataset_root)
     frames = load_frames(cfg.dataset_root, ["index", "episode_index", contract.action_key, contract.state_key])
-    episodes = sorted(set(frames["episode_index"].unique().tolist()) - set(cfg.exclude_episodes))
+    episodes = sorted(set(frames["episode_index"].unique().tolist()) - set(excluded))
     split = compute_split(episodes, cfg.val_fraction, cfg.seed, list(cfg.val_episodes) or None)
     train = frames[frames["episode_index"].isin(split["train"])]
     meta_stats = _load_meta_stats(cfg.dataset_root)
@@ -190,7 +193,7 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
         "dataset_fingerprint": compute_dataset_fingerprint(cfg.dataset_root),
         "split_hash": compute_split_hash(split),
         "contract_hash": compute_contract_hash(cfg.contract_path),
-        "exclude_episodes": sorted(cfg.exclude_episodes),
+        "exclude_episodes": sorted(excluded),
         "code_version": __version__,
         "n_train_frames": int(len(train)),
         "comparison_with_meta_stats": comparison,

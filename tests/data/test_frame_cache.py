@@ -182,3 +182,21 @@ def test_excluded_episodes_are_not_decoded_and_cannot_be_read(demo_dataset, tmp_
     assert all(ok[i][f"{OBS_IMAGES}.front"].max() > 0 for i in range(len(ok)))
     with pytest.raises(TrainInputError, match=r"episodes \[1\] were excluded .*dvc repro frame_cache"):
         make_episode_dataset(demo_dataset, contract, [0, 1], 10, cache)
+
+
+def test_the_stage_takes_its_exclusions_from_the_validation_report(demo_dataset, tmp_path) -> None:
+    """As the stage builds it (exclude_episodes None), the cache leaves out what the report recorded;
+    without a report it refuses to guess."""
+    import json
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"ok": True, "excluded_episodes": [2]}))
+    cfg = FrameCacheConfig(demo_dataset, CONTRACT, tmp_path / "fc", resolution=RESOLUTION, exclude_episodes=None,
+                           report_path=report)
+    cache = load_frame_cache(save_frame_cache(cfg), compute_dataset_fingerprint(demo_dataset), RESOLUTION)
+    assert cache.manifest["excluded_episodes"] == [2]
+    missing = FrameCacheConfig(demo_dataset, CONTRACT, tmp_path / "fc2", exclude_episodes=None,
+                               report_path=tmp_path / "nowhere.json")
+    with pytest.raises(TrainInputError, match="validation report .* not found.*dvc repro validate"):
+        save_frame_cache(missing)
+

@@ -118,3 +118,17 @@ def test_excluded_episodes_are_left_out_and_report_is_required(demo_dataset, tmp
     assert 1 not in split["train"] + split["val"]
     assert sorted(split["train"] + split["val"]) == [0, 2, 3, 4, 5]
     assert doc["exclude_episodes"] == [1]
+
+
+def test_without_exclusions_of_its_own_norms_takes_the_reports(demo_dataset, tmp_path) -> None:
+    """dataset.exclude_episodes is read by validate only: norms (exclude_episodes None, as the stage
+    builds it) leaves out what the report recorded, and records it for train to check."""
+    from vla_pipeline.validate.config import ValidateConfig
+    from vla_pipeline.validate.run import validate_dataset
+
+    report = tmp_path / "report.json"
+    validate_dataset(ValidateConfig(demo_dataset, CONTRACT, report, exclude_episodes=(4,)))
+    doc, split = compute_norm_stats(NormsConfig(demo_dataset, CONTRACT, tmp_path, report_path=report,
+                                                exclude_episodes=None, val_fraction=0.34))
+    assert sorted(split["train"] + split["val"]) == [0, 1, 2, 3, 5]
+    assert doc["exclude_episodes"] == [4]

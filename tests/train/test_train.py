@@ -51,6 +51,16 @@ def test_refuses_stats_of_another_dataset_version(params, tiny_run, tmp_path) ->
         train(cfg)  # then the stats
 
 
+def test_refuses_a_report_made_with_other_exclusions_than_the_stats(params, tiny_run, tmp_path) -> None:
+    """The exclusions are carried: validate records them, norms computes the stats without those episodes;
+    a report of other exclusions than the stats' is stale, whatever params.yaml says now."""
+    report = tmp_path / "report.json"
+    validate_dataset(ValidateConfig(tiny_run.dataset, CONTRACT, report, exclude_episodes=(3,)))
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms, validation_report=report)
+    with pytest.raises(ValidationError, match=r"made with dataset.exclude_episodes \[3\], not \[\]"):
+        train(cfg)
+
+
 def test_refuses_failed_validation(params, tiny_run, tmp_path) -> None:
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"ok": False}))
@@ -143,8 +153,14 @@ def test_refusals_each_say_what_changed(params, tiny_run, tmp_path) -> None:
     contract.write_text(CONTRACT.read_text().replace("max_action_jump: 30", "max_action_jump: 31"))
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=norms, validation_report=tiny_run.report,
                             contract_path=contract)
-    with pytest.raises(TrainInputError, match="another contract"):
-        train(cfg)
+    with pytest.raises(ValidationError, match="validation report .* made against another contract"):
+        train(cfg)  # the report first
+    report = tmp_path / "report.json"
+    validate_dataset(ValidateConfig(tiny_run.dataset, contract, report))
+    cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=norms, validation_report=report,
+                            contract_path=contract)
+    with pytest.raises(TrainInputError, match="frozen stats were computed with another contract"):
+        train(cfg)  # then the stats
 
 
 def test_two_runs_give_identical_loss_curves_and_weights(params, tiny_run, tmp_path) -> None:

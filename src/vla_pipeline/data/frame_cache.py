@@ -9,13 +9,14 @@ every frame file). ``resolution`` is the policy's ``image_resolution``: each fra
 with LeRobot's ``resize_with_pad_torch`` arithmetic (aspect kept) *without* the pad, so the
 model's own resize becomes the identity and it still adds its pad. The only difference from the
 decode path is the uint8 rounding of the resized image: at most 0.5/255 per pixel in [0, 1]
-(documented in README, tested in ``tests/data/test_frame_cache.py``). ``resolution=None`` keeps the
+(documented in docs/performance.md, tested in ``tests/data/test_frame_cache.py``). ``resolution=None`` keeps the
 decoded frames as they are: bit-identical tensors, more memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from vla_pipeline.data.contract import Contract, load_contract
 from vla_pipeline.data.metadata import load_metadata
 from vla_pipeline.data.tables import load_rows_by_index
 from vla_pipeline.errors import TrainInputError
-from vla_pipeline.params import at_least, int_list, param
+from vla_pipeline.params import at_least, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, sha256_file
 from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
 
@@ -61,7 +62,8 @@ class FrameCacheConfig:
     enable: bool = True
     resolution: tuple[int, int] | None = (224, 224)  # the policy's image_resolution; None: native frames
     num_workers: int = 1  # decoding processes
-    exclude_episodes: tuple[int, ...] = ()  # not decoded (their rows stay zero; a video may be broken)
+    exclude_episodes: tuple[int, ...] | None = ()  # not decoded (rows stay zero; a video may be broken)
+    report_path: Path | None = None  # exclude_episodes None: the exclusions this validation report recorded
     store: Path | None = None  # frames in <store>/frame_cache/<entry>, shared; None: in out_dir itself
 
     def __post_init__(self) -> None:
@@ -79,7 +81,7 @@ class FrameCacheConfig:
             out_dir=param(p, "frame_cache.dir", Path), enable=param(p, "frame_cache.enable", bool),
             resolution=resolution if param(p, "frame_cache.resize", bool) else None,
             num_workers=param(p, "frame_cache.num_workers", int),
-            exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
+            exclude_episodes=None, report_path=param(p, "validate.report", Path),  # carried by the report
             store=resolve_store(param(p, "base.store")),
         )
 
@@ -148,11 +150,23 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
     only the manifest, naming the entry. Atomic either way (a ``.tmp`` dir renamed at the end). Disabled:
     only a manifest saying so, so the stage still has its output."""
     out = Path(cfg.out_dir)
+    if cfg.exclude_episodes is None:
+        cfg = dataclasses.replace(cfg, exclude_episodes=read_recorded_exclusions(cfg.report_path))
     if cfg.enable and cfg.store is not None:
         _build(out, lambda tmp: _save_shared(cfg))
     else:
         _build(out, lambda tmp: _frames_manifest(cfg, tmp))
     return out
+
+
+def read_recorded_exclusions(report_path: Path | None) -> tuple[int, ...]:
+    """The episodes the validation report says were excluded (``dataset.exclude_episodes`` is read by the
+    validate stage only; the report carries it to the stages after it)."""
+    path = Path(report_path) if report_path is not None else None
+    if path is None or not path.is_file():
+        raise TrainInputError(f"validation report {path} not found: the frame cache leaves out the episodes it "
+                              f"excluded; run `dvc repro validate` (or `vla validate`) first")
+    return tuple(json.loads(path.read_text())["excluded_episodes"])
 
 
 def _build(out: Path, fill) -> dict:

@@ -19,7 +19,7 @@ def param(params: dict, dotted: str, cast: Callable[[Any], Any] = lambda v: v, d
         if not isinstance(node, dict) or part not in node:
             if default is not _MISSING:
                 return default
-            raise ConfigError(f"params: missing key '{dotted}'; see README.md's parameter table")
+            raise ConfigError(f"params: missing key '{dotted}'; see docs/parameters.md")
         node = node[part]
     try:
         return cast(node)

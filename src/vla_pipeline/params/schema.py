@@ -234,7 +234,7 @@ def _in_bounds(number: float, spec: Key) -> bool:
 
 def _check_node(prefix: str, node: Any, schema: dict, problems: _Problems) -> None:
     if not isinstance(node, dict):
-        problems.add(prefix.rstrip("."), node, "a mapping of the keys README.md lists")
+        problems.add(prefix.rstrip("."), node, "a mapping of the keys docs/parameters.md lists")
         return
     for name, value in node.items():
         key = f"{prefix}{name}"
@@ -280,4 +280,4 @@ def check_params(params: Any, source: str = "params.yaml") -> None:
     if problems.lines:
         listing = "\n  ".join(problems.lines)
         raise ConfigError(f"{source}: {len(problems.lines)} problem(s):\n  {listing}\n"
-                          f"README.md's parameter table lists every key; nothing was run")
+                          f"docs/parameters.md lists every key; nothing was run")

@@ -22,7 +22,7 @@ from vla_pipeline.provenance import compute_contract_hash, compute_dataset_finge
 from vla_pipeline.train.config import TrainConfig
 from vla_pipeline.train.runtime import Runtime
 from vla_pipeline.train.validation_loss import make_val_subset
-from vla_pipeline.validate.report import load_report
+from vla_pipeline.validate.report import load_report, require_same_exclusions
 
 
 def require_train_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
@@ -34,8 +34,9 @@ def require_train_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
             raise ContractError(f"contract '{contract.name}' expects key '{key}', the dataset has "
                                 f"{sorted(info['features'])}")
         contract.select_indices(feature_names(info, key), key)  # names the joints that differ
-    load_report(cfg.validation_report, cfg.dataset_root)
+    report = load_report(cfg.validation_report, cfg.dataset_root, cfg.contract_path)
     stats, split = load_norm_stats(cfg.norms_dir)
+    require_same_exclusions(report, cfg.validation_report, stats["exclude_episodes"])  # carried: report -> stats
     if stats["split_hash"] != compute_split_hash(split):
         raise TrainInputError(f"the episode split in {cfg.norms_dir} is not the one its stats were computed on; "
                               f"run `dvc repro norms`")

@@ -40,5 +40,5 @@ def describe_oom(cfg, runtime, step: int) -> str:
               else "lower train.batch_size (or freeze part of the model: train.freeze)")
     return (f"train.batch_size={cfg.batch_size} does not fit on this GPU ({total:.0f} GiB) at precision "
             f"{runtime.precision}, gradient checkpointing {'on' if runtime.gradient_checkpointing else 'off'}: "
-            f"step {step} ran out of GPU memory. {advice[0].upper()}{advice[1:]}; README 'Training throughput' "
+            f"step {step} ran out of GPU memory. {advice[0].upper()}{advice[1:]}; docs/performance.md "
             f"lists the largest batches measured per GPU.")

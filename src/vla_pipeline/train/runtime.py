@@ -4,7 +4,7 @@ environment facts a run records (versions, GPUs, git commit).
 
 ``auto`` settings follow the AMD/ROCm spec on every GPU: compile off, gradient checkpointing on,
 bf16 where the device supports it, else fp16; on CPU: fp32 and no checkpointing. The speed options
-(README *Training throughput*) default to what is safe on ROCm too: SDPA attention, fused AdamW and
+(docs/performance.md, *GPU step*) default to what is safe on ROCm too: SDPA attention, fused AdamW and
 TF32 (NVIDIA only) on GPUs; LeRobot's eager attention and foreach AdamW on CPU."""
 
 from __future__ import annotations

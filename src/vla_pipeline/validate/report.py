@@ -157,8 +157,14 @@ def load_report(path: Path, dataset_root: Path, contract_path: Path | None = Non
     if contract_path is not None and report.get("contract_hash") != compute_contract_hash(contract_path):
         raise ValidationError(f"validation report {path} was made against another contract than {contract_path}; "
                               f"run `dvc repro validate`")
-    if exclude_episodes is not None and report.get("excluded_episodes") != sorted(set(exclude_episodes)):
+    if exclude_episodes is not None:
+        require_same_exclusions(report, path, exclude_episodes)
+    return report
+
+
+def require_same_exclusions(report: dict, path: Path, exclude_episodes) -> None:
+    """The report was made with these ``dataset.exclude_episodes`` (those a later stage worked with)."""
+    if report.get("excluded_episodes") != sorted(set(exclude_episodes)):
         raise ValidationError(f"validation report {path} was made with dataset.exclude_episodes "
                               f"{report.get('excluded_episodes')}, not {sorted(set(exclude_episodes))}; run "
                               f"`dvc repro validate`")
-    return report

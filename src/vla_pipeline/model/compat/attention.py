@@ -6,7 +6,7 @@ LeRobot's Pi0.5 calls ``modeling_gemma.eager_attention_forward`` by name, from i
 VLM + action-expert layers and (through the compat layer's ``GemmaAttention.forward``) from the
 prefix-only pass, so one rebinding switches both. The model, its weights and its masks are
 unchanged; only the arithmetic order differs. How far the two kernels agree is measured against
-``shared/testdata`` (``tests/model/test_compat.py``, README *Training throughput*): float32 within the
+``shared/testdata`` (``tests/model/test_compat.py``, docs/performance.md, *GPU step*): float32 within the
 reference tolerance, bfloat16 within the bf16 tolerance.
 """
 
