@@ -137,7 +137,7 @@ save_frame_cache(cfg)
 
 def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_path) -> None:
     """Two frame_cache stages at once (two queued experiments), each with its own output directory."""
-    from vla_pipeline.data.frame_cache import MANIFEST, load_frame_cache
+    from vla_pipeline.data.frame_cache import FRAME_CACHE_MANIFEST_FILE, load_frame_cache
     from vla_pipeline.provenance import compute_dataset_fingerprint
 
     store = tmp_path / "store"
@@ -149,9 +149,9 @@ def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_pat
     printed = "".join(out + err for out, err in outputs)
     assert printed.count("frame cache: reusing") == 1, printed  # the second builder waited, then reused
     (entry,) = [p for p in (store / "frame_cache").iterdir() if p.is_dir()]
-    manifests = [json.loads((tmp_path / f"exp{i}/frame_cache" / MANIFEST).read_text()) for i in (0, 1)]
+    manifests = [json.loads((tmp_path / f"exp{i}/frame_cache" / FRAME_CACHE_MANIFEST_FILE).read_text()) for i in (0, 1)]
     assert manifests[0] == manifests[1] and manifests[0]["store_entry"] == entry.name
-    assert [p.name for p in (tmp_path / "exp0/frame_cache").iterdir()] == [MANIFEST]  # no frames in the workspace
+    assert [p.name for p in (tmp_path / "exp0/frame_cache").iterdir()] == [FRAME_CACHE_MANIFEST_FILE]  # no frames in the workspace
     fingerprint = compute_dataset_fingerprint(demo_dataset)
     assert load_frame_cache(tmp_path / "exp1/frame_cache", fingerprint, (28, 28), store).directory == entry
     for f in entry.glob("*.u8"):
@@ -169,7 +169,7 @@ def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_pat
     drawn = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(drawn, torch.rand(3))  # the rebuild drew nothing from the run's random streams
-    assert rebuilt.directory == entry and json.loads((entry / MANIFEST).read_text()) == {
+    assert rebuilt.directory == entry and json.loads((entry / FRAME_CACHE_MANIFEST_FILE).read_text()) == {
         k: v for k, v in manifests[0].items() if k != "store_entry"}
 
 

@@ -23,8 +23,8 @@ from vla_pipeline.validate.report import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 PROCESSOR_KEYS = ("mean", "std", "min", "max", *QUANTILES)  # what LeRobot's (un)normalizer reads
-STATS_FILE = "stats.json"
-SPLIT_FILE = "split.json"
+NORMS_STATS_FILE = "stats.json"
+NORMS_SPLIT_FILE = "split.json"
 CONSTANT_TOL = 1e-6
 
 
@@ -205,14 +205,14 @@ def save_norm_stats(cfg: NormsConfig) -> Path:
     doc, split = compute_norm_stats(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SPLIT_FILE).write_text(json.dumps({**split, "hash": compute_split_hash(split),
+    (out / NORMS_SPLIT_FILE).write_text(json.dumps({**split, "hash": compute_split_hash(split),
                                               "id": compute_split_id(split)}, indent=2))
-    (out / STATS_FILE).write_text(json.dumps(doc, indent=2))
-    return out / STATS_FILE
+    (out / NORMS_STATS_FILE).write_text(json.dumps(doc, indent=2))
+    return out / NORMS_STATS_FILE
 
 
 def load_split(out_dir: Path) -> dict[str, list[int]]:
-    path = Path(out_dir) / SPLIT_FILE
+    path = Path(out_dir) / NORMS_SPLIT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"episode split {path} not found; run `dvc repro norms` first")
     split = json.loads(path.read_text())
@@ -221,9 +221,9 @@ def load_split(out_dir: Path) -> dict[str, list[int]]:
 
 def load_norm_stats(out_dir: Path) -> tuple[dict, dict[str, list[int]]]:
     out = Path(out_dir)
-    if not (out / STATS_FILE).is_file():
-        raise FileNotFoundError(f"frozen stats {out / STATS_FILE} not found; run `dvc repro norms` first")
-    return json.loads((out / STATS_FILE).read_text()), load_split(out)
+    if not (out / NORMS_STATS_FILE).is_file():
+        raise FileNotFoundError(f"frozen stats {out / NORMS_STATS_FILE} not found; run `dvc repro norms` first")
+    return json.loads((out / NORMS_STATS_FILE).read_text()), load_split(out)
 
 
 def make_processor_stats(doc: dict) -> dict[str, dict[str, torch.Tensor]]:

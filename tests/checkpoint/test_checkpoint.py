@@ -8,7 +8,7 @@ from lerobot.policies.pi05.modeling_pi05 import PI05Policy
 from safetensors.torch import load_file, save_file
 
 from vla_pipeline.checkpoint.io import CheckpointError, load_checkpoint, verify_checkpoint, write_manifest
-from vla_pipeline.checkpoint.layout import MANIFEST_FILE
+from vla_pipeline.checkpoint.layout import CHECKPOINT_MANIFEST_FILE
 from vla_pipeline.model.build import shrunk_pi05
 from vla_pipeline.model.dims import load_dims
 
@@ -142,8 +142,8 @@ def test_resume_skips_a_checkpoint_with_a_flipped_byte(flipped, capsys) -> None:
 def test_the_policy_directory_carries_the_step_manifest_hashes(tiny_run) -> None:
     import json
 
-    step = json.loads((tiny_run.checkpoint.parent / MANIFEST_FILE).read_text())
-    inner = json.loads((tiny_run.checkpoint / MANIFEST_FILE).read_text())
+    step = json.loads((tiny_run.checkpoint.parent / CHECKPOINT_MANIFEST_FILE).read_text())
+    inner = json.loads((tiny_run.checkpoint / CHECKPOINT_MANIFEST_FILE).read_text())
     assert inner == {k.removeprefix("pretrained_model/"): v for k, v in step.items()
-                     if k.startswith("pretrained_model/") and k != f"pretrained_model/{MANIFEST_FILE}"}
-    assert "model.safetensors" in inner and f"pretrained_model/{MANIFEST_FILE}" in step
+                     if k.startswith("pretrained_model/") and k != f"pretrained_model/{CHECKPOINT_MANIFEST_FILE}"}
+    assert "model.safetensors" in inner and f"pretrained_model/{CHECKPOINT_MANIFEST_FILE}" in step

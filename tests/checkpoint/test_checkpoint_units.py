@@ -27,8 +27,8 @@ from vla_pipeline.checkpoint.io import (
 )
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
+    CHECKPOINT_MANIFEST_FILE,
     LAST_FILE,
-    MANIFEST_FILE,
     PRETRAINED_DIR,
     find_last,
     read_pointer,
@@ -168,19 +168,19 @@ def test_load_checkpoint_refuses_what_is_no_checkpoint_or_damaged(copy, tmp_path
 # ----------------------------------------------------------------------------- manifest and verification
 def test_manifest_has_every_file_and_the_policy_directory_its_own(copy) -> None:
     write_manifest(copy)  # again, as the checkpointer does: the same manifests
-    outer = json.loads((copy / MANIFEST_FILE).read_text())
-    inner = json.loads((copy / PRETRAINED_DIR / MANIFEST_FILE).read_text())
-    files = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
-    assert list(outer) == sorted([*files, f"{PRETRAINED_DIR}/{MANIFEST_FILE}"])
+    outer = json.loads((copy / CHECKPOINT_MANIFEST_FILE).read_text())
+    inner = json.loads((copy / PRETRAINED_DIR / CHECKPOINT_MANIFEST_FILE).read_text())
+    files = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() and p.name != CHECKPOINT_MANIFEST_FILE)
+    assert list(outer) == sorted([*files, f"{PRETRAINED_DIR}/{CHECKPOINT_MANIFEST_FILE}"])
     weights = copy / PRETRAINED_DIR / "model.safetensors"
     entry = {"size": weights.stat().st_size, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     assert outer[f"{PRETRAINED_DIR}/model.safetensors"] == inner["model.safetensors"] == entry
     assert set(inner) == {f[len(PRETRAINED_DIR) + 1:] for f in files if f.startswith(f"{PRETRAINED_DIR}/")}
-    manifest = copy / PRETRAINED_DIR / MANIFEST_FILE
-    assert outer[f"{PRETRAINED_DIR}/{MANIFEST_FILE}"] == {"size": manifest.stat().st_size,
+    manifest = copy / PRETRAINED_DIR / CHECKPOINT_MANIFEST_FILE
+    assert outer[f"{PRETRAINED_DIR}/{CHECKPOINT_MANIFEST_FILE}"] == {"size": manifest.stat().st_size,
                                                          "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
     assert not list(copy.rglob("*.tmp"))
-    assert indented(copy / MANIFEST_FILE, 1) and indented(manifest, 1)
+    assert indented(copy / CHECKPOINT_MANIFEST_FILE, 1) and indented(manifest, 1)
     assert verify_checkpoint(copy) is None and verify_checkpoint(copy / PRETRAINED_DIR) is None
 
 
@@ -189,10 +189,10 @@ def test_a_directory_without_a_policy_gets_one_manifest(tmp_path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.bin").write_bytes(b"\0" * 10)
     write_manifest(tmp_path)
-    assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == {
+    assert json.loads((tmp_path / CHECKPOINT_MANIFEST_FILE).read_text()) == {
         "a.txt": {"size": 1, "sha256": hashlib.sha256(b"a").hexdigest()},
         "sub/b.bin": {"size": 10, "sha256": hashlib.sha256(b"\0" * 10).hexdigest()}}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", MANIFEST_FILE, "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", CHECKPOINT_MANIFEST_FILE, "sub"]
 
 
 def test_verification_names_what_is_wrong(tmp_path) -> None:
@@ -206,12 +206,12 @@ def test_verification_names_what_is_wrong(tmp_path) -> None:
     assert verify_checkpoint(tmp_path) == (f"{tmp_path / 'w.bin'} has 2 bytes, the manifest says 4 (truncated?)")
     (tmp_path / "w.bin").unlink()
     assert verify_checkpoint(tmp_path) == f"{tmp_path / 'w.bin'} is missing"
-    (tmp_path / MANIFEST_FILE).write_text("{ torn")
-    assert verify_checkpoint(tmp_path) == f"{tmp_path / MANIFEST_FILE} is not valid JSON"
+    (tmp_path / CHECKPOINT_MANIFEST_FILE).write_text("{ torn")
+    assert verify_checkpoint(tmp_path) == f"{tmp_path / CHECKPOINT_MANIFEST_FILE} is not valid JSON"
     with pytest.raises(CheckpointError) as e:
         require_verified(tmp_path, "resume")
     assert str(e.value) == (
-        f"refusing to resume: {tmp_path / MANIFEST_FILE} is not valid JSON. The checkpoint was damaged after it was "
+        f"refusing to resume: {tmp_path / CHECKPOINT_MANIFEST_FILE} is not valid JSON. The checkpoint was damaged after it was "
         f"saved (disk, copy or edit); restore it (`dvc checkout artifacts/train`, or copy it again) or pick another "
         f"checkpoint")
 
@@ -220,7 +220,7 @@ def test_a_file_larger_than_one_read_block_is_hashed_whole(tmp_path) -> None:
     data = bytes(range(256)) * (5 << 14)  # 5 MiB: two 4 MiB blocks
     (tmp_path / "big.bin").write_bytes(data)
     write_manifest(tmp_path)
-    assert json.loads((tmp_path / MANIFEST_FILE).read_text())["big.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert json.loads((tmp_path / CHECKPOINT_MANIFEST_FILE).read_text())["big.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 # ----------------------------------------------------------------------------- strict weights

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from vla_pipeline.checkpoint.checkpointer import Checkpointer, retained_steps
 from vla_pipeline.checkpoint.io import verify_checkpoint
-from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, MANIFEST_FILE, list_checkpoints, read_pointer
+from vla_pipeline.checkpoint.layout import (
+    BEST_FILE,
+    CHECKPOINT_MANIFEST_FILE,
+    LAST_FILE,
+    list_checkpoints,
+    read_pointer,
+)
 
 
 def _kept(run_dir: Path) -> list[int]:
@@ -46,7 +52,7 @@ def test_save_writes_the_step_directory_its_manifest_and_pointers(tmp_path) -> N
     final = ckpt.save(7, 0.25, write)
     assert final == tmp_path / "run" / "checkpoints" / "000007" and (final / "weights.bin").read_bytes() == b"w"
     assert calls == ["barrier", ("write", "000007.tmp", {"step": 7, "val_loss": 0.25}), "barrier", "barrier"]
-    assert (final / MANIFEST_FILE).is_file() and verify_checkpoint(final) is None
+    assert (final / CHECKPOINT_MANIFEST_FILE).is_file() and verify_checkpoint(final) is None
     assert not (tmp_path / "run" / "checkpoints" / "000007.tmp").exists()
     assert read_pointer(tmp_path / "run", LAST_FILE) == {"path": "checkpoints/000007", "step": 7, "val_loss": 0.25}
     assert read_pointer(tmp_path / "run", BEST_FILE) == {"path": "checkpoints/000007", "step": 7, "val_loss": 0.25}

@@ -17,7 +17,7 @@ from vla_pipeline.data.augment import AugmentConfig, make_image_transforms
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.factory import make_episode_dataset
 from vla_pipeline.data.frame_cache import (
-    MANIFEST,
+    FRAME_CACHE_MANIFEST_FILE,
     ROUNDING_TOLERANCE,
     FrameCacheConfig,
     compute_resized_shape,
@@ -112,7 +112,7 @@ def test_resized_cache_with_augmentation_stays_close(demo_dataset, caches) -> No
 def test_manifest_links_fingerprint_resize_and_file_hashes(demo_dataset, caches) -> None:
     import hashlib
 
-    manifest = json.loads((caches["resized"] / MANIFEST).read_text())
+    manifest = json.loads((caches["resized"] / FRAME_CACHE_MANIFEST_FILE).read_text())
     assert manifest["dataset_fingerprint"] == compute_dataset_fingerprint(demo_dataset)
     assert manifest["resolution"] == list(RESOLUTION)
     contract = load_contract(CONTRACT)
@@ -134,7 +134,7 @@ def test_stale_or_mismatched_cache_is_refused(demo_dataset, caches, tmp_path) ->
     with pytest.raises(TrainInputError, match="holds no frame cache"):
         load_frame_cache(tmp_path / "missing", fingerprint, RESOLUTION)
     off = save_frame_cache(FrameCacheConfig(demo_dataset, CONTRACT, tmp_path / "off", enable=False))
-    assert sorted(p.name for p in off.iterdir()) == [MANIFEST]
+    assert sorted(p.name for p in off.iterdir()) == [FRAME_CACHE_MANIFEST_FILE]
     with pytest.raises(TrainInputError, match="enable: false"):
         load_frame_cache(off, fingerprint, RESOLUTION)
 
@@ -158,7 +158,7 @@ def test_cli_builds_cache_and_evaluate_reads_it(tiny_run, tmp_path) -> None:
     result = vla("frame-cache", str(tiny_run.dataset), "--contract", str(CONTRACT), "--out", str(out),
                  "--resolution", *map(str, RESOLUTION))
     assert result.returncode == 0, result.stderr
-    assert json.loads((out / MANIFEST).read_text())["resolution"] == list(RESOLUTION)
+    assert json.loads((out / FRAME_CACHE_MANIFEST_FILE).read_text())["resolution"] == list(RESOLUTION)
     runs = {}
     for name, extra in (("decode", []), ("cache", ["--frame-cache", str(out)])):
         result = vla("evaluate", str(tiny_run.checkpoint), "--dataset", str(tiny_run.dataset), "--out",

@@ -21,13 +21,13 @@ from safetensors.torch import load_file
 
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
+    CHECKPOINT_MANIFEST_FILE,
+    CHECKPOINT_SPLIT_FILE,
+    CHECKPOINT_STATS_FILE,
     CONTRACT_FILE,
     LAST_FILE,
-    MANIFEST_FILE,
     PRETRAINED_DIR,
     RUN_STATE_FILE,
-    SPLIT_FILE,
-    STATS_FILE,
     TOKENIZER_DIR,
     TRAIN_CONFIG_FILE,
     TRAINING_STATE_DIR,
@@ -70,8 +70,8 @@ def save_pretrained_model(
     if Path(tokenizer).is_dir():
         shutil.copytree(tokenizer, out / TOKENIZER_DIR)
     shutil.copyfile(contract_path, out / CONTRACT_FILE)
-    (out / STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
-    (out / SPLIT_FILE).write_text(json.dumps(split, indent=2))
+    (out / CHECKPOINT_STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
+    (out / CHECKPOINT_SPLIT_FILE).write_text(json.dumps(split, indent=2))
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
     (out / VERSIONS_FILE).write_text(json.dumps({**collect_versions(), **provenance}, indent=2))
     return out
@@ -87,13 +87,13 @@ def write_manifest(directory: Path) -> None:
     if inner.is_dir():
         prefix = f"{PRETRAINED_DIR}/"
         sub = {name[len(prefix):]: entry for name, entry in manifest.items() if name.startswith(prefix)}
-        write_atomic(inner / MANIFEST_FILE, json.dumps(sub, indent=1))
-        manifest[f"{prefix}{MANIFEST_FILE}"] = _hash_entry(inner / MANIFEST_FILE)
-    write_atomic(directory / MANIFEST_FILE, json.dumps(dict(sorted(manifest.items())), indent=1))
+        write_atomic(inner / CHECKPOINT_MANIFEST_FILE, json.dumps(sub, indent=1))
+        manifest[f"{prefix}{CHECKPOINT_MANIFEST_FILE}"] = _hash_entry(inner / CHECKPOINT_MANIFEST_FILE)
+    write_atomic(directory / CHECKPOINT_MANIFEST_FILE, json.dumps(dict(sorted(manifest.items())), indent=1))
 
 
 def _hash_files(directory: Path) -> dict[str, dict]:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CHECKPOINT_MANIFEST_FILE)
     return {p.relative_to(directory).as_posix(): _hash_entry(p) for p in files}
 
 
@@ -103,9 +103,9 @@ def _hash_entry(path: Path) -> dict:
 
 def verify_checkpoint(directory: Path) -> str | None:
     """``None`` if every file of the manifest is there with its size and hash; else what is wrong."""
-    path = Path(directory) / MANIFEST_FILE
+    path = Path(directory) / CHECKPOINT_MANIFEST_FILE
     if not path.is_file():
-        return f"{directory} has no {MANIFEST_FILE} (a save that did not finish)"
+        return f"{directory} has no {CHECKPOINT_MANIFEST_FILE} (a save that did not finish)"
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError:
@@ -194,8 +194,8 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     return LoadedCheckpoint(
         policy=policy, preprocessor=pre, postprocessor=post, directory=directory,
         train_config=json.loads((directory / TRAIN_CONFIG_FILE).read_text()),
-        norm_stats=json.loads((directory / STATS_FILE).read_text()),
-        split=json.loads((directory / SPLIT_FILE).read_text()) if (directory / SPLIT_FILE).is_file() else None,
+        norm_stats=json.loads((directory / CHECKPOINT_STATS_FILE).read_text()),
+        split=json.loads((directory / CHECKPOINT_SPLIT_FILE).read_text()) if (directory / CHECKPOINT_SPLIT_FILE).is_file() else None,
     )
 
 
@@ -226,5 +226,5 @@ def pretrained_dir_of(ckpt: LoadedCheckpoint | Path) -> Path:
 def compute_checkpoint_id(checkpoint: LoadedCheckpoint | Path) -> str | None:
     """sha256 of the checkpoint's ``manifest.json`` (the size and sha256 of every file of the step
     directory): the same value means the same checkpoint. None for a bare pretrained_model."""
-    manifest = pretrained_dir_of(checkpoint).parent / MANIFEST_FILE
+    manifest = pretrained_dir_of(checkpoint).parent / CHECKPOINT_MANIFEST_FILE
     return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None

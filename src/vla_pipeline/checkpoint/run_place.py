@@ -11,10 +11,10 @@ from pathlib import Path
 
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
+    CHECKPOINT_MANIFEST_FILE,
     CHECKPOINTS_DIR,
     LAST_FILE,
     LIVE_DIR,
-    MANIFEST_FILE,
     list_checkpoints,
     read_pointer,
     read_run_state,
@@ -66,7 +66,7 @@ def publish(run_dir: Path, out_dir: Path) -> None:
     wanted = {doc["path"] for doc in pointers.values() if doc is not None}
     for rel in sorted(wanted):
         src, dst = run_dir / rel, out_dir / rel
-        if not (dst / MANIFEST_FILE).is_file() or (dst / MANIFEST_FILE).read_bytes() != (src / MANIFEST_FILE).read_bytes():
+        if not (dst / CHECKPOINT_MANIFEST_FILE).is_file() or (dst / CHECKPOINT_MANIFEST_FILE).read_bytes() != (src / CHECKPOINT_MANIFEST_FILE).read_bytes():
             replace_tree(src, dst)
     root = out_dir / CHECKPOINTS_DIR
     for path in sorted(root.iterdir()) if root.is_dir() else []:

@@ -39,7 +39,7 @@ from vla_pipeline.params import at_least, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, sha256_file
 from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
 
-MANIFEST = "manifest.json"
+FRAME_CACHE_MANIFEST_FILE = "manifest.json"
 
 
 FORMAT_VERSION = 1
@@ -175,7 +175,7 @@ def _build(out: Path, fill) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     manifest = fill(tmp)
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (tmp / FRAME_CACHE_MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return manifest
@@ -210,13 +210,13 @@ def _save_shared(cfg: FrameCacheConfig) -> dict:
         else:
             print(f"frame cache: building {entry}" + (f" ({problem})" if entry.exists() else ""))
             _build(entry, lambda tmp: _frames_manifest(cfg, tmp, fingerprint))  # fingerprinted once
-    manifest = json.loads((entry / MANIFEST).read_text())
+    manifest = json.loads((entry / FRAME_CACHE_MANIFEST_FILE).read_text())
     return {**manifest, "store_entry": key}
 
 
 def verify_entry(entry: Path) -> str | None:
     """Why the store entry cannot be used (absent, unfinished, a file missing or of another shape), or None."""
-    path = Path(entry) / MANIFEST
+    path = Path(entry) / FRAME_CACHE_MANIFEST_FILE
     if not path.is_file():
         return "not built"
     manifest = json.loads(path.read_text())
@@ -271,7 +271,7 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
     rebuilds it) when it was made from another version of the dataset or with other resize settings than
     the policy's. A store entry that is gone (a cleaned store, another ``base.store``) is built again, the
     same bytes under the same lock, when ``rebuild_from`` gives (dataset root, contract path); else refused."""
-    path = Path(cache_dir) / MANIFEST
+    path = Path(cache_dir) / FRAME_CACHE_MANIFEST_FILE
     rebuild = "rebuild it with `dvc repro -f frame_cache` (or `vla frame-cache`)"
     if not path.is_file():
         raise TrainInputError(f"frame_cache.enable is true but {cache_dir} holds no frame cache; {rebuild}")

@@ -13,7 +13,7 @@ from vla_pipeline.checkpoint.io import (
     pretrained_dir_of,
     read_checkpoint_state,
 )
-from vla_pipeline.checkpoint.layout import CONTRACT_FILE, MANIFEST_FILE
+from vla_pipeline.checkpoint.layout import CHECKPOINT_MANIFEST_FILE, CONTRACT_FILE
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.eval.config import EvaluateConfig
 from vla_pipeline.eval.protocol import NOT_PROTOCOL, RANK_KEY, config_doc
@@ -43,7 +43,7 @@ def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
         return None, f"it evaluated {protocol.get('checkpoint')}, not {pretrained_dir_of(cfg.checkpoint)}"
     checkpoint_id = compute_checkpoint_id(cfg.checkpoint)
     if checkpoint_id is None or protocol.get("checkpoint_manifest_sha256") != checkpoint_id:
-        return None, (f"the checkpoint's {MANIFEST_FILE} is not the one it evaluated (or either is missing): "
+        return None, (f"the checkpoint's {CHECKPOINT_MANIFEST_FILE} is not the one it evaluated (or either is missing): "
                       f"the checkpoint changed since")
     if protocol.get("code_sha256") != compute_source_hash():
         return None, "another version of vla_pipeline produced it"

@@ -37,7 +37,7 @@ from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.compat.attention import attention_kernel
 from vla_pipeline.model.freeze import apply_freeze
 from vla_pipeline.model.loss import Pi05Loss
-from vla_pipeline.norms import STATS_FILE, compute_split_id
+from vla_pipeline.norms import NORMS_STATS_FILE, compute_split_id
 from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions, compute_run_key
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train.batch import BatchPreparer
@@ -256,7 +256,7 @@ class Trainer:
             "total_episodes": info.get("total_episodes"), "total_frames": info.get("total_frames"),
             "fps": info.get("fps"), "codebase_version": info.get("codebase_version"),
         })
-        tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / STATS_FILE, "normalization",
+        tracker.log_artifact("norm_stats", Path(cfg.norms_dir) / NORMS_STATS_FILE, "normalization",
                              metadata={"fingerprint": stats["dataset_fingerprint"]})
         split = self.inputs.split
         # which episodes validate (and are evaluated): equal split_id, same held-out episodes (dvc exp show);
