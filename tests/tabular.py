@@ -67,3 +67,17 @@ def write_arm_contract(path: Path, joints: tuple[str, ...] = ARM, fps: int = 30,
            "joints": list(joints), "fps": fps, **changes}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def load_frames(root: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """All rows of the data parquet files, ordered by global ``index``, read with pandas: an
+    independent reader, the oracle the package's pyarrow reader (``data.tables``) is checked against."""
+    files = sorted((Path(root) / "data").glob("**/*.parquet"))
+    frames = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+    return frames.sort_values("index", kind="stable").reset_index(drop=True) if "index" in frames else frames
+
+
+def column_array(frames: pd.DataFrame, key: str) -> np.ndarray:
+    """A vector column as a float64 ``(n_frames, dim)`` array."""
+    return np.stack([np.asarray(v, dtype=np.float64) for v in frames[key].to_numpy()])
+

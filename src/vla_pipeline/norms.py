@@ -15,7 +15,7 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline import __version__
 from vla_pipeline.data.contract import load_contract
-from vla_pipeline.data.tables import column_array, feature_names, load_frames, load_info
+from vla_pipeline.data.tables import feature_names, load_info, load_rows_by_index
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
@@ -175,15 +175,16 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
     excluded = excluded or ()
     contract = load_contract(cfg.contract_path)
     info = load_info(cfg.dataset_root)
-    frames = load_frames(cfg.dataset_root, ["index", "episode_index", contract.action_key, contract.state_key])
-    episodes = sorted(set(frames["episode_index"].unique().tolist()) - set(excluded))
+    dims = {k: info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
+    rows = load_rows_by_index(cfg.dataset_root, dims)  # float64, in global index order
+    episodes = sorted(set(np.unique(rows["episode_index"]).tolist()) - set(excluded))
     split = compute_split(episodes, cfg.val_fraction, cfg.seed, list(cfg.val_episodes) or None)
-    train = frames[frames["episode_index"].isin(split["train"])]
+    train = np.isin(rows["episode_index"], split["train"])
     meta_stats = _load_meta_stats(cfg.dataset_root)
     features, comparison = {}, {}
     for role, key in ((ACTION, contract.action_key), (OBS_STATE, contract.state_key)):
         idx = contract.select_indices(feature_names(info, key), key)
-        values = column_array(train, key)[:, idx]
+        values = rows[key][train][:, idx]
         features[role] = compute_feature_stats(values, list(contract.joints))
         meta = (meta_stats or {}).get(key)
         comparison[role] = compute_stats_comparison(features[role], meta, values, list(contract.joints), idx)
@@ -195,7 +196,7 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
         "contract_hash": compute_contract_hash(cfg.contract_path),
         "exclude_episodes": sorted(excluded),
         "code_version": __version__,
-        "n_train_frames": int(len(train)),
+        "n_train_frames": int(train.sum()),
         "comparison_with_meta_stats": comparison,
     }
     return doc, split

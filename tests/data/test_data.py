@@ -9,10 +9,11 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from vla_pipeline.data.contract import ContractError, load_contract
 from vla_pipeline.data.demo import ARM_JOINTS, LEKIWI_NAMES
 from vla_pipeline.data.lerobot import make_dataset
-from vla_pipeline.data.tables import column_array, feature_names, load_frames, load_info
+from vla_pipeline.data.tables import feature_names, load_info
 from vla_pipeline.provenance import compute_dataset_fingerprint
 
 from conftest import CONTRACT
+from tabular import column_array, load_frames
 
 
 def test_arm_only_selection_by_name_and_chunk_alignment(demo_dataset) -> None:

@@ -22,7 +22,7 @@ from vla_pipeline.data.contract import Contract
 from vla_pipeline.data.lerobot import _frame_timestamps, make_dataset
 from vla_pipeline.data.metadata import camera_shapes, load_metadata, require_local_root
 from vla_pipeline.data.samples import ArmOnlyDataset
-from vla_pipeline.data.tables import column_array, feature_names, load_frames, load_info
+from vla_pipeline.data.tables import feature_names, load_info, load_rows_by_index
 from vla_pipeline.errors import ContractError, TrainInputError
 from vla_pipeline.provenance import compute_dataset_fingerprint
 
@@ -34,6 +34,7 @@ from realdata import (
     alter_wall_clock_timestamps,
     write_recording,
 )
+from tabular import column_array, load_frames
 
 FRONT, WRIST = "observation.images.front", "observation.images.wrist"
 LENGTHS = (6, 5, 7)
@@ -71,18 +72,14 @@ def _part(path: Path, index: list[int], episode: list[int]) -> None:
     pd.DataFrame({"index": index, "episode_index": episode, "v": [[float(i), -float(i)] for i in index]}).to_parquet(path)
 
 
-def test_frames_of_every_file_ordered_by_global_index(tmp_path) -> None:
+def test_rows_of_every_file_ordered_by_global_index(tmp_path) -> None:
     _part(tmp_path / "data" / "chunk-000" / "file-001.parquet", [0, 1], [0, 0])
     _part(tmp_path / "data" / "chunk-000" / "file-000.parquet", [3, 2], [1, 1])
-    frames = load_frames(tmp_path)
-    assert frames["index"].tolist() == [0, 1, 2, 3] and frames.index.tolist() == [0, 1, 2, 3]
-    assert list(load_frames(tmp_path, ["index", "episode_index"]).columns) == ["index", "episode_index"]
-    unordered = load_frames(tmp_path, ["episode_index"])  # without the index column: file order
-    assert unordered["episode_index"].tolist() == [1, 1, 0, 0] and unordered.index.tolist() == [0, 1, 2, 3]
-    values = column_array(frames, "v")
-    assert values.dtype == np.float64 and values.tolist() == [[0, 0], [1, -1], [2, -2], [3, -3]]
+    rows = load_rows_by_index(tmp_path, {"v": 2})
+    assert rows["index"].tolist() == [0, 1, 2, 3] and rows["episode_index"].tolist() == [0, 0, 1, 1]
+    assert rows["v"].dtype == np.float64 and rows["v"].tolist() == [[0, 0], [1, -1], [2, -2], [3, -3]]
     with pytest.raises(FileNotFoundError) as e:
-        load_frames(tmp_path / "nothing")
+        load_rows_by_index(tmp_path / "nothing", {"v": 2})
     assert str(e.value) == f"no parquet files under {tmp_path / 'nothing' / 'data'}"
 
 

@@ -243,8 +243,9 @@ def test_clean_recordings_warn_about_nothing(so101, contract, tmp_path, capsys) 
 def test_one_arm_of_a_bimanual_set_is_selected_by_name(work, tmp_path, capsys) -> None:
     """The right arm sits after the left arm and hand (columns 17-23): the dataset items, the frozen
     stats and validation's range check all read those columns, by name, never the first seven."""
-    from vla_pipeline.data.tables import column_array, load_frames
     from vla_pipeline.norms import NormsConfig, compute_norm_stats
+
+    from tabular import column_array, load_frames
 
     root = write_recording(work / "bimanual", Recording(names=BIMANUAL_NAMES, action_key="actions", state_key="state",
                                                         cameras=("image",), lengths=(12, 12)))

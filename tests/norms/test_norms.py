@@ -10,7 +10,6 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.data.demo import ARM_JOINTS, LEKIWI_NAMES
-from vla_pipeline.data.tables import column_array, load_frames
 from vla_pipeline.norms import (
     NormsConfig,
     compute_feature_stats,
@@ -19,6 +18,7 @@ from vla_pipeline.norms import (
 )
 
 from conftest import CONTRACT
+from tabular import column_array, load_frames
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:

@@ -29,20 +29,6 @@ def feature_names(info: dict, key: str) -> list[str]:
     return list(names or [])
 
 
-def load_frames(root: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """All rows of the dataset's data parquet files, ordered by global ``index``."""
-    files = sorted((Path(root) / "data").glob("**/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no parquet files under {Path(root) / 'data'}")
-    frames = pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
-    return frames.sort_values("index", kind="stable").reset_index(drop=True) if "index" in frames else frames
-
-
-def column_array(frames: pd.DataFrame, key: str) -> np.ndarray:
-    """A vector column as a float64 ``(n_frames, dim)`` array."""
-    return np.stack([np.asarray(v, dtype=np.float64) for v in frames[key].to_numpy()])
-
-
 @dataclass
 class Frames:
     """Every data row, in file order."""
