@@ -110,10 +110,10 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
     """(camera, episode, block of frames) decoded with LeRobot's decoder: a DataLoader spreads the
     blocks over worker processes while the main process writes the memory-mapped files."""
 
-    def __init__(self, root: Path, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]],
+    def __init__(self, meta, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]],
                  exclude: tuple[int, ...] = ()):
-        self.root, self.tolerance_s, self.shapes = Path(root), tolerance_s, shapes
-        self.meta = load_metadata(self.root)
+        self.root, self.tolerance_s, self.shapes = Path(meta.root), tolerance_s, shapes
+        self.meta = meta  # LeRobot's metadata of the dataset, read once by the caller
         # frame i of an episode sits at i / fps in its video (a wall-clock `timestamp` column would miss it)
         self.timestamps = load_rows_by_index(self.root, {})["frame_index"].astype(np.float64) / self.meta.fps
         self.blocks = []
@@ -241,7 +241,7 @@ def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerpr
     n = meta.total_frames
     maps = {k: np.lib.format.open_memmap(camera_file(tmp, k), mode="w+", dtype=np.uint8, shape=(n, 3, *shapes[k]))
             for k in keys}
-    blocks = _EpisodeBlocks(cfg.dataset_root, keys, contract.timestamp_tolerance_s, shapes, cfg.exclude_episodes)
+    blocks = _EpisodeBlocks(meta, keys, contract.timestamp_tolerance_s, shapes, cfg.exclude_episodes)
     decoded = sum(hi - lo for _, _, lo, hi in blocks.blocks)
     loader = torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=cfg.num_workers)
     with tqdm(total=decoded, desc="frame cache", unit="frame") as progress:
