@@ -68,5 +68,10 @@ def test_train_starts_from_pretrained(params, tiny_run, tmp_path, capsys) -> Non
     cfg = make_train_config({**params, "policy": policy}, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms,
                             validation_report=tiny_run.report, steps=1, decay_steps=1, warmup_steps=0,
                             wandb_mode="disabled")
-    train(cfg)
+    final = train(cfg)
     assert "'missing': 0, 'unexpected': 0" in capsys.readouterr().out
+    # the run started from those weights: one Adam step moves each weight by about lr at most
+    start, after = load_file(str(tiny_run.checkpoint / "model.safetensors")), load_file(str(final / "model.safetensors"))
+    assert start.keys() == after.keys()
+    moved = max((after[k].float() - start[k].float()).abs().max().item() for k in start)
+    assert 0 < moved <= 2 * cfg.lr, moved

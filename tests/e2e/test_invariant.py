@@ -17,10 +17,12 @@ import sys
 from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from vla_pipeline.cli import main as vla
+from vla_pipeline.data.tables import load_rows_by_index
 from vla_pipeline.errors import ValidationError
 
 from conftest import REPO
@@ -92,7 +94,9 @@ def test_a_dataset_that_passes_validation_trains_and_evaluates(recording, tmp_pa
     split = json.loads((work / "norms" / "split.json").read_text())
     assert EXCLUDED not in split["train"] + split["val"] if excluded_absent else True
     metrics = json.loads((work / "eval" / "best" / "metrics.json").read_text())
-    assert metrics["n_episodes"] == len(split["val"]) and metrics["n_executed_steps"] > 0
+    assert metrics["n_episodes"] == len(split["val"])
+    episode_of = load_rows_by_index(root, {})["episode_index"]  # every frame of every held-out episode runs once
+    assert metrics["n_executed_steps"] == int(np.isin(episode_of, split["val"]).sum())
 
     # `vla evaluate` outside DVC, as README shows it: on the videos, and on the frame cache when it is on
     out = tmp_path / "vla_eval"

@@ -138,7 +138,10 @@ def test_a_checkpoint_without_its_split_needs_the_norms_dir(tiny_run, tmp_path) 
         evaluate(EvaluateConfig(ckpt, tiny_run.dataset, tmp_path / "out", wandb_mode="disabled"))
     metrics = evaluate(EvaluateConfig(ckpt, tiny_run.dataset, tmp_path / "out", norms_dir=tiny_run.norms,
                                       stride=10, videos=False, wandb_mode="disabled"))
-    assert metrics["n_executed_steps"] > 0
+    own = evaluate(EvaluateConfig(tiny_run.checkpoint, tiny_run.dataset, tmp_path / "own", stride=10, videos=False,
+                                  wandb_mode="disabled"))  # the same checkpoint with its split.json
+    for key in ("n_episodes", "n_executed_steps", "split_id", "action_mse", "action_mse_normalized"):
+        assert metrics[key] == own[key], key  # the norms dir's split is the one it was trained with
 
 
 def test_stride_longer_than_a_chunk_is_a_clear_error(tiny_run, tmp_path) -> None:

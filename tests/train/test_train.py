@@ -24,10 +24,14 @@ from conftest import CONTRACT, make_train_config
 def test_run_logs_and_saves_resolved_config(tiny_run) -> None:
     assert find_last(tiny_run.train) == tiny_run.checkpoint
     metrics = json.loads((tiny_run.live / "metrics.json").read_text())
-    assert metrics["step"] == 4 and "loss" in metrics["train"]
+    curve = (tiny_run.live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    step, loss = curve[-1].split("\t")[0], float(curve[-1].split("\t")[-1])
+    assert metrics["step"] == 4 and step == "4" and metrics["train"]["loss"] == pytest.approx(loss)  # the last logged
+    assert 0 < loss < 100  # a finite flow-matching loss
     resolved = json.loads((tiny_run.checkpoint / TRAIN_CONFIG_FILE).read_text())
     assert resolved["steps"] == 4 and resolved["policy"]["dims"]["vocab_size"] == 512
-    assert list((tiny_run.train.parent / "wandb" / "wandb").glob("offline-run-*")), "W&B offline run missing"
+    runs = list((tiny_run.train.parent / "wandb" / "wandb").glob("offline-run-*"))
+    assert runs and all(list(run.glob("run-*.wandb")) for run in runs), "W&B offline run (its .wandb log) missing"
 
 
 def test_checkpoint_processors_hold_the_frozen_stats(tiny_run) -> None:
