@@ -13,7 +13,7 @@ import pytest
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.eval.episode_media import camera_shapes, load_media_frames, read_item_frames
+from vla_pipeline.eval.episode_media import load_media_frames, media_frame_shapes, read_item_frames
 from vla_pipeline.eval.media import EpisodeFigure, decode_video_frames, prefetch, save_trace_plot, save_video
 from vla_pipeline.eval.metrics import Predictions, compute_executed
 
@@ -42,7 +42,7 @@ def dataset(demo_dataset, tiny_run):
 def test_sequential_decode_gives_the_frames_lerobot_reads(dataset) -> None:
     episode = dataset.episodes[-1]
     theirs = list(read_item_frames(dataset, episode))  # LeRobot: a seek and a decode per item
-    shapes = camera_shapes(dataset, episode)
+    shapes = media_frame_shapes(dataset, episode)
     ours = list(load_media_frames(dataset, episode, shapes))  # at the stored size: no scaling
     assert len(ours) == len(theirs) >= 20
     for name in shapes:
@@ -101,11 +101,11 @@ def test_one_figure_draws_every_episode_as_a_fresh_figure_would(tmp_path) -> Non
 
 def test_a_video_is_the_same_bytes_on_every_run(dataset, tmp_path) -> None:
     episode = dataset.episodes[0]
-    chunks = _episode(len(list(load_media_frames(dataset, episode, camera_shapes(dataset, episode)))), 1)
+    chunks = _episode(len(list(load_media_frames(dataset, episode, media_frame_shapes(dataset, episode)))), 1)
     executed = compute_executed(chunks, 3)[0]
     digests = []
     for run in range(2):
-        with EpisodeFigure(camera_shapes(dataset, episode), JOINTS, {}) as figure:
+        with EpisodeFigure(media_frame_shapes(dataset, episode), JOINTS, {}) as figure:
             figure.show(executed, chunks, "title")
             frames = prefetch(load_media_frames(dataset, episode, figure.sizes))
             assert save_video(figure.render(frames), 30, tmp_path / f"{run}.mp4") == len(executed.frames)

@@ -30,7 +30,7 @@ from vla_pipeline.validate.run import (
     EPISODES,
     FRAMES,
     INFO,
-    TASKS,
+    TASKS_META,
     Check,
     load_view,
     run_checks,
@@ -65,7 +65,7 @@ def test_load_view_reads_the_tables(tmp_path) -> None:
     out = Findings()
     view, loaded = load_view(_cfg(root, contract, tmp_path, min_episode_length=7, decode_samples=3,
                                   exclude_episodes=[2]), out)
-    assert out.errors == [] and loaded == {INFO, FRAMES, EPISODES, TASKS}
+    assert out.errors == [] and loaded == {INFO, FRAMES, EPISODES, TASKS_META}
     assert (view.root, view.contract, view.min_episode_length, view.decode_samples, view.exclude_episodes) == (
         root, load_contract(contract), 7, 3, (2,))
     assert view.info["fps"] == 30 and view.frames.n == 9 and view.tasks == {0: "reach"}
@@ -155,7 +155,7 @@ def test_checks_run_or_are_skipped_with_what_they_need(monkeypatch) -> None:
     monkeypatch.setattr(validate, "CHECKS", [
         Check("codebase", _record("codebase"), after=()),
         Check("fails", _record("fails", errors=2)),
-        Check("needs_frames", _record("needs_frames"), (INFO, FRAMES, TASKS)),
+        Check("needs_frames", _record("needs_frames"), (INFO, FRAMES, TASKS_META)),
         Check("after_fail", _record("after_fail"), after=("codebase", "fails")),
         Check("after_skip", _record("after_skip"), after=("needs_frames", "codebase")),
         Check("after_unknown", _record("after_unknown"), after=("nothing_ran",)),

@@ -30,10 +30,10 @@ import uuid
 import warnings
 from pathlib import Path
 
+from vla_pipeline.data.tables import SUPPORTED_CODEBASE
 from vla_pipeline.errors import VlaError
 
 V21 = "v2.1"
-V30 = "v3.0"
 LEGACY_FILES = ("meta/episodes.jsonl", "meta/tasks.jsonl", "meta/episodes_stats.jsonl")
 V21_INFO_KEYS = ("fps", "features", "total_episodes", "total_frames", "total_chunks", "total_videos", "video_path")
 
@@ -80,19 +80,19 @@ def format_conversion_hint(root: Path) -> str:
     then = (f"then point dataset.root (params.yaml) at {out} and track it with `dvc add {shlex.quote(str(out))}`; "
             f"{root} is left as it is")
     if version == V21:
-        return (f"{found} is LeRobot's previous dataset format; the pipeline reads {V30} only. Convert it offline "
+        return (f"{found} is LeRobot's previous dataset format; the pipeline reads {SUPPORTED_CODEBASE} only. Convert it offline "
                 f"into a new directory: `{conversion_command(root)}`; {then}")
     if version is not None and version.startswith("v2."):
-        return (f"{found} is an older LeRobot dataset format; the pipeline reads {V30} only, and `vla convert` "
+        return (f"{found} is an older LeRobot dataset format; the pipeline reads {SUPPORTED_CODEBASE} only, and `vla convert` "
                 f"reads {V21} (it needs meta/episodes_stats.jsonl). Convert it to {V21} first with LeRobot "
                 f"0.3.x (python -m lerobot.datasets.v21.convert_dataset_v20_to_v21), then run "
                 f"`{conversion_command(root)}`; {then}")
-    if version == V30:
-        return f"{found}: LeRobot {V30}, the format the pipeline reads; no conversion needed"
+    if version == SUPPORTED_CODEBASE:
+        return f"{found}: LeRobot {SUPPORTED_CODEBASE}, the format the pipeline reads; no conversion needed"
     if not (root / "meta" / "info.json").is_file():
         return (f"{root}: no meta/info.json, not the root of a LeRobot dataset (the folder with meta/, data/, "
                 f"videos/); point dataset.root at the folder that holds meta/info.json")
-    return (f"{found}; the pipeline reads LeRobot {V30} datasets only and `vla convert` converts {V21} only; "
+    return (f"{found}; the pipeline reads LeRobot {SUPPORTED_CODEBASE} datasets only and `vla convert` converts {V21} only; "
             f"re-export the dataset with LeRobot 0.4.2")
 
 
@@ -115,8 +115,8 @@ def _check_source(src: Path) -> dict:
     except ValueError as e:
         raise ConversionError(f"{info_path} is not valid JSON ({e}); restore it from the dataset's origin") from None
     version = info.get("codebase_version") if isinstance(info, dict) else None
-    if version == V30:
-        raise ConversionError(f"{src} is already a LeRobot {V30} dataset (meta/info.json); nothing to convert: "
+    if version == SUPPORTED_CODEBASE:
+        raise ConversionError(f"{src} is already a LeRobot {SUPPORTED_CODEBASE} dataset (meta/info.json); nothing to convert: "
                               f"point dataset.root at it as it is")
     if version != V21:
         raise ConversionError(format_conversion_hint(src))
@@ -222,7 +222,7 @@ def convert_v21_to_v30(src: Path, dst: Path, *, data_file_size_in_mb: float | No
     dst.parent.mkdir(parents=True, exist_ok=True)
     work = dst.parent / f".{dst.name}.converting-{uuid.uuid4().hex[:8]}"
     work.mkdir()
-    _say(f"{src} ({V21}, {info['total_episodes']} episodes, {info['total_frames']} frames) -> {dst} ({V30}); "
+    _say(f"{src} ({V21}, {info['total_episodes']} episodes, {info['total_frames']} frames) -> {dst} ({SUPPORTED_CODEBASE}); "
          f"working in {work}")
     try:
         _say("1/5 info and tasks")

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+SUPPORTED_CODEBASE = "v3.0"  # the LeRobot dataset format every reader here reads
 SCALARS = ("index", "episode_index", "frame_index", "timestamp", "task_index")
 
 

@@ -37,7 +37,7 @@ def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict
     by_episode = {r["episode_index"]: r for r in table}
     joints = list(contract.joints)
     roles = compute_media_roles(table)
-    shapes = camera_shapes(dataset, roles["best"]) if videos else {}
+    shapes = media_frame_shapes(dataset, roles["best"]) if videos else {}
     # one figure for every episode: drawn once per episode for its PNG and every frame of its video
     with tempfile.TemporaryDirectory() as tmp, EpisodeFigure(shapes, joints, contract.units) as figure:
         for which, ep in roles.items():
@@ -68,7 +68,7 @@ def _decodes_videos(dataset) -> bool:
     return all(features[key]["dtype"] == "video" for key in dataset.contract.cameras.values())
 
 
-def camera_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:
+def media_frame_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:
     """(h, w) of each camera's frames as ``load_media_frames`` reads them (policy camera names)."""
     cameras = dataset.contract.cameras
     if _decodes_videos(dataset):

@@ -4,9 +4,8 @@ and joint names, the features the data files hold, and the configured exclusions
 from __future__ import annotations
 
 from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.tables import SUPPORTED_CODEBASE
 from vla_pipeline.validate.findings import MIN_EPISODES, Findings, View
-
-SUPPORTED_CODEBASE = "v3.0"
 
 
 # ----------------------------------------------------------------------------- meta and keys

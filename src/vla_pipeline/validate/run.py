@@ -19,17 +19,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vla_pipeline.data.contract import load_contract
-from vla_pipeline.data.tables import load_episodes_meta, load_frames_raw, load_info, load_task_indices
+from vla_pipeline.data.tables import (
+    SUPPORTED_CODEBASE,
+    load_episodes_meta,
+    load_frames_raw,
+    load_info,
+    load_task_indices,
+)
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.validate import checks_meta, checks_tables, checks_vectors, videos
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.findings import Findings, View
 from vla_pipeline.validate.report import Report, format_report, make_report
 
-INFO, FRAMES, EPISODES, TASKS = "info", "frames", "episodes", "tasks"
+INFO, FRAMES, EPISODES, TASKS_META = "info", "frames", "episodes", "tasks"
 
 
-LOADERS = {INFO: "info_json", FRAMES: "data_files", EPISODES: "episodes_meta", TASKS: "tasks_meta"}
+LOADERS = {INFO: "info_json", FRAMES: "data_files", EPISODES: "episodes_meta", TASKS_META: "tasks_meta"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ CHECKS: list[Check] = [
     Check("exclusions", checks_meta.check_exclusions, (INFO, EPISODES)),
     Check("frame_index", checks_tables.check_frame_index, (INFO, FRAMES)),
     Check("timestamps", checks_tables.check_timestamps, (INFO, FRAMES)),
-    Check("tasks", checks_tables.check_tasks, (INFO, FRAMES, TASKS)),
+    Check("tasks", checks_tables.check_tasks, (INFO, FRAMES, TASKS_META)),
     Check("vector_shape", checks_vectors.check_vector_shape, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("sequence_length", checks_vectors.check_sequence_length, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("finite", checks_vectors.check_finite, (INFO, FRAMES), ("codebase", *SHAPES)),
@@ -86,7 +92,7 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
         return None, set()
     view = View(root, info, contract, min_episode_length=cfg.min_episode_length, decode_samples=cfg.decode_samples,
                 exclude_episodes=tuple(cfg.exclude_episodes))
-    if info.get("codebase_version") != checks_meta.SUPPORTED_CODEBASE:
+    if info.get("codebase_version") != SUPPORTED_CODEBASE:
         return view, {INFO}  # another layout: the codebase check says how to convert; nothing else is read
     dims = {}
     for key in (contract.action_key, contract.state_key):
@@ -96,7 +102,7 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
     loaders = {
         FRAMES: (lambda: load_frames_raw(root, dims), "frames"),
         EPISODES: (lambda: load_episodes_meta(root), "episodes"),
-        TASKS: (lambda: load_task_indices(root), "tasks"),
+        TASKS_META: (lambda: load_task_indices(root), "tasks"),
     }
     loaded = {INFO}
     for need, (load, attr) in loaders.items():

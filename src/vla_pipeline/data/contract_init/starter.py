@@ -17,10 +17,10 @@ import numpy as np
 from vla_pipeline.data.contract_init.config import MIN_PAD, MIN_PAD_FRACTION, InitConfig, Starter
 from vla_pipeline.data.contract_init.render import render_starter
 from vla_pipeline.data.contract_init.roles import format_feature_roles, group_features, guess_keys
+from vla_pipeline.data.tables import SUPPORTED_CODEBASE
 from vla_pipeline.errors import ConfigError, ContractError
 
 # ----------------------------------------------------------------------------- vla contract init
-SUPPORTED_CODEBASE = "v3.0"
 
 
 
