@@ -18,7 +18,7 @@ from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.tables import feature_names, load_info, load_rows_by_index
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
-from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint, compute_split_hash
 from vla_pipeline.validate.report import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
@@ -89,10 +89,6 @@ def compute_episode_draw(seed: int, episode: int) -> float:
     """A uniform number in [0, 1) fixed by (split seed, episode index) alone: sha256, not an RNG stream."""
     digest = hashlib.sha256(f"vla-split:{int(seed)}:{int(episode)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def compute_split_hash(split: dict[str, list[int]]) -> str:
-    return hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
 
 
 def compute_split_id(split: dict[str, list[int]]) -> int:

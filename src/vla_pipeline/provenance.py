@@ -45,6 +45,29 @@ def compute_contract_hash(path: Path) -> str:
     return sha256_file(Path(path))
 
 
+def compute_split_hash(split: dict[str, list[int]]) -> str:
+    return hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
+
+
+def find_data_mismatch(recorded: dict, dataset_root: Path | None = None, *, fingerprint: str | None = None,
+                       contract_path: Path | None = None, split: dict | None = None) -> str | None:
+    """What a derived file (norms stats, a validation report, a frame-cache manifest, a checkpoint's
+    stats) was made from against the data at hand: the first of ``"split"``, ``"dataset"`` and
+    ``"contract"`` that differs, else None. Only what ``recorded`` holds (``split_hash``,
+    ``dataset_fingerprint``, ``contract_hash``) and the caller gives is compared; ``fingerprint`` spares
+    hashing ``dataset_root`` again when the caller knows it. Each caller says what to do about it."""
+    if split is not None and "split_hash" in recorded and recorded["split_hash"] != compute_split_hash(split):
+        return "split"
+    if "dataset_fingerprint" in recorded and (fingerprint is not None or dataset_root is not None):
+        current = fingerprint if fingerprint is not None else compute_dataset_fingerprint(dataset_root)
+        if recorded["dataset_fingerprint"] != current:
+            return "dataset"
+    if contract_path is not None and "contract_hash" in recorded and \
+            recorded["contract_hash"] != compute_contract_hash(contract_path):
+        return "contract"
+    return None
+
+
 def compute_source_hash() -> str:
     """sha256 over this package's Python sources: a code change makes a new run, never a resumed one."""
     root = Path(vla_pipeline.__file__).parent

@@ -24,7 +24,6 @@ from vla_pipeline.norms import (
     compute_norm_stats,
     compute_sorted_quantiles,
     compute_split,
-    compute_split_hash,
     compute_split_id,
     compute_stats_comparison,
     load_norm_stats,
@@ -32,7 +31,7 @@ from vla_pipeline.norms import (
     make_processor_stats,
     save_norm_stats,
 )
-from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint, compute_split_hash
 
 from tabular import write_arm_contract, write_tabular
 

@@ -36,7 +36,7 @@ from vla_pipeline.data.metadata import load_metadata
 from vla_pipeline.data.tables import load_rows_by_index
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.params import at_least, param
-from vla_pipeline.provenance import compute_dataset_fingerprint, sha256_file
+from vla_pipeline.provenance import compute_dataset_fingerprint, find_data_mismatch, sha256_file
 from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
 
 FRAME_CACHE_MANIFEST_FILE = "manifest.json"
@@ -278,7 +278,7 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
     manifest = json.loads(path.read_text())
     if not manifest.get("enable"):
         raise TrainInputError(f"{cache_dir} was built with frame_cache.enable: false; {rebuild}")
-    if manifest["dataset_fingerprint"] != fingerprint:
+    if find_data_mismatch(manifest, fingerprint=fingerprint) == "dataset":
         raise TrainInputError(f"the frame cache in {cache_dir} was decoded from another version of the dataset; "
                               f"{rebuild}")
     cached = tuple(manifest["resolution"]) if manifest["resolution"] else None

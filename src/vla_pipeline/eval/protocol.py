@@ -13,21 +13,22 @@ from vla_pipeline.checkpoint.io import (
 )
 from vla_pipeline.errors import CheckpointError, ConfigError
 from vla_pipeline.eval.config import EvaluateConfig
-from vla_pipeline.norms import compute_split_hash, load_split
-from vla_pipeline.provenance import compute_dataset_fingerprint, compute_source_hash
+from vla_pipeline.norms import load_split
+from vla_pipeline.provenance import compute_source_hash, find_data_mismatch
 
 RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
 
 
 def check_inputs(ckpt: LoadedCheckpoint, dataset_root: Path, split: dict) -> None:
     """The held-out episodes and the data must be the ones the checkpoint was trained against."""
-    if ckpt.norm_stats["split_hash"] != compute_split_hash(split):
+    mismatch = find_data_mismatch(ckpt.norm_stats, dataset_root, split=split)
+    if mismatch == "split":
         raise CheckpointError(
             f"the episode split given for evaluation differs from the one {ckpt.directory} was trained with; "
             f"evaluating on it could score training episodes. Leave out --norms (the checkpoint's own split), "
             f"or pass the norms dir of that run"
         )
-    if ckpt.norm_stats["dataset_fingerprint"] != compute_dataset_fingerprint(dataset_root):
+    if mismatch == "dataset":
         raise CheckpointError(f"{dataset_root} is not the dataset version {ckpt.directory} was trained on; "
                               f"evaluate with the dataset the checkpoint's norm_stats.json names")
     if not split["val"]:

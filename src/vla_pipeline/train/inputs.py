@@ -17,8 +17,8 @@ from vla_pipeline.data.tables import feature_names, load_info
 from vla_pipeline.errors import ConfigError, ContractError, TrainInputError
 from vla_pipeline.model.config import compute_image_resolution, make_pi05_config, resolve_tokenizer
 from vla_pipeline.model.processors import make_processors
-from vla_pipeline.norms import compute_split_hash, load_norm_stats, make_processor_stats
-from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
+from vla_pipeline.norms import load_norm_stats, make_processor_stats
+from vla_pipeline.provenance import find_data_mismatch
 from vla_pipeline.train.config import TrainConfig
 from vla_pipeline.train.runtime import Runtime
 from vla_pipeline.train.validation_loss import make_val_subset
@@ -37,17 +37,13 @@ def require_train_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
     report = load_report(cfg.validation_report, cfg.dataset_root, cfg.contract_path)
     stats, split = load_norm_stats(cfg.norms_dir)
     require_same_exclusions(report, cfg.validation_report, stats["exclude_episodes"])  # carried: report -> stats
-    if stats["split_hash"] != compute_split_hash(split):
-        raise TrainInputError(f"the episode split in {cfg.norms_dir} is not the one its stats were computed on; "
-                              f"run `dvc repro norms`")
-    if stats["dataset_fingerprint"] != compute_dataset_fingerprint(cfg.dataset_root):
-        raise TrainInputError(
-            f"frozen stats in {cfg.norms_dir} were computed on another version of {cfg.dataset_root}; "
-            f"run `dvc repro norms`"
-        )
-    if stats["contract_hash"] != compute_contract_hash(cfg.contract_path):
-        raise TrainInputError(f"frozen stats were computed with another contract than {cfg.contract_path}; "
-                              f"run `dvc repro norms`")
+    mismatch = find_data_mismatch(stats, cfg.dataset_root, contract_path=cfg.contract_path, split=split)
+    if mismatch is not None:
+        raise TrainInputError({
+            "split": f"the episode split in {cfg.norms_dir} is not the one its stats were computed on",
+            "dataset": f"frozen stats in {cfg.norms_dir} were computed on another version of {cfg.dataset_root}",
+            "contract": f"frozen stats were computed with another contract than {cfg.contract_path}",
+        }[mismatch] + "; run `dvc repro norms`")
     return stats, split
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint, find_data_mismatch
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.findings import MAX_OFFENDERS, MIN_EPISODES, Finding, Findings, View
 
@@ -151,10 +151,12 @@ def load_report(path: Path, dataset_root: Path, contract_path: Path | None = Non
     if not report.get("ok"):
         raise ValidationError(f"validation report {path} says the dataset failed; fix it or set "
                               f"dataset.exclude_episodes, then `dvc repro validate`")
-    if report.get("dataset_fingerprint") != compute_dataset_fingerprint(dataset_root):
+    recorded = {"dataset_fingerprint": None, "contract_hash": None, **report}  # a key missing is a mismatch
+    mismatch = find_data_mismatch(recorded, dataset_root, contract_path=contract_path)
+    if mismatch == "dataset":
         raise ValidationError(f"validation report {path} belongs to another version of {dataset_root}; "
                               f"run `dvc repro validate`")
-    if contract_path is not None and report.get("contract_hash") != compute_contract_hash(contract_path):
+    if mismatch == "contract":
         raise ValidationError(f"validation report {path} was made against another contract than {contract_path}; "
                               f"run `dvc repro validate`")
     if exclude_episodes is not None:
