@@ -18,6 +18,7 @@ LAYERS = {
     "model": 5,
     "checkpoint": 6,
     "train": 7,
+    "preflight": 7,
     "eval": 7,
     "cli": 8,
 }

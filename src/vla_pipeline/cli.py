@@ -174,6 +174,17 @@ def cmd_frame_cache(args) -> int:
     return 0
 
 
+def cmd_preflight(args) -> int:
+    from vla_pipeline.preflight.run import PreflightConfig, require_preflight
+
+    cfg = PreflightConfig.from_params(load_params(args.params or "params.yaml", args.set))
+    cfg = dataclasses.replace(cfg, report_path=Path(args.report) if args.report else cfg.report_path,
+                              testdata=Path(args.testdata) if args.testdata else None,
+                              allow_cuda_graphs=args.allow_cuda_graphs)
+    require_preflight(cfg)
+    return 0
+
+
 def cmd_make_demo(args) -> int:
     from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 
@@ -246,6 +257,16 @@ def add_train(sub) -> None:
                                  "train.live_dir, train.wandb.dir)")
     add_params_options(s, "everything (default: params.yaml)")
     s.set_defaults(func=cmd_train)
+
+
+def add_preflight(sub) -> None:
+    s = sub.add_parser("preflight", help="check the machine, numerics, memory, disk and inputs of the train run")
+    s.add_argument("--report", help="write the JSON report here (default: preflight.report)")
+    s.add_argument("--testdata", help="reference vectors (default: ../shared/testdata, else the shipped copy)")
+    s.add_argument("--allow-cuda-graphs", action="store_true",
+                   help="accept compile modes that use CUDA graphs on ROCm (refused by default)")
+    add_params_options(s, "the run to check (default: params.yaml)")
+    s.set_defaults(func=cmd_preflight)
 
 
 def add_evaluate(sub) -> None:
@@ -324,7 +345,8 @@ def add_contract(sub) -> None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_validate, add_norms, add_frame_cache, add_train, add_evaluate, add_tools, add_contract):
+    for add in (add_validate, add_norms, add_frame_cache, add_preflight, add_train, add_evaluate, add_tools,
+                add_contract):
         add(sub)
     return parser
 

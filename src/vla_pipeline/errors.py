@@ -35,6 +35,10 @@ class TrainInputError(VlaError):
     """An input of the train stage is missing or does not match the others."""
 
 
+class PreflightError(VlaError):
+    """A preflight check failed: the run would fail or compute something else on this machine."""
+
+
 class TrainingDivergedError(VlaError):
     """The loss became NaN/Inf: training stops instead of failing silently."""
 

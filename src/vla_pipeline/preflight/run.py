@@ -1,0 +1,127 @@
+"""Run every preflight check in order (environment, numerics, compile, memory, disk, inputs,
+tracking) for the run the params describe, and write the report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vla_pipeline.data.tables import load_info
+from vla_pipeline.errors import PreflightError
+from vla_pipeline.params import param
+from vla_pipeline.preflight import compile_checks, environment, inputs, numerics, resources, tracking_checks
+from vla_pipeline.preflight.report import PreflightReport
+from vla_pipeline.train.config import TrainConfig
+from vla_pipeline.train.runtime import detect_platform, resolve_precision
+
+
+@dataclass(frozen=True)
+class PreflightConfig:
+    train: TrainConfig  # the run to prove, as the train stage builds it
+    report_path: Path
+    testdata: Path | None = None  # reference vectors (None: ../shared/testdata, else the shipped copy)
+    allow_cuda_graphs: bool = False
+
+    @classmethod
+    def from_params(cls, p: dict) -> PreflightConfig:
+        return cls(train=TrainConfig.from_params(p), report_path=param(p, "preflight.report", Path))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how the run would execute (``auto`` resolved as the train stage resolves it)."""
+
+    platform: str  # cpu | cuda | rocm
+    device: str  # cpu | cuda
+    precision: str
+    attention: str
+    checkpointing: bool
+    compile: bool
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig) -> Target:
+        opts = cfg.runtime
+        platform = detect_platform() if opts.device != "cpu" else "cpu"
+        on_gpu = platform != "cpu"
+        precision = "fp32" if opts.device == "cuda" and not on_gpu else resolve_precision(opts.precision, platform)
+        return cls(platform, "cuda" if on_gpu else "cpu", precision,
+                   ("sdpa" if on_gpu else "eager") if opts.attention == "auto" else opts.attention,
+                   on_gpu if opts.gradient_checkpointing == "auto" else bool(opts.gradient_checkpointing),
+                   False if opts.compile == "auto" else bool(opts.compile))
+
+
+def run_preflight(cfg: PreflightConfig, *, version_of: Callable = environment.installed_version,
+                  gpu_memory_gib: float | None = None, is_reachable: Callable = inputs.reachable) -> PreflightReport:
+    """Every check, in order; the report is written to ``cfg.report_path`` (also when a check fails)."""
+    train, target, report = cfg.train, Target.resolve(cfg.train), PreflightReport()
+    report.add(*environment.check_versions(version_of))
+    report.add(*environment.check_torch_build(train.runtime.device, environment.torch_build(),
+                                              torch.cuda.is_available(), environment.rocm_machine()))
+    report.add(*environment.check_gpus())
+    testdata = numerics.find_testdata(cfg.testdata)
+    report.add(*numerics.check_reference(testdata, target.device, target.attention))
+    report.add(*numerics.check_autocast(testdata, target.precision, target.device))
+    report.add(*compile_checks.check_compile(target.compile, target.platform, "max-autotune", cfg.allow_cuda_graphs))
+    if gpu_memory_gib is None and target.device == "cuda":
+        gpu_memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    report.add(*resources.check_memory(resources.MemoryCase(
+        "tiny" if train.policy.dims is not None else "full", train.policy.dtype, target.precision, train.freeze,
+        train.batch_size, target.checkpointing, gpu_memory_gib)))
+    report.add(*resources.check_disk(disk_needs(train)))
+    report.add(*inputs.check_dataset(train.dataset_root))
+    report.add(*inputs.check_pretrained(train.policy.pretrained))
+    report.add(*inputs.check_tokenizer(train.policy.tokenizer))
+    report.add(*tracking_checks.check_wandb(train.wandb_mode, tracking_checks.wandb_key_present(), is_reachable))
+    report.add(*tracking_checks.check_live_dir(train.live_dir))
+    report.save(cfg.report_path)
+    report.save_verdict(verdict_path(cfg.report_path))
+    return report
+
+
+def verdict_path(report_path: Path) -> Path:
+    return Path(report_path).with_name("verdict.json")
+
+
+def count_parameters(cfg: TrainConfig) -> int:
+    """The policy's parameter count, built on the meta device (no memory, no weights)."""
+    from lerobot.policies.pi05.configuration_pi05 import PI05Config
+
+    from vla_pipeline.model.build import make_pi05_model
+
+    config = PI05Config(chunk_size=cfg.policy.chunk_size, n_action_steps=cfg.policy.chunk_size, device="cpu")
+    with torch.device("meta"):
+        model = make_pi05_model(config, cfg.policy.dims)
+    return sum(p.numel() for p in model.parameters())
+
+
+def disk_needs(cfg: TrainConfig) -> dict[str, tuple[Path, int]]:
+    """Bytes the run writes, per place: checkpoints (weights + AdamW state, times the retained count,
+    plus one being written) and the frame cache (uint8 frames at the policy's resolution)."""
+    params = count_parameters(cfg)
+    per_checkpoint = params * (resources.FLOAT_BYTES[cfg.policy.dtype] + 8)  # weights + AdamW's two moments
+    retained = (cfg.keep_last if cfg.keep_last > 0 else max(cfg.steps // max(cfg.save_every, 1), 1)) + 3
+    runs = cfg.store / "runs" if cfg.store is not None and cfg.runs_in_store else cfg.out_dir
+    needs = {"checkpoints": (runs, per_checkpoint * retained)}
+    if cfg.frame_cache_dir is not None and cfg.store is not None:
+        from vla_pipeline.model.config import compute_image_resolution
+
+        info = load_info(cfg.dataset_root)
+        cameras = sum(1 for f in info["features"].values() if f.get("dtype") in ("video", "image"))
+        h, w = compute_image_resolution(cfg.policy)
+        needs["frame_cache"] = (cfg.store / "frame_cache", int(info.get("total_frames", 0)) * cameras * 3 * h * w)
+    return needs
+
+
+def require_preflight(cfg: PreflightConfig, **kwargs) -> PreflightReport:
+    """Run the checks, print the table; a failed check stops here (the report is written either way)."""
+    report = run_preflight(cfg, **kwargs)
+    print(report.format_table())
+    print(f"preflight report: {cfg.report_path}")
+    if not report.ok:
+        failed = [f"{c.group}/{c.name}" for c in report.checks if c.status == "fail"]
+        raise PreflightError(f"preflight failed: {', '.join(failed)}; the table above says what to do for each "
+                             f"(report: {cfg.report_path})")
+    return report
