@@ -23,27 +23,19 @@ from pathlib import Path
 import torch
 
 import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
-from vla_pipeline.model.compat.attention import attention_kernel
 from vla_pipeline.model.reference import (
-    TOLERANCES,
     build_reference_model,
-    compute_errors,
-    compute_reference_outputs,
     load_reference,
 )
+from vla_pipeline.preflight.numerics import run_reference as preflight_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCES = ["pi05_tiny_ref.safetensors", "pi05_tiny_ref_bf16.safetensors"]
 
 
 def run_reference(path: Path, kernel: str, device: str) -> tuple[dict, dict]:
-    meta, tensors = load_reference(path)
-    model = build_reference_model(meta, tensors).to(device)
-    on_device = {k: v.to(device) for k, v in tensors.items()}
-    with attention_kernel(kernel):
-        outputs = compute_reference_outputs(model, on_device, meta["num_inference_steps"])
-    outputs = {k: v.float().cpu() for k, v in outputs.items()}
-    errors = compute_errors(outputs, tensors, TOLERANCES[meta["dtype"]])
+    """The preflight's reference run (``preflight.numerics.run_reference``), errors as JSON-ready dicts."""
+    outputs, errors = preflight_reference(path, kernel, device)
     return outputs, {e.name: {"max_abs_error": e.max_abs_error, "atol": e.atol, "ok": e.ok} for e in errors}
 
 
