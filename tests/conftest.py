@@ -63,6 +63,7 @@ def make_train_config(params: dict, dataset: Path, work: Path, **overrides):
         wandb_dir=work / "wandb", steps=4, batch_size=4, warmup_steps=1, decay_steps=4, num_workers=0,
         log_every=2, frame_cache_dir=None,  # the videos (tests/data/test_frame_cache.py covers the cache)
         runs_in_store=False,  # the run's directory is out_dir (tests/test_store.py covers the store)
+        preflight_report=None,  # tests/test_tracking.py covers logging the preflight report
     )
     values.update(overrides)
     return TrainConfig.from_params(params, **values)
@@ -98,6 +99,7 @@ def write_train_params(params: dict, run: Run, work: Path, **train) -> Path:
                       warmup_steps=1, decay_steps=4, num_workers=0, log_every=2, val_samples=8)
     p["train"]["wandb"].update(dir=str(work / "wandb"), mode="disabled")
     p["frame_cache"]["enable"] = False  # the videos (tests/data/test_frame_cache.py covers the cache)
+    p["preflight"]["report"] = str(work / "preflight" / "report.json")  # none unless a test writes one
     for key, value in train.items():
         if key.startswith("wandb_"):
             p["train"]["wandb"][key.removeprefix("wandb_")] = value

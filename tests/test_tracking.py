@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vla_pipeline.preflight.report import Check, PreflightReport
+
 from conftest import vla, write_train_params
 
 SECRETS = {
@@ -23,6 +25,8 @@ def online_run(params, tiny_run, tmp_path_factory):
     work = tmp_path_factory.mktemp("tracked")
     p = write_train_params(params, tiny_run, work, steps=6, decay_steps=6, save_every=0, eval_every=3, log_every=2,
                            wandb_mode="online", wandb_init_timeout=5)
+    report = PreflightReport([Check("numerics", "reference", "pass", "cpu"), Check("disk", "free", "warn", "1 GiB")])
+    report.save(work / "preflight" / "report.json")
     result = vla("train", "--params", str(p), env={**SECRETS, "WANDB_BASE_URL": "http://127.0.0.1:9"})
     assert result.returncode == 0, result.stderr[-3000:]
     return work, result
@@ -63,7 +67,9 @@ def test_wandb_run_holds_config_commit_versions_and_artifacts(online_run) -> Non
     stats = json.loads((Path(config["norms_dir"]) / "stats.json").read_text())
     assert config["data"]["fingerprint"] == stats["dataset_fingerprint"]
     artifacts = {r.artifact.name: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
-    assert set(artifacts) == {"dataset", "norm_stats", "checkpoint-last", "checkpoint-best"}
+    assert set(artifacts) == {"dataset", "norm_stats", "preflight", "checkpoint-last", "checkpoint-best"}
+    assert json.loads(artifacts["preflight"].metadata) == {"pass": 1, "warn": 1, "fail": 0}
+    assert [c.path for c in artifacts["preflight"].manifest.contents] == ["report.json"]
     assert json.loads(artifacts["dataset"].metadata)["fingerprint"] == stats["dataset_fingerprint"]
     assert [c.path for c in artifacts["norm_stats"].manifest.contents] == ["stats.json"]
     files = {c.path for c in artifacts["checkpoint-last"].manifest.contents}
@@ -83,6 +89,7 @@ def test_dvclive_logs_lr_every_step_and_no_timings(online_run) -> None:
     summary = json.loads((work / "live" / "metrics.json").read_text())
     assert "perf" not in summary and summary["resolved"] == {"lr": 2.0e-3, "steps": 6, "batch_size": 4}
     assert set(summary["data"]) == {"split_id", "n_val_episodes", "n_train_episodes"}
+    assert summary["preflight"] == {"pass": 1, "warn": 1, "fail": 0}  # comparable in `dvc exp show`
     lrs = [float(line.split("\t")[1]) for line in (metrics / "train/lr.tsv").read_text().splitlines()[1:]]
     assert lrs[-1] < lrs[1]  # the cosine schedule decays within the run's 6 steps
 

@@ -180,7 +180,8 @@ def cmd_preflight(args) -> int:
     cfg = PreflightConfig.from_params(load_params(args.params or "params.yaml", args.set))
     cfg = dataclasses.replace(cfg, report_path=Path(args.report) if args.report else cfg.report_path,
                               testdata=Path(args.testdata) if args.testdata else None,
-                              allow_cuda_graphs=args.allow_cuda_graphs)
+                              allow_cuda_graphs=args.allow_cuda_graphs, probe=args.probe or cfg.probe,
+                              memory_gib=args.memory_gib if args.memory_gib is not None else cfg.memory_gib)
     require_preflight(cfg)
     return 0
 
@@ -265,6 +266,10 @@ def add_preflight(sub) -> None:
     s.add_argument("--testdata", help="reference vectors (default: ../shared/testdata, else the shipped copy)")
     s.add_argument("--allow-cuda-graphs", action="store_true",
                    help="accept compile modes that use CUDA graphs on ROCm (refused by default)")
+    s.add_argument("--probe", action="store_true",
+                   help="measure peak memory with one training step per batch size (random weights) instead of "
+                        "predicting it (default: preflight.probe)")
+    s.add_argument("--memory-gib", type=float, help="the memory budget (default: preflight.memory_gib, else the GPU's)")
     add_params_options(s, "the run to check (default: params.yaml)")
     s.set_defaults(func=cmd_preflight)
 

@@ -15,7 +15,7 @@ import vla_pipeline
 RUN_KEY_IGNORED_KEYS = {
     "out_dir", "live_dir", "wandb_dir", "wandb_project", "wandb_mode", "wandb_init_timeout", "wandb_log_checkpoints",
     "log_every", "save_every", "eval_every", "keep_last", "num_workers", "resume", "pin_memory", "prefetch_factor",
-    "store", "runs_in_store",
+    "store", "runs_in_store", "preflight_report",
 }
 
 

@@ -133,7 +133,7 @@ SCHEMA: dict[str, Any] = {
         "wandb": {**WANDB, "init_timeout": _float(lo=0, lo_open=True), "log_checkpoints": BOOL},
     },
     "phases": "phases",  # checked by _check_phases: any phase name, each with the PHASE_KEYS
-    "preflight": {"report": PATH},
+    "preflight": {"report": PATH, "probe": BOOL, "memory_gib": _float(null=True, lo=0, lo_open=True)},
     "evaluate": {
         "out_dir": PATH, "stride": _int(lo=1, null=True), "batch_size": _int(lo=1), "num_workers": COUNT_OR_AUTO,
         "noise_seed": _int(lo=0), "saturation_margin": _float(lo=0, hi=0.5, hi_open=True), "videos": BOOL,

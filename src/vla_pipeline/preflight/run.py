@@ -3,17 +3,27 @@ tracking) for the run the params describe, and write the report."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lerobot.utils.constants import OBS_IMAGES
 
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.errors import PreflightError
 from vla_pipeline.params import param
-from vla_pipeline.preflight import compile_checks, environment, inputs, numerics, resources, tracking_checks
-from vla_pipeline.preflight.report import PreflightReport
+from vla_pipeline.preflight import (
+    compile_checks,
+    environment,
+    inputs,
+    numerics,
+    probe,
+    resources,
+    tracking_checks,
+)
+from vla_pipeline.preflight.report import Check, PreflightReport
 from vla_pipeline.train.config import TrainConfig
 from vla_pipeline.train.runtime import detect_platform, resolve_precision
 
@@ -24,10 +34,14 @@ class PreflightConfig:
     report_path: Path
     testdata: Path | None = None  # reference vectors (None: ../shared/testdata, else the shipped copy)
     allow_cuda_graphs: bool = False
+    probe: bool = False  # measure one step per batch size (probe.py) instead of predicting from the table
+    memory_gib: float | None = None  # the memory budget; None: the GPU's (the host's for a CPU probe)
 
     @classmethod
     def from_params(cls, p: dict) -> PreflightConfig:
-        return cls(train=TrainConfig.from_params(p), report_path=param(p, "preflight.report", Path))
+        return cls(train=TrainConfig.from_params(p), report_path=param(p, "preflight.report", Path),
+                   probe=param(p, "preflight.probe", bool),
+                   memory_gib=param(p, "preflight.memory_gib", lambda v: None if v is None else float(v)))
 
 
 @dataclass(frozen=True)
@@ -62,14 +76,10 @@ def run_preflight(cfg: PreflightConfig, *, version_of: Callable = environment.in
                                               torch.cuda.is_available(), environment.rocm_machine()))
     report.add(*environment.check_gpus())
     testdata = numerics.find_testdata(cfg.testdata)
-    report.add(*numerics.check_reference(testdata, target.device, target.attention))
+    report.add(*numerics.check_reference(testdata, target.device, target.attention, target.compile))
     report.add(*numerics.check_autocast(testdata, target.precision, target.device))
     report.add(*compile_checks.check_compile(target.compile, target.platform, "max-autotune", cfg.allow_cuda_graphs))
-    if gpu_memory_gib is None and target.device == "cuda":
-        gpu_memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    report.add(*resources.check_memory(resources.MemoryCase(
-        "tiny" if train.policy.dims is not None else "full", train.policy.dtype, target.precision, train.freeze,
-        train.batch_size, target.checkpointing, gpu_memory_gib)))
+    report.add(*check_memory(cfg, target, gpu_memory_gib))
     report.add(*resources.check_disk(disk_needs(train)))
     report.add(*inputs.check_dataset(train.dataset_root))
     report.add(*inputs.check_pretrained(train.policy.pretrained))
@@ -79,6 +89,45 @@ def run_preflight(cfg: PreflightConfig, *, version_of: Callable = environment.in
     report.save(cfg.report_path)
     report.save_verdict(verdict_path(cfg.report_path))
     return report
+
+
+def check_memory(cfg: PreflightConfig, target: Target, gpu_memory_gib: float | None = None) -> list:
+    """Peak memory of a step: measured by the probe (``cfg.probe``), else predicted from the GPU table."""
+    train = cfg.train
+    if cfg.memory_gib is not None:
+        gpu_memory_gib = cfg.memory_gib
+    elif gpu_memory_gib is None and target.device == "cuda":
+        gpu_memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if cfg.probe:
+        budget = gpu_memory_gib if gpu_memory_gib is not None else host_memory_gib()
+        where = torch.cuda.get_device_name(0) if target.device == "cuda" else "cpu (host memory)"
+        try:
+            peaks = probe.run_probe(probe_spec(train, target))
+        except probe.ProbeError as e:
+            return [Check("memory", "probe", "fail", str(e), "lower train.batch_size, or run without --probe "
+                          "to see the table's prediction")]
+        return probe.check_probe(peaks, train.batch_size, budget, where)
+    return resources.check_memory(resources.MemoryCase(
+        "tiny" if train.policy.dims is not None else "full", train.policy.dtype, target.precision, train.freeze,
+        train.batch_size, target.checkpointing, gpu_memory_gib))
+
+
+def probe_spec(train: TrainConfig, target: Target) -> probe.ProbeSpec:
+    from vla_pipeline.data.contract import load_contract
+    from vla_pipeline.model.config import compute_image_resolution
+
+    contract = load_contract(train.contract_path)
+    h, w = compute_image_resolution(train.policy)
+    return probe.ProbeSpec(
+        dims=train.policy.dims.to_dict() if train.policy.dims else None, chunk_size=train.policy.chunk_size,
+        prompt_tokens=train.policy.tokenizer_max_length, dtype=train.policy.dtype, n_joints=len(contract.joints),
+        cameras={f"{OBS_IMAGES}.{name}": [3, h, w] for name in contract.cameras}, device=target.device,
+        precision=target.precision, checkpointing=target.checkpointing, freeze=list(train.freeze),
+        batches=probe.make_batches(train.batch_size))
+
+
+def host_memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def verdict_path(report_path: Path) -> Path:

@@ -81,6 +81,7 @@ class TrainConfig:
     trim_prompt_padding: bool = True  # drop prompt positions that are padding in the whole batch (step.py)
     store: Path | None = None  # the store (store.py): shared frame caches, and runs when runs_in_store
     runs_in_store: bool = True  # with a store: checkpoints in <store>/runs/<run key>, published to out_dir
+    preflight_report: Path | None = None  # the preflight's report, logged with the run (not part of its identity)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every", "val_samples", "prefetch_factor"):
@@ -134,6 +135,7 @@ class TrainConfig:
             pin_memory=param(p, "train.pin_memory", _switch),
             num_workers=param(p, "train.num_workers", int_or_auto),
             trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
+            preflight_report=param(p, "preflight.report", _optional_path, default=None),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
         )

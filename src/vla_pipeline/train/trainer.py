@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import tempfile
 from pathlib import Path
 
@@ -264,6 +265,16 @@ class Trainer:
         tracker.log_summary({"data": {"split_id": compute_split_id(split), "n_val_episodes": len(split["val"]),
                                       "n_train_episodes": len(split["train"])}})
         tracker.log_summary({"resolved": {"lr": self.lr, "steps": cfg.steps, "batch_size": self.global_batch}})
+        self.log_preflight()
+
+    def log_preflight(self) -> None:
+        """The preflight report (machine, numerics, memory; docs/preflight.md) beside the run, when there is one."""
+        path = self.cfg.preflight_report
+        if path is None or not Path(path).is_file():
+            return
+        counts = json.loads(Path(path).read_text())["counts"]
+        self.tracker.log_artifact("preflight", Path(path), "preflight", metadata=counts)
+        self.tracker.log_summary({"preflight": counts})
 
     def log_end(self) -> None:
         """The training curves and, when asked, the best and last checkpoints as W&B artifacts."""

@@ -1,0 +1,185 @@
+"""The one-step memory probe (``vla preflight --probe``): the configured policy (size, dtype, freeze)
+with random weights, LeRobot's AdamW preset and the configured precision and gradient checkpointing,
+one training step per batch size on the configured device, in a child process (a probe that runs out
+of memory must not take the preflight down with it). Peak memory per batch size, and the largest
+batch that fits a budget from a straight line through the measured points (weights, gradients and
+optimizer state are the constant part, activations the per-sample part).
+
+Measured as: GPU, ``torch.cuda.max_memory_allocated`` of the step (weights included); CPU, the
+process's peak resident memory above what it held before the model was built."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from vla_pipeline.preflight.report import Check
+
+MARGIN = 0.95  # leave the allocator this share of the budget (as resources.MARGIN)
+MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+FULL_VOCAB = 257152
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Everything the child needs, JSON-ready."""
+
+    dims: dict | None  # None: LeRobot's full size
+    chunk_size: int
+    prompt_tokens: int  # policy.tokenizer_max_length: prompts padded to it (the worst case)
+    dtype: str
+    n_joints: int
+    cameras: dict[str, list[int]]  # key -> (C, H, W) at the policy's resolution
+    device: str
+    precision: str  # bf16 | fp16 | fp32
+    checkpointing: bool
+    freeze: list[str]
+    batches: list[int]  # ascending; the configured batch last
+
+
+def make_batches(configured: int) -> list[int]:
+    """1 and 2 (the line's slope even when the configured batch does not fit), then the configured one."""
+    return sorted({1, 2, configured})
+
+
+def run_probe(spec: ProbeSpec, timeout_s: float = 1800.0) -> dict[int, float | None]:
+    """Peak bytes per batch size (None: out of memory at that batch). On a GPU one child measures every
+    batch (the allocator's peak resets); on the CPU one child per batch (a process's peak resident
+    memory never goes down, and the first step's lazily loaded libraries would hide batch 1)."""
+    if spec.device != "cpu":
+        return _run_child(spec, timeout_s)
+    peaks: dict[int, float | None] = {}
+    for batch in spec.batches:
+        peaks.update(_run_child(replace(spec, batches=[batch]), timeout_s))
+    return peaks
+
+
+def _run_child(spec: ProbeSpec, timeout_s: float) -> dict[int, float | None]:
+    cmd = [sys.executable, "-m", __name__]
+    try:
+        done = subprocess.run(cmd, input=json.dumps(asdict(spec)), capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"the probe did not finish within {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        killed = done.returncode < 0 or done.returncode == 137
+        why = "it was killed (out of host memory?)" if killed else f"exit {done.returncode}: {' | '.join(tail)}"
+        raise ProbeError(f"the probe process failed at batch {spec.batches}: {why}")
+    peaks = json.loads(done.stdout.strip().splitlines()[-1])
+    return {int(b): p for b, p in peaks.items()}
+
+
+class ProbeError(RuntimeError):
+    pass
+
+
+def compute_largest_batch(peaks: dict[int, float | None], budget_bytes: float) -> int:
+    """The largest batch whose peak, on the line through the two largest measured batches, fits."""
+    measured = sorted((b, p) for b, p in peaks.items() if p is not None)
+    if not measured:
+        return 0
+    if len(measured) == 1:
+        return measured[0][0] if measured[0][1] <= budget_bytes else 0
+    (b0, p0), (b1, p1) = measured[-2:]
+    slope = max((p1 - p0) / (b1 - b0), 1.0)
+    return max(int(math.floor(b0 + (budget_bytes - p0) / slope)), 0)
+
+
+def check_probe(peaks: dict[int, float | None], batch: int, budget_gib: float, where: str) -> list[Check]:
+    """Pass when the configured batch ran and its peak fits ``MARGIN`` of the budget, else fail with
+    the largest batch that fits and the options."""
+    budget = budget_gib * 2**30 * MARGIN
+    measured = ", ".join(f"batch {b}: {'out of memory' if p is None else f'{p / 2**30:.3f} GiB'}"
+                         for b, p in sorted(peaks.items()))
+    value = f"probe on {where}: {measured}; budget {budget_gib:.2f} GiB"
+    peak = peaks.get(batch)
+    if peak is not None and peak <= budget:
+        return [Check("memory", "probe", "pass", value)]
+    fits = compute_largest_batch(peaks, budget)
+    first = f"train.batch_size: {fits} (the largest that fits)" if fits else "no batch fits as configured"
+    return [Check("memory", "probe", "fail", value,
+                  f"batch {batch} does not fit: {first}; or train.gradient_checkpointing: true, train.freeze "
+                  f"(vision, language), policy.dtype: bfloat16, or a bigger GPU")]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def make_random_batch(spec: ProbeSpec, batch: int, vocab: int) -> dict:
+    """A preprocessed batch of the run's shapes: images at the policy's resolution, prompts padded to
+    ``tokenizer_max_length``, action chunks."""
+    from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
+
+    g = torch.Generator().manual_seed(batch)
+    out = {k: torch.rand((batch, *shape), generator=g) for k, shape in spec.cameras.items()}
+    out[OBS_LANGUAGE_TOKENS] = torch.randint(0, vocab, (batch, spec.prompt_tokens), generator=g)
+    out[OBS_LANGUAGE_ATTENTION_MASK] = torch.ones((batch, spec.prompt_tokens), dtype=torch.bool)
+    out[ACTION] = torch.rand((batch, spec.chunk_size, spec.n_joints), generator=g) * 2 - 1
+    return {k: v.to(spec.device) for k, v in out.items()}
+
+
+def measure_peaks(spec: ProbeSpec) -> dict[int, float | None]:
+    """(In the child.) One optimizer step per batch size; peak bytes, None where it ran out of memory."""
+    from accelerate import Accelerator
+
+    from vla_pipeline.model.build import make_pi05_policy
+    from vla_pipeline.model.config import PolicyConfig, make_pi05_config
+    from vla_pipeline.model.dims import ModelDims
+    from vla_pipeline.model.freeze import apply_freeze
+    from vla_pipeline.model.loss import Pi05Loss
+    from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
+
+    dims = ModelDims.from_dict(spec.dims) if spec.dims else None
+    policy_cfg = PolicyConfig(dims=dims, chunk_size=spec.chunk_size, n_action_steps=spec.chunk_size,
+                              tokenizer_max_length=spec.prompt_tokens, dtype=spec.dtype)
+    config = make_pi05_config(policy_cfg, spec.n_joints, {k: tuple(v) for k, v in spec.cameras.items()}, spec.device,
+                              gradient_checkpointing=spec.checkpointing)
+    on_gpu = spec.device != "cpu"
+    baseline = 0 if on_gpu else _rss_bytes()
+    with torch.device(spec.device):
+        policy = make_pi05_policy(config, dims)
+    apply_freeze(policy, tuple(spec.freeze))
+    optimizer, scheduler = make_optimizer_and_scheduler(policy, config, 10, fused=on_gpu)
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=MIXED_PRECISION[spec.precision])
+    model, optimizer = accelerator.prepare(Pi05Loss(policy), optimizer)
+    vocab = dims.vocab_size if dims else FULL_VOCAB
+    peaks: dict[int, float | None] = {}
+    for batch in spec.batches:
+        data = make_random_batch(spec, batch, vocab)
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            train_step(model, data, optimizer, scheduler, accelerator, grad_clip_norm=1.0)
+        except torch.OutOfMemoryError:
+            peaks[batch] = None
+            break
+        peaks[batch] = float(torch.cuda.max_memory_allocated() if on_gpu else _max_rss_bytes() - baseline)
+        del data
+    return peaks
+
+
+def main() -> None:
+    import vla_pipeline  # noqa: F401  (offline defaults, compat layer)
+    from vla_pipeline.quiet import quiet_third_party
+
+    quiet_third_party()
+    spec = ProbeSpec(**json.loads(sys.stdin.read()))
+    print(json.dumps(measure_peaks(spec)))
+
+
+if __name__ == "__main__":
+    main()
+
