@@ -169,13 +169,14 @@ def test_the_demo_passes_and_a_fault_stops_with_the_report_written(demo_dataset,
     assert json.loads((tmp_path / "broken.json").read_text())["ok"] is False
 
 
-def test_vla_preflight_exits_1_on_a_fault_without_traceback(demo_dataset, tmp_path) -> None:
+def test_vla_preflight_exits_1_on_a_fault_without_traceback(tmp_path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["dataset"]["root"] = str(demo_dataset)
+    params["dataset"]["root"] = str(tmp_path / "absent")  # reported as a check, not a crash
     params["train"]["wandb"]["mode"] = "online"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     result = vla("preflight", "--params", str(path), "--report", str(tmp_path / "r.json"),
                  env={"WANDB_API_KEY": "", "HOME": str(tmp_path)})
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "FAIL  tracking/wandb" in result.stdout and "error: preflight failed: tracking/wandb" in result.stderr
+    assert "FAIL  tracking/wandb" in result.stdout and "error: preflight failed: " in result.stderr
+    assert "FAIL  inputs/dataset" in result.stdout and "tracking/wandb" in result.stderr.splitlines()[-1]

@@ -154,7 +154,8 @@ def disk_needs(cfg: TrainConfig) -> dict[str, tuple[Path, int]]:
     retained = (cfg.keep_last if cfg.keep_last > 0 else max(cfg.steps // max(cfg.save_every, 1), 1)) + 3
     runs = cfg.store / "runs" if cfg.store is not None and cfg.runs_in_store else cfg.out_dir
     needs = {"checkpoints": (runs, per_checkpoint * retained)}
-    if cfg.frame_cache_dir is not None and cfg.store is not None:
+    has_info = (Path(cfg.dataset_root) / "meta" / "info.json").is_file()  # else inputs/dataset fails
+    if cfg.frame_cache_dir is not None and cfg.store is not None and has_info:
         from vla_pipeline.model.config import compute_image_resolution
 
         info = load_info(cfg.dataset_root)
