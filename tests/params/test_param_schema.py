@@ -96,7 +96,7 @@ def test_augmentation_ranges_are_ordered_and_in_bounds(key, value, rule) -> None
     (("train", "precision"), "bf32", "one of ['auto', 'bf16', 'fp16', 'fp32']"),
     (("train", "num_workers"), -1, "an integer >= 0 or auto"),
     (("train", "compile"), "yes", "auto, true or false"),
-    (("train", "freeze"), ["vision", "arms"], "a list of: vision, language, vlm"),
+    (("train", "freeze"), ["vision", "arms"], "a list of: vision, language, vlm, expert_only"),
     (("dataset", "exclude_episodes"), [1, 2.5], "a list of episode indices (integers >= 0), or null"),
     (("frame_cache", "enable"), "true", "true or false"),
     (("policy", "pretrained"), 3, "null, a hub id, a directory or a .safetensors file"),

@@ -122,8 +122,8 @@ SCHEMA: dict[str, Any] = {
         "gradient_checkpointing": SWITCH, "compile": SWITCH, "deterministic": BOOL,
         "lr_scaling": _str("none", "linear", "sqrt"), "attention": _str("auto", "eager", "sdpa"),
         "fused_optimizer": SWITCH, "tf32": SWITCH, "trim_prompt_padding": BOOL,
-        "freeze": Key("list", null=True, choices=("vision", "language", "vlm"),
-                      allowed="a list of: vision, language, vlm"),
+        "freeze": Key("list", null=True, choices=("vision", "language", "vlm", "expert_only"),
+                      allowed="a list of: vision, language, vlm, expert_only"),
         "augment": {
             "enable": BOOL, "seed": _int(lo=0), "max_num_transforms": _int(lo=1),
             "brightness": _jitter_range(0), "contrast": _jitter_range(0), "saturation": _jitter_range(0),

@@ -11,7 +11,7 @@ from vla_pipeline.checkpoint.resume import RESUME_MODES
 from vla_pipeline.data.augment import AugmentConfig
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.model.config import PolicyConfig
-from vla_pipeline.model.freeze import FREEZE_GROUPS
+from vla_pipeline.model.freeze import GROUP_NAMES
 from vla_pipeline.params import at_least, choice, int_or_auto, param
 from vla_pipeline.params.schema import PHASE_KEYS
 from vla_pipeline.store import WANDB_DIR, resolve_store
@@ -96,7 +96,7 @@ class TrainConfig:
         choice(self.resume, RESUME_MODES, "train.resume")
         choice(self.pin_memory, ("auto", True, False), "train.pin_memory")
         for group in self.freeze:
-            choice(group, tuple(FREEZE_GROUPS), "train.freeze")
+            choice(group, GROUP_NAMES, "train.freeze")
 
     @classmethod
     def from_params(cls, p: dict, **overrides) -> TrainConfig:

@@ -36,7 +36,7 @@ from vla_pipeline.data.tables import load_info
 from vla_pipeline.errors import ConfigError, UserInterruptError
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.compat.attention import attention_kernel
-from vla_pipeline.model.freeze import apply_freeze
+from vla_pipeline.model.freeze import apply_freeze, describe_trainable
 from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.norms import NORMS_STATS_FILE, compute_split_id
 from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions, compute_run_key
@@ -87,7 +87,8 @@ class Trainer:
         if cfg.policy.pretrained:
             counts = load_pretrained_weights(self.policy, cfg.policy.pretrained)
             self.accelerator.print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
-        self.accelerator.print(f"parameters: {apply_freeze(self.policy, cfg.freeze)} (train.freeze={list(cfg.freeze)})")
+        apply_freeze(self.policy, cfg.freeze)
+        self.accelerator.print(f"parameters: {describe_trainable(self.policy)} (train.freeze={list(cfg.freeze)})")
         self.optimizer, self.scheduler = make_optimizer_and_scheduler(self.policy, self.inputs.pi05_config, cfg.steps,
                                                                       self.runtime.fused_optimizer)
         self.config = {**cfg.resolved(), "runtime_resolved": self.runtime.to_dict()}
