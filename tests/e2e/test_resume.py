@@ -17,14 +17,19 @@ from conftest import replayable_seed, run_killed_before_step, vla, write_train_p
 
 STEPS = 16
 RUN = dict(steps=STEPS, decay_steps=STEPS, save_every=2, eval_every=4, keep_last=2, log_every=1)
+VARIANTS = {  # what else a killed run must restore: the EMA and the raw weights (training_state/)
+    "full": {},
+    "ema": {"ema": {"decay": 0.9}},
+}
 
 
 def _final_state(work: Path) -> dict[str, torch.Tensor]:
     last = json.loads((work / "train" / "last_checkpoint.json").read_text())
     step_dir = work / "train" / last["path"]
     state = {f"model/{k}": v for k, v in load_file(str(step_dir / "pretrained_model" / "model.safetensors")).items()}
-    state.update({f"optim/{k}": v for k, v in
-                  load_file(str(step_dir / "training_state" / "optimizer_state.safetensors")).items()})
+    for path in sorted((step_dir / "training_state").glob("*.safetensors")):  # optimizer, EMA, raw weights
+        if not path.name.startswith("rng_state"):
+            state.update({f"{path.stem}/{k}": v for k, v in load_file(str(path)).items()})
     return state
 
 
@@ -39,19 +44,35 @@ def _assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(params, tiny_run, tmp_path_factory) -> Path:
-    """The uninterrupted run every resumed run must reproduce."""
-    work = tmp_path_factory.mktemp("reference")
-    result = vla("train", "--params", str(write_train_params(params, tiny_run, work, **RUN)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
+def references(params, tiny_run, tmp_path_factory):
+    """The uninterrupted run of each variant that every resumed run must reproduce (made when asked)."""
+    made: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in made:
+            work = tmp_path_factory.mktemp(f"reference_{variant}")
+            result = vla("train", "--params", str(write_train_params(params, tiny_run, work, **RUN,
+                                                                     **VARIANTS[variant])))
+            assert result.returncode == 0, result.stderr[-3000:]
+            made[variant] = work
+        return made[variant]
+
+    return get
 
 
-def test_sigkill_at_random_step_then_resume_is_bit_identical(params, tiny_run, reference, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def reference(references) -> Path:
+    return references("full")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_sigkill_at_random_step_then_resume_is_bit_identical(params, tiny_run, references, variant,
+                                                             tmp_path) -> None:
+    reference = references(variant)
     seed = replayable_seed()
     kill_step = random.Random(seed).randint(3, STEPS - 3)
     killed = f"killed before step {kill_step} (replay: VLA_TEST_SEED={seed})"
-    params_path = write_train_params(params, tiny_run, tmp_path, **RUN)
+    params_path = write_train_params(params, tiny_run, tmp_path, **RUN, **VARIANTS[variant])
     run_killed_before_step([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(params_path)], kill_step)
     last = json.loads((tmp_path / "train" / "last_checkpoint.json").read_text())
     assert last["step"] == (kill_step - 1) // 2 * 2, killed  # the newest checkpoint (save_every 2) before the kill
@@ -59,7 +80,9 @@ def test_sigkill_at_random_step_then_resume_is_bit_identical(params, tiny_run, r
     result = vla("train", "--params", str(params_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout, killed
-    _assert_identical(_final_state(reference), _final_state(tmp_path))
+    final = _final_state(reference)
+    assert (variant == "ema") == any(k.startswith("ema/") for k in final)
+    _assert_identical(final, _final_state(tmp_path))
     for name in ("train/loss", "train/lr", "val/loss"):  # the curves are rewound to the checkpoint, then continue
         assert _curve(tmp_path, name) == _curve(reference, name), f"{name}, {killed}"
     assert json.loads((tmp_path / "train" / "best_checkpoint.json").read_text()) == \

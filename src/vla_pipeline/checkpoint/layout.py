@@ -2,7 +2,8 @@
 
 ``<run>/checkpoints/<step:06d>/pretrained_model/`` (LeRobot's layout plus the tokenizer, contract,
 frozen stats, split, resolved config, versions and a manifest of sizes and sha256), beside it
-``training_state/`` (optimizer, scheduler, RNG, ``run_state.json``), and the pointers
+``training_state/`` (optimizer, scheduler, RNG, ``run_state.json``; with ``train.ema`` the EMA and the
+raw trainable weights, as ``pretrained_model`` then holds the EMA ones), and the pointers
 ``<run>/last_checkpoint.json`` and ``best_checkpoint.json``; live metrics in ``<run>/live``."""
 
 
@@ -27,6 +28,8 @@ CHECKPOINT_MANIFEST_FILE = "manifest.json"
 VERSIONS_FILE = "versions.json"
 TRAINING_STATE_DIR = "training_state"
 RUN_STATE_FILE = "run_state.json"
+EMA_FILE = "ema.safetensors"  # training_state/: the EMA of the trainable weights (train.ema)
+RAW_WEIGHTS_FILE = "raw_weights.safetensors"  # training_state/: the trainable weights, when pretrained_model holds others
 LIVE_DIR = "live"
 
 

@@ -81,6 +81,7 @@ class TrainConfig:
     trim_prompt_padding: bool = True  # drop prompt positions that are padding in the whole batch (step.py)
     store: Path | None = None  # the store (store.py): shared frame caches, and runs when runs_in_store
     runs_in_store: bool = True  # with a store: checkpoints in <store>/runs/<run key>, published to out_dir
+    ema_decay: float | None = None  # train.ema.decay: an EMA of the trainable weights (train/ema.py); None: off
     preflight_report: Path | None = None  # the preflight's report, logged with the run (not part of its identity)
 
     def __post_init__(self) -> None:
@@ -90,6 +91,8 @@ class TrainConfig:
             at_least(getattr(self, key), 0, f"train.{key}")
         if self.num_workers != "auto":
             at_least(self.num_workers, 0, "train.num_workers")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"params: 'train.ema.decay' = {self.ema_decay!r}; must be in (0, 1), or null (off)")
         if not self.lr > 0:
             raise ConfigError(f"params: 'train.lr' = {self.lr!r}; must be > 0")
         choice(self.wandb_mode, WANDB_MODES, "train.wandb.mode")
@@ -136,6 +139,7 @@ class TrainConfig:
             num_workers=param(p, "train.num_workers", int_or_auto),
             trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
             preflight_report=param(p, "preflight.report", _optional_path, default=None),
+            ema_decay=param(p, "train.ema.decay", lambda v: None if v is None else float(v), default=None),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
         )

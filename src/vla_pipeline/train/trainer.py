@@ -43,6 +43,7 @@ from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions,
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train.batch import BatchPreparer
 from vla_pipeline.train.config import TrainConfig
+from vla_pipeline.train.ema import EMA
 from vla_pipeline.train.guards import (
     check_initial_loss,
     check_normalized_ranges,
@@ -89,6 +90,7 @@ class Trainer:
             self.accelerator.print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
         apply_freeze(self.policy, cfg.freeze)
         self.accelerator.print(f"parameters: {describe_trainable(self.policy)} (train.freeze={list(cfg.freeze)})")
+        self.ema = EMA.make(self.policy, cfg.ema_decay)  # of what trains, from the starting weights
         self.optimizer, self.scheduler = make_optimizer_and_scheduler(self.policy, self.inputs.pi05_config, cfg.steps,
                                                                       self.runtime.fused_optimizer)
         self.config = {**cfg.resolved(), "runtime_resolved": self.runtime.to_dict()}
@@ -150,6 +152,8 @@ class Trainer:
             return
         step, run_state = load_state(plan.checkpoint, self.policy, self.optimizer, self.scheduler,
                                      accelerator.process_index)
+        if self.ema is not None:  # pretrained_model held the EMA weights: the raw ones and the EMA
+            self.ema.load(plan.checkpoint)
         check_resumed_stats(plan.checkpoint, self.inputs.preprocessor, self.stats_doc)
         if self.is_main:
             repair_pointers(run_dir, plan.checkpoint, run_state)
@@ -194,6 +198,8 @@ class Trainer:
         self.batch = self.prepare(batch)
         metrics = train_step(self.model, self.batch, self.optimizer, self.scheduler, self.accelerator,
                              grad_clip_norm=self.cfg.grad_clip_norm)
+        if self.ema is not None:
+            self.ema.update()
         self.nonfinite |= ~torch.isfinite(metrics["loss"])
         return metrics
 
@@ -222,7 +228,7 @@ class Trainer:
     def validate(self, step: int, logged: dict) -> float | None:
         if not self.checkpointer.should_eval(step) or self.inputs.val_dataset is None:
             return None
-        with self.perf.excluded_time():
+        with self.perf.excluded_time(), self.ema_applied():
             val_loss = compute_validation_loss(self.policy, self.inputs.preprocessor, self.inputs.val_dataset,
                                                self.cfg.batch_size, self.cfg.seed, self.accelerator.autocast)
         logged["val/loss"] = val_loss
@@ -236,12 +242,19 @@ class Trainer:
                      "sampler": {"global_batches_done": step, "batches_per_epoch": batches_per_epoch}}
         if self.is_main:
             inputs = self.inputs
-            save_pretrained_model(
-                tmp, self.policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims,
-                tokenizer=inputs.tokenizer, contract_path=cfg.contract_path, norm_stats=self.stats_doc,
-                split=inputs.split, train_config=self.config, provenance={"git": collect_git()},
-            )
+            if self.ema is not None:
+                self.ema.save(tmp)
+            with self.ema_applied():  # the weights a user deploys: the EMA ones when there is an EMA
+                save_pretrained_model(
+                    tmp, self.policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims,
+                    tokenizer=inputs.tokenizer, contract_path=cfg.contract_path, norm_stats=self.stats_doc,
+                    split=inputs.split, train_config=self.config, provenance={"git": collect_git()},
+                )
         save_state(tmp, step, self.optimizer, self.scheduler, run_state, runtime.rank)
+
+    def ema_applied(self):
+        """The EMA weights in the policy for a validation loss or a save (nothing without an EMA)."""
+        return contextlib.nullcontext() if self.ema is None else self.ema.applied()
 
     def log_start(self) -> None:
         """The run's config and provenance, its inputs, and what the phase resolved to."""

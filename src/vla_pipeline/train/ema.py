@@ -1,0 +1,70 @@
+"""An exponential moving average of the trainable weights (``train.ema.decay``), as openpi trains
+with by default: after every optimizer step ``ema = decay * ema + (1 - decay) * weight``, starting
+from the weights the run starts with. One fused ``lerp`` per step on the weights' device (no host
+sync). The EMA weights are what the validation loss, the best-checkpoint choice and the saved
+``pretrained_model`` use; the raw weights and the EMA live in ``training_state/`` so a resumed run
+continues bit-identically."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vla_pipeline.checkpoint.layout import EMA_FILE, RAW_WEIGHTS_FILE, TRAINING_STATE_DIR
+from vla_pipeline.errors import CheckpointError
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.decay = decay
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @classmethod
+    def make(cls, model: torch.nn.Module, decay: float | None) -> EMA | None:
+        return None if decay is None else cls(model, decay)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """``ema += (1 - decay) * (weight - ema)``: the same as ``decay * ema + (1 - decay) * weight``."""
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    @torch.no_grad()
+    def applied(self):
+        """The EMA weights in the model for the duration (validation, saving); the raw ones after."""
+        raw = [p.detach().clone() for p in self.params]
+        torch._foreach_copy_([p.data for p in self.params], self.shadow)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_([p.data for p in self.params], raw)
+
+    def save(self, step_dir: Path) -> None:
+        """The EMA and the raw trainable weights (``pretrained_model/`` holds the EMA ones)."""
+        state_dir = Path(step_dir) / TRAINING_STATE_DIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        save_file({n: s.contiguous().cpu() for n, s in zip(self.names, self.shadow, strict=True)},
+                  state_dir / EMA_FILE, metadata={"decay": repr(self.decay)})
+        save_file({n: p.detach().contiguous().cpu() for n, p in zip(self.names, self.params, strict=True)},
+                  state_dir / RAW_WEIGHTS_FILE)
+
+    @torch.no_grad()
+    def load(self, step_dir: Path) -> None:
+        """Put the raw weights back into the model and the EMA where ``save`` left them."""
+        state_dir = Path(step_dir) / TRAINING_STATE_DIR
+        if not (state_dir / EMA_FILE).is_file():
+            raise CheckpointError(f"{state_dir} has no {EMA_FILE}: it was saved without train.ema; resume it "
+                                  f"with the same train.ema.decay, or start over (train.resume: never)")
+        shadow, raw = load_file(state_dir / EMA_FILE), load_file(state_dir / RAW_WEIGHTS_FILE)
+        if set(shadow) != set(self.names) or set(raw) != set(self.names):
+            raise CheckpointError(f"{state_dir}: the EMA holds other parameters than this run trains "
+                                  f"(train.freeze or train.peft changed?)")
+        for name, param, ema in zip(self.names, self.params, self.shadow, strict=True):
+            param.copy_(raw[name])
+            ema.copy_(shadow[name])
