@@ -13,7 +13,7 @@ import csv
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -326,13 +326,29 @@ class NullTracker(MultiTracker):
 
 
 def make_tracker(cfg: TrackingConfig) -> MultiTracker:
+    """dvclive, and W&B unless disabled. W&B that fails to start (online: refused; offline: its local
+    service timed out, seen with two runs starting at once on a loaded machine) is tried once more with
+    twice the timeout, then left out with a warning: the run goes on and dvclive still logs."""
     trackers: list[Tracker] = [DvcLiveTracker(cfg.live_dir, cfg.resume_step)]
     if cfg.wandb_mode != "disabled":
-        try:
-            trackers.append(WandbTracker(cfg))
-        except Exception as e:  # noqa: BLE001 - reachable but refused (bad key, ...): train on, dvclive logs
-            if cfg.wandb_mode != "online":
-                raise
-            print(f"WARNING: W&B online failed to start ({type(e).__name__}: {str(e)[:200]}); training goes on "
-                  f"without W&B, dvclive still logs to {cfg.live_dir}", file=sys.stderr)
+        for attempt in (cfg, replace(cfg, init_timeout=2 * cfg.init_timeout)):
+            try:
+                trackers.append(WandbTracker(attempt))
+                break
+            except Exception as e:  # noqa: BLE001 - W&B is an observer: never the reason a run fails
+                problem = f"{type(e).__name__}: {str(e)[:200]}"
+                _teardown_wandb()
+        else:
+            print(f"WARNING: W&B ({cfg.wandb_mode}) failed to start twice ({problem}); going on without W&B, "
+                  f"dvclive still logs to {cfg.live_dir}", file=sys.stderr)
     return MultiTracker(trackers)
+
+
+def _teardown_wandb() -> None:
+    """Stop a W&B service a failed start left behind, so the next start does not attach to it."""
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:  # noqa: BLE001, S110 - nothing more to clean
+        pass
