@@ -103,6 +103,8 @@ def write_train_params(params: dict, run: Run, work: Path, **train) -> Path:
     for key, value in train.items():
         if key.startswith("wandb_"):
             p["train"]["wandb"][key.removeprefix("wandb_")] = value
+        elif isinstance(value, dict):  # a nested section (peft, ema): the given keys only
+            p["train"][key] = {**p["train"][key], **value}
         else:
             p["train"][key] = value
     work.mkdir(parents=True, exist_ok=True)

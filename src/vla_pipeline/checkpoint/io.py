@@ -58,12 +58,19 @@ class LoadedCheckpoint:
 
 def save_pretrained_model(
     directory: Path, policy, preprocessor, postprocessor, *, dims, tokenizer: str, contract_path: Path,
-    norm_stats: dict, split: dict, train_config: dict, provenance: dict,
+    norm_stats: dict, split: dict, train_config: dict, provenance: dict, weights: dict | None = None,
 ) -> Path:
     """Write ``directory/pretrained_model``: LeRobot's layout plus what makes it self-describing.
-    ``directory`` is a checkpoint being assembled (the checkpointer renames it into place when complete)."""
+    ``directory`` is a checkpoint being assembled (the checkpointer renames it into place when complete).
+    ``weights``: the state dict to write instead of the policy's own (LoRA merged into the base weights),
+    as LeRobot's ``save_pretrained`` writes it (tied tensors stored once)."""
     out = Path(directory) / PRETRAINED_DIR
-    policy.save_pretrained(out)
+    if weights is None:
+        policy.save_pretrained(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        policy.config._save_pretrained(out)
+        save_state_dict(weights, out / "model.safetensors")
     preprocessor.save_pretrained(out)
     postprocessor.save_pretrained(out)
     save_dims(out, dims)
@@ -75,6 +82,17 @@ def save_pretrained_model(
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, default=str))
     (out / VERSIONS_FILE).write_text(json.dumps({**collect_versions(), **provenance}, indent=2))
     return out
+
+
+def save_state_dict(state: dict, path: Path) -> None:
+    """What ``safetensors.torch.save_model`` does for a module, for a state dict: shared tensors once."""
+    from safetensors.torch import _remove_duplicate_names, save_file
+
+    state = dict(state)
+    for removed in _remove_duplicate_names(state).values():
+        for name in removed:
+            del state[name]
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path), metadata={"format": "pt"})
 
 
 def write_manifest(directory: Path) -> None:

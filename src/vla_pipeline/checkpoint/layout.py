@@ -28,6 +28,7 @@ CHECKPOINT_MANIFEST_FILE = "manifest.json"
 VERSIONS_FILE = "versions.json"
 TRAINING_STATE_DIR = "training_state"
 RUN_STATE_FILE = "run_state.json"
+ADAPTER_DIR = "adapter"  # <step>/adapter/: the LoRA adapter in PEFT's format (train.peft)
 EMA_FILE = "ema.safetensors"  # training_state/: the EMA of the trainable weights (train.ema)
 RAW_WEIGHTS_FILE = "raw_weights.safetensors"  # training_state/: the trainable weights, when pretrained_model holds others
 LIVE_DIR = "live"

@@ -27,6 +27,7 @@ from vla_pipeline.checkpoint.layout import (
     CHECKPOINTS_DIR,
     LAST_FILE,
     PRETRAINED_DIR,
+    RAW_WEIGHTS_FILE,
     RUN_STATE_FILE,
     TRAINING_STATE_DIR,
     list_checkpoints,
@@ -60,10 +61,38 @@ def restore_rng(step_dir: Path, rank: int) -> None:
         deserialize_rng_state(unflatten_dict(load_file(state_dir / f"rng_state_rank{rank}.safetensors")))
 
 
-def load_state(step_dir: Path, policy, optimizer, scheduler, rank: int) -> tuple[int, dict]:
-    """Weights, optimizer, scheduler and RNG from ``step_dir``; returns (step, run_state)."""
+def save_raw_weights(step_dir: Path, policy) -> None:
+    """The trainable weights as training has them, when ``pretrained_model`` holds others (the EMA
+    applied, or the LoRA adapters merged)."""
+    state_dir = Path(step_dir) / TRAINING_STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_file({n: p.detach().contiguous().cpu() for n, p in policy.named_parameters() if p.requires_grad},
+              state_dir / RAW_WEIGHTS_FILE)
+
+
+def load_raw_weights(step_dir: Path, policy) -> None:
+    """Put ``save_raw_weights``' tensors back: exactly the parameters that train, no other."""
+    path = Path(step_dir) / TRAINING_STATE_DIR / RAW_WEIGHTS_FILE
+    raw = load_file(path)
+    params = {n: p for n, p in policy.named_parameters() if p.requires_grad}
+    if set(raw) != set(params):
+        raise CheckpointError(f"{path} holds other parameters than this run trains ({len(set(raw) ^ set(params))} "
+                              f"differ, e.g. {sorted(set(raw) ^ set(params))[:2]}): train.freeze or train.peft changed")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(raw[name])
+
+
+def load_state(step_dir: Path, policy, optimizer, scheduler, rank: int, *, raw: bool = False,
+               wrapped: bool = False) -> tuple[int, dict]:
+    """Weights, optimizer, scheduler and RNG from ``step_dir``; returns (step, run_state). ``raw``: the
+    trainable weights come from ``training_state`` (EMA or LoRA runs); ``wrapped``: the policy has
+    LoRA adapters, so its frozen base stays as built (``pretrained_model`` holds merged weights)."""
     try:
-        load_policy_weights(policy, Path(step_dir) / PRETRAINED_DIR)
+        if not wrapped:
+            load_policy_weights(policy, Path(step_dir) / PRETRAINED_DIR)
+        if raw:
+            load_raw_weights(step_dir, policy)
         step, _, _ = load_training_state(Path(step_dir), optimizer, scheduler)
         restore_rng(step_dir, rank)
         return step, read_run_state(step_dir)

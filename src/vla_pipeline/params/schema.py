@@ -124,6 +124,9 @@ SCHEMA: dict[str, Any] = {
         "fused_optimizer": SWITCH, "tf32": SWITCH, "trim_prompt_padding": BOOL,
         "freeze": Key("list", null=True, choices=("vision", "language", "vlm", "expert_only"),
                       allowed="a list of: vision, language, vlm, expert_only"),
+        "peft": {"preset": _str("openpi", "expert", "explicit", null=True), "targets": _str(null=True),
+                 "r": _int(lo=1, null=True), "alpha": _float(lo=0, lo_open=True, null=True),
+                 "dropout": _float(lo=0, hi=1, hi_open=True)},
         "ema": {"decay": _float(lo=0, hi=1, lo_open=True, hi_open=True, null=True)},
         "augment": {
             "enable": BOOL, "seed": _int(lo=0), "max_num_transforms": _int(lo=1),

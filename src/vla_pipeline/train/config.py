@@ -4,6 +4,7 @@ fill every ``train`` key left null, and an explicit value always wins."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from vla_pipeline.data.augment import AugmentConfig
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.model.config import PolicyConfig
 from vla_pipeline.model.freeze import GROUP_NAMES
+from vla_pipeline.model.lora import LoraSpec, make_lora_spec
 from vla_pipeline.params import at_least, choice, int_or_auto, param
 from vla_pipeline.params.schema import PHASE_KEYS
 from vla_pipeline.store import WANDB_DIR, resolve_store
@@ -33,6 +35,21 @@ def resolve_phase(p: dict) -> dict:
 
 def _optional_path(value) -> Path | None:
     return None if value in (None, "") else Path(value)
+
+
+def make_peft(section: dict | None) -> LoraSpec | None:
+    """``train.peft`` as a LoRA spec (None: off); ``explicit`` needs its targets, rank and alpha."""
+    if not section or section.get("preset") is None:
+        return None
+    if section["preset"] == "explicit":
+        missing = [k for k in ("targets", "r", "alpha") if section.get(k) is None]
+        if missing:
+            raise ConfigError(f"params: train.peft.preset explicit needs train.peft.{', train.peft.'.join(missing)}")
+    try:
+        return make_lora_spec(section["preset"], section.get("targets"), section.get("r"), section.get("alpha"),
+                              float(section.get("dropout") or 0.0))
+    except (ValueError, re.error) as e:
+        raise ConfigError(f"params: train.peft: {e}") from None
 
 
 def _switch(value):
@@ -81,6 +98,7 @@ class TrainConfig:
     trim_prompt_padding: bool = True  # drop prompt positions that are padding in the whole batch (step.py)
     store: Path | None = None  # the store (store.py): shared frame caches, and runs when runs_in_store
     runs_in_store: bool = True  # with a store: checkpoints in <store>/runs/<run key>, published to out_dir
+    peft: LoraSpec | None = None  # train.peft: LoRA adapters (model/lora.py); None: full fine-tuning
     ema_decay: float | None = None  # train.ema.decay: an EMA of the trainable weights (train/ema.py); None: off
     preflight_report: Path | None = None  # the preflight's report, logged with the run (not part of its identity)
 
@@ -139,6 +157,7 @@ class TrainConfig:
             num_workers=param(p, "train.num_workers", int_or_auto),
             trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
             preflight_report=param(p, "preflight.report", _optional_path, default=None),
+            peft=make_peft(param(p, "train.peft", default=None)),
             ema_decay=param(p, "train.ema.decay", lambda v: None if v is None else float(v), default=None),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint.layout import EMA_FILE, RAW_WEIGHTS_FILE, TRAINING_STATE_DIR
+from vla_pipeline.checkpoint.layout import EMA_FILE, TRAINING_STATE_DIR
 from vla_pipeline.errors import CheckpointError
 
 
@@ -46,25 +46,23 @@ class EMA:
             torch._foreach_copy_([p.data for p in self.params], raw)
 
     def save(self, step_dir: Path) -> None:
-        """The EMA and the raw trainable weights (``pretrained_model/`` holds the EMA ones)."""
+        """The EMA into ``training_state/`` (``pretrained_model/`` holds it applied; the raw weights are
+        saved beside it by ``checkpoint.resume.save_raw_weights``)."""
         state_dir = Path(step_dir) / TRAINING_STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
         save_file({n: s.contiguous().cpu() for n, s in zip(self.names, self.shadow, strict=True)},
                   state_dir / EMA_FILE, metadata={"decay": repr(self.decay)})
-        save_file({n: p.detach().contiguous().cpu() for n, p in zip(self.names, self.params, strict=True)},
-                  state_dir / RAW_WEIGHTS_FILE)
 
     @torch.no_grad()
     def load(self, step_dir: Path) -> None:
-        """Put the raw weights back into the model and the EMA where ``save`` left them."""
-        state_dir = Path(step_dir) / TRAINING_STATE_DIR
-        if not (state_dir / EMA_FILE).is_file():
-            raise CheckpointError(f"{state_dir} has no {EMA_FILE}: it was saved without train.ema; resume it "
+        """The EMA where ``save`` left it."""
+        path = Path(step_dir) / TRAINING_STATE_DIR / EMA_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path.parent} has no {EMA_FILE}: it was saved without train.ema; resume it "
                                   f"with the same train.ema.decay, or start over (train.resume: never)")
-        shadow, raw = load_file(state_dir / EMA_FILE), load_file(state_dir / RAW_WEIGHTS_FILE)
-        if set(shadow) != set(self.names) or set(raw) != set(self.names):
-            raise CheckpointError(f"{state_dir}: the EMA holds other parameters than this run trains "
+        shadow = load_file(path)
+        if set(shadow) != set(self.names):
+            raise CheckpointError(f"{path}: the EMA holds other parameters than this run trains "
                                   f"(train.freeze or train.peft changed?)")
-        for name, param, ema in zip(self.names, self.params, self.shadow, strict=True):
-            param.copy_(raw[name])
+        for name, ema in zip(self.names, self.shadow, strict=True):
             ema.copy_(shadow[name])

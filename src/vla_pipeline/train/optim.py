@@ -12,11 +12,12 @@ def make_optimizer_and_scheduler(policy, pi05_config, steps: int, fused: bool = 
     schedule is always built with the run's total steps (also on resume) and checked to end at decay_lr.
     ``fused``: the same AdamW (same preset values) as one fused kernel per step (a GPU speed option)."""
     preset = pi05_config.get_optimizer_preset()
+    params = [p for p in policy.get_optim_params() if p.requires_grad]  # no state for frozen weights
     if fused:
-        optimizer = torch.optim.AdamW(policy.get_optim_params(), lr=preset.lr, betas=preset.betas, eps=preset.eps,
+        optimizer = torch.optim.AdamW(params, lr=preset.lr, betas=preset.betas, eps=preset.eps,
                                       weight_decay=preset.weight_decay, fused=True)
     else:
-        optimizer = preset.build(policy.get_optim_params())
+        optimizer = preset.build(params)
     scheduler = pi05_config.get_scheduler_preset().build(optimizer, steps)
     check_schedule(scheduler, steps, pi05_config.scheduler_decay_lr, pi05_config.optimizer_lr)
     return optimizer, scheduler

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from vla_pipeline.checkpoint.checkpointer import Checkpointer
 from vla_pipeline.checkpoint.io import save_pretrained_model
-from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, PRETRAINED_DIR, read_pointer
+from vla_pipeline.checkpoint.layout import ADAPTER_DIR, BEST_FILE, LAST_FILE, PRETRAINED_DIR, read_pointer
 from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
 from vla_pipeline.checkpoint.resume import (
     check_resumed_stats,
@@ -28,6 +28,7 @@ from vla_pipeline.checkpoint.resume import (
     plan_resume,
     repair_pointers,
     restore_rng,
+    save_raw_weights,
     save_state,
 )
 from vla_pipeline.checkpoint.run_place import RunPlace, move_aside
@@ -37,6 +38,7 @@ from vla_pipeline.errors import ConfigError, UserInterruptError
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.compat.attention import attention_kernel
 from vla_pipeline.model.freeze import apply_freeze, describe_trainable
+from vla_pipeline.model.lora import apply_lora, compute_merged_state_dict, save_adapter
 from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.norms import NORMS_STATS_FILE, compute_split_id
 from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions, compute_run_key
@@ -88,6 +90,10 @@ class Trainer:
         if cfg.policy.pretrained:
             counts = load_pretrained_weights(self.policy, cfg.policy.pretrained)
             self.accelerator.print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
+        self.wrapped = cfg.peft is not None  # LoRA adapters, injected after the pretrained weights
+        if self.wrapped:
+            modules = apply_lora(self.policy, cfg.peft)
+            self.accelerator.print(f"LoRA ({cfg.peft.preset}): {modules} modules wrapped by peft")
         apply_freeze(self.policy, cfg.freeze)
         self.accelerator.print(f"parameters: {describe_trainable(self.policy)} (train.freeze={list(cfg.freeze)})")
         self.ema = EMA.make(self.policy, cfg.ema_decay)  # of what trains, from the starting weights
@@ -151,8 +157,9 @@ class Trainer:
         if plan.checkpoint is None:
             return
         step, run_state = load_state(plan.checkpoint, self.policy, self.optimizer, self.scheduler,
-                                     accelerator.process_index)
-        if self.ema is not None:  # pretrained_model held the EMA weights: the raw ones and the EMA
+                                     accelerator.process_index, raw=self.ema is not None or self.wrapped,
+                                     wrapped=self.wrapped)
+        if self.ema is not None:
             self.ema.load(plan.checkpoint)
         check_resumed_stats(plan.checkpoint, self.inputs.preprocessor, self.stats_doc)
         if self.is_main:
@@ -241,16 +248,28 @@ class Trainer:
         run_state = {"step": step, "run_key": self.run_key, "best": best, "world_size": runtime.world_size,
                      "sampler": {"global_batches_done": step, "batches_per_epoch": batches_per_epoch}}
         if self.is_main:
-            inputs = self.inputs
-            if self.ema is not None:
-                self.ema.save(tmp)
-            with self.ema_applied():  # the weights a user deploys: the EMA ones when there is an EMA
-                save_pretrained_model(
-                    tmp, self.policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims,
-                    tokenizer=inputs.tokenizer, contract_path=cfg.contract_path, norm_stats=self.stats_doc,
-                    split=inputs.split, train_config=self.config, provenance={"git": collect_git()},
-                )
+            self.save_model(tmp)
         save_state(tmp, step, self.optimizer, self.scheduler, run_state, runtime.rank)
+
+    def save_model(self, tmp: Path) -> None:
+        """``pretrained_model/`` as a user deploys it (the EMA applied, the LoRA adapters merged: LeRobot
+        loads it without peft), the adapter in PEFT's format, and what a resume needs besides: the raw
+        trainable weights and the EMA."""
+        cfg, inputs = self.cfg, self.inputs
+        if self.ema is not None or self.wrapped:
+            save_raw_weights(tmp, self.policy)
+        if self.ema is not None:
+            self.ema.save(tmp)
+        with self.ema_applied():
+            weights = None
+            if self.wrapped:
+                weights = compute_merged_state_dict(self.policy)
+                save_adapter(tmp / ADAPTER_DIR, self.policy, cfg.peft)
+            save_pretrained_model(
+                tmp, self.policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims,
+                tokenizer=inputs.tokenizer, contract_path=cfg.contract_path, norm_stats=self.stats_doc,
+                split=inputs.split, train_config=self.config, provenance={"git": collect_git()}, weights=weights,
+            )
 
     def ema_applied(self):
         """The EMA weights in the policy for a validation loss or a save (nothing without an EMA)."""
