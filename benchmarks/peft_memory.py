@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args()
     print(f"full-size Pi0.5, policy.dtype {args.dtype} (meta device: shapes only)")
-    print(f"| setup | trainable params | share | weights GiB | grads GiB | AdamW state GiB | total GiB |")
+    print("| setup | trainable params | share | weights GiB | grads GiB | AdamW state GiB | total GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, (freeze, preset) in SETUPS.items():
         m = measure(args.dtype, freeze, preset)
