@@ -63,3 +63,37 @@ def test_lerobot_loads_the_merged_checkpoint_without_peft_and_reproduces_the_val
     assert out["peft"] == [] and out["policy"] == "lerobot.policies.pi05.modeling_pi05"
     logged = json.loads((params_path.parent / "live" / "metrics.json").read_text())["val"]["loss"]
     assert out["val_loss"] == pytest.approx(logged, rel=1e-5)  # merged W vs W x + B A x: float rounding only
+
+
+def test_lora_starts_from_the_pretrained_weights_loaded_before_wrapping(params, tiny_run, tmp_path) -> None:
+    """policy.pretrained with LoRA: LeRobot's names load strictly into the plain policy, then peft wraps
+    it; what the `expert` preset does not train leaves the run bit-identical to the pretrained weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    p = write_train_params(params, tiny_run, tmp_path, peft={"preset": "expert"}, save_every=0, eval_every=0)
+    p.write_text(p.read_text().replace("pretrained: null", f"pretrained: {tiny_run.checkpoint}"))
+    result = vla("train", "--params", str(p))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrained weights from" in result.stdout
+    step = tmp_path / "train" / "checkpoints" / "000004"
+    before = load_file(str(tiny_run.checkpoint / "model.safetensors"))
+    after = load_file(str(step / "pretrained_model" / "model.safetensors"))
+    assert after.keys() == before.keys()
+    untouched = [k for k in before if ".self_attn." not in k or ".gemma_expert." not in k]
+    untouched = [k for k in untouched if not k.startswith(("model.action_", "model.time_mlp"))]
+    assert untouched and all(torch.equal(before[k], after[k]) for k in untouched)
+    raw = load_file(str(step / "training_state" / "raw_weights.safetensors"))
+    assert raw and all(".lora_" in k for k in raw)
+
+
+def test_the_run_key_includes_the_lora_spec(params, tmp_path) -> None:
+    from vla_pipeline.provenance import RUN_KEY_IGNORED_KEYS
+
+    from conftest import make_train_config
+
+    cfg = make_train_config(params, tmp_path, tmp_path)
+    lora = make_train_config({**params, "train": {**params["train"], "peft": {**params["train"]["peft"],
+                                                                             "preset": "openpi"}}}, tmp_path, tmp_path)
+    assert cfg.resolved()["peft"] is None and lora.resolved()["peft"]["rank_pattern"] == {".*gemma_expert.*": 32}
+    assert "peft" not in RUN_KEY_IGNORED_KEYS and "ema_decay" not in RUN_KEY_IGNORED_KEYS
