@@ -67,12 +67,15 @@ def test_openpi_preset_is_rank_16_on_the_vlm_and_32_on_the_expert(build) -> None
     assert any(".vision_tower." in n for n in kept) and "model.action_out_proj.weight" in kept  # trained in full
 
 
-def test_expert_preset_wraps_expert_attention_and_projections_only(build) -> None:
+def test_expert_preset_wraps_expert_q_v_and_projections_only(build) -> None:
+    """LeRobot's later Pi0.5 default: expert q_proj and v_proj plus the action and time projections."""
     policy = build()
     apply_lora(policy, make_lora_spec("expert"))
     ranks = lora_modules(policy)
-    assert all(".gemma_expert." in n and ".self_attn." in n or n.startswith(("model.action_", "model.time_mlp"))
-               for n in ranks)
+    expert = {n.rsplit(".", 1)[-1] for n in ranks if n.startswith("model.paligemma")}
+    assert expert == {"q_proj", "v_proj"} and all(".gemma_expert.model.layers." in n for n in ranks
+                                                  if n.startswith("model.paligemma"))
+    assert set(ranks.values()) == {16}
     assert {n for n in ranks if not n.startswith("model.paligemma")} == {
         "model.action_in_proj", "model.action_out_proj", "model.time_mlp_in", "model.time_mlp_out"}
     assert all(".lora_" in n for n in trainable(policy))  # nothing but the adapters trains

@@ -4,11 +4,15 @@ without peft, and the adapter in PEFT's own format.
 
 - ``openpi``: openpi's ``gemma_2b_lora`` (rank 16, alpha 16) on the PaliGemma language model and
   ``gemma_300m_lora`` (rank 32, alpha 32) on the action expert, attention (q, k, v, o) and MLP (gate,
-  up, down) projections. openpi's LoRA freeze filter freezes only the non-LoRA language-model
-  weights, so the vision tower (SigLIP and its projector) and the action/time projections train in
-  full, as here.
-- ``expert``: the action expert's attention projections plus the action and time projections (what
-  LeRobot later chose as its Pi0.5 default targets), rank 16, alpha 16; nothing else trains.
+  up, down) projections (openpi ``models/gemma.py``). openpi's LoRA freeze filter
+  (``pi0_config.get_freeze_filter``) freezes only the non-LoRA ``llm`` weights, so the vision tower
+  (SigLIP and its projector, under ``img``) and the action/time projections train in full, as here.
+  Unlike openpi, peft starts B at zero (openpi draws A and B from normal(0.01)).
+- ``expert``: LeRobot's Pi0.5 default targets (from v0.4.3, ``_get_default_peft_targets``): the
+  action expert's ``q_proj`` and ``v_proj`` plus the action and time projections, rank 16 and
+  ``lora_alpha`` 8 (LeRobot leaves it to peft's default); nothing else trains. LeRobot's regex names
+  the time projections ``action_time_mlp_*`` (Pi0's), which match nothing in Pi0.5; here they are
+  Pi0.5's ``time_mlp_in``/``time_mlp_out``, as the regex intends.
 - ``explicit``: ``targets`` (a regex over module names, matched whole), ``r``, ``alpha``, ``dropout``.
 """
 
@@ -28,6 +32,7 @@ _LAYERS = r"model\.paligemma_with_expert\.{part}\.layers\.\d+\."
 _LANGUAGE = _LAYERS.format(part=r"paligemma\.model\.language_model")
 _EXPERT = _LAYERS.format(part=r"gemma_expert\.model")
 _ATTENTION = r"self_attn\.(q|k|v|o)_proj"
+_QV = r"self_attn\.(q|v)_proj"
 _MLP = r"mlp\.(gate|up|down)_proj"
 _PROJECTIONS = r"model\.(action_in_proj|action_out_proj|time_mlp_in|time_mlp_out)"
 _VISION = ("model.paligemma_with_expert.paligemma.model.vision_tower.",
@@ -62,7 +67,7 @@ def make_lora_spec(preset: str, targets: str | None = None, r: int | None = None
                         full=(*_VISION, "model.action_in_proj.", "model.action_out_proj.", "model.time_mlp_in.",
                               "model.time_mlp_out."))
     if preset == "expert":
-        return LoraSpec(preset, rf"({_EXPERT}{_ATTENTION}|{_PROJECTIONS})", 16, 16.0, dropout)
+        return LoraSpec(preset, rf"({_EXPERT}{_QV}|{_PROJECTIONS})", 16, 8.0, dropout)
     if preset == "explicit":
         re.compile(targets or "")
         return LoraSpec(preset, targets, int(r), float(alpha), dropout)
