@@ -68,6 +68,22 @@ def test_perturbed_reference_vectors_fail_the_numerics(tmp_path) -> None:
     assert result["reference:pi05_tiny_ref_bf16:eager"] == "pass"
 
 
+def test_one_compat_behaviour_put_back_fails_the_numerics_on_the_device(monkeypatch) -> None:
+    """As tests/model/test_compat.py does: stock Gemma's sqrt(width) scaling of the input embeddings
+    put back (the compat layer's fix undone); preflight's reference checks on the device then fail."""
+    from transformers.models.gemma import modeling_gemma
+
+    from vla_pipeline.model.compat import gemma
+
+    def scaled_forward(self, *args, inputs_embeds=None, **kwargs):
+        return gemma.model_forward(self, *args, inputs_embeds=inputs_embeds * self.config.hidden_size**0.5, **kwargs)
+
+    monkeypatch.setattr(modeling_gemma.GemmaModel, "forward", scaled_forward)
+    checks = {c.name: c for c in numerics.check_reference(TESTDATA, "cpu", "eager")}
+    for name in ("reference:pi05_tiny_ref:eager", "reference:pi05_tiny_ref_bf16:eager"):
+        assert checks[name].status == "fail" and "LeRobot's reference" in checks[name].fix, checks[name]
+
+
 def test_the_compiled_bf16_forward_is_held_to_the_references(tmp_path) -> None:
     """train.compile: Inductor keeps bf16 pointwise math in fp32, so the compiled loss leaves the bf16
     reference by about one bf16 step (2.1e-2 here) while staying within 2e-2 of the fp32 one; a
