@@ -20,6 +20,7 @@ LAYERS = {
     "train": 7,
     "preflight": 7,
     "eval": 7,
+    "deploy": 7,
     "cli": 8,
 }
 #: the two concerns at the top that stay apart

@@ -36,6 +36,9 @@ class Contract:
     state_required: bool = True
     max_action_jump: float | None = None
     robot: str = ""
+    #: deploy.hold: what the robot gets for an action name the policy does not drive: a number (e.g.
+    #: 0.0 for LeKiwi's base velocities) or "state" (hold the joint where the observation says it is)
+    hold: dict[str, float | str] = field(default_factory=dict)
 
     def select_indices(self, names: list[str], key: str) -> list[int]:
         """Positions of the contract's joints in a dataset vector whose names are ``names``."""
@@ -72,7 +75,9 @@ def _parse(raw: dict, path: Path) -> Contract:
                             f"the policy reads every camera under keys.cameras, so add them to required_cameras "
                             f"or remove them from keys.cameras")
     jump = raw.get("max_action_jump")
+    hold = _parse_hold((raw.get("deploy") or {}).get("hold") or {}, joints, path)
     return Contract(
+        hold=hold,
         name=str(raw["name"]),
         robot=str(raw.get("robot", "")),
         action_key=str(keys["action"]),
@@ -88,6 +93,22 @@ def _parse(raw: dict, path: Path) -> Contract:
         state_required=bool(raw.get("state_required", True)),
         max_action_jump=None if jump is None else float(jump),
     )
+
+
+def _parse_hold(raw: dict, joints: tuple[str, ...], path: Path) -> dict[str, float | str]:
+    driven = sorted(set(raw) & set(joints))
+    if driven:
+        raise ContractError(f"contract {path}: deploy.hold names {driven}, which the policy drives (joints)")
+    hold: dict[str, float | str] = {}
+    for name, value in raw.items():
+        if value == "state":
+            hold[str(name)] = "state"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            hold[str(name)] = float(value)
+        else:
+            raise ContractError(f"contract {path}: deploy.hold.{name} = {value!r}; give a number (e.g. 0.0 for a "
+                                f"velocity) or \"state\" (hold the position the robot reports)")
+    return hold
 
 
 def load_contract(path: Path) -> Contract:
