@@ -306,3 +306,22 @@ def test_a_saved_normalizer_with_other_keys_differs(tmp_path) -> None:
         check_resumed_stats(step_dir, live, doc)
     shutil.rmtree(step_dir / "pretrained_model")
     check_resumed_stats(step_dir, live, doc)  # no saved processors: the live one alone is compared
+
+
+def test_raw_weights_of_other_trainable_parameters_are_refused(tmp_path) -> None:
+    """training_state/raw_weights.safetensors must hold exactly what this run trains: a checkpoint saved
+    with another train.freeze / train.peft is refused, and one without the file names the settings."""
+    from vla_pipeline.checkpoint.resume import load_raw_weights, save_raw_weights
+    from vla_pipeline.errors import CheckpointError
+
+    model = torch.nn.Linear(2, 2)
+    save_raw_weights(tmp_path, model)
+    with torch.no_grad():
+        model.weight.zero_()
+    load_raw_weights(tmp_path, model)
+    assert model.weight.abs().sum() > 0  # put back
+    model.bias.requires_grad_(False)  # another freeze
+    with pytest.raises(CheckpointError, match=r"1 differ, e.g. \['bias'\]"):
+        load_raw_weights(tmp_path, model)
+    with pytest.raises(CheckpointError, match="train.ema / train.peft"):
+        load_raw_weights(tmp_path / "elsewhere", model)

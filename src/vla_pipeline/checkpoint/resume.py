@@ -61,23 +61,38 @@ def restore_rng(step_dir: Path, rank: int) -> None:
         deserialize_rng_state(unflatten_dict(load_file(state_dir / f"rng_state_rank{rank}.safetensors")))
 
 
+def save_trainable_tensors(step_dir: Path, file: str, tensors: dict, metadata: dict | None = None) -> None:
+    """One tensor per trainable parameter (by name) into ``training_state/<file>``."""
+    state_dir = Path(step_dir) / TRAINING_STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, state_dir / file, metadata=metadata)
+
+
+def load_trainable_tensors(step_dir: Path, file: str, names: list[str]) -> dict:
+    """``save_trainable_tensors``' file, refused unless it holds exactly ``names``."""
+    path = Path(step_dir) / TRAINING_STATE_DIR / file
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no {file}: it was saved with other train.ema / train.peft "
+                              f"settings; resume with the same ones, or start over (train.resume: never)")
+    tensors = load_file(path)
+    if set(tensors) != set(names):
+        differ = sorted(set(tensors) ^ set(names))
+        raise CheckpointError(f"{path} holds other parameters than this run trains ({len(differ)} differ, e.g. "
+                              f"{differ[:2]}): train.freeze or train.peft changed")
+    return tensors
+
+
 def save_raw_weights(step_dir: Path, policy) -> None:
     """The trainable weights as training has them, when ``pretrained_model`` holds others (the EMA
     applied, or the LoRA adapters merged)."""
-    state_dir = Path(step_dir) / TRAINING_STATE_DIR
-    state_dir.mkdir(parents=True, exist_ok=True)
-    save_file({n: p.detach().contiguous().cpu() for n, p in policy.named_parameters() if p.requires_grad},
-              state_dir / RAW_WEIGHTS_FILE)
+    save_trainable_tensors(step_dir, RAW_WEIGHTS_FILE,
+                           {n: p for n, p in policy.named_parameters() if p.requires_grad})
 
 
 def load_raw_weights(step_dir: Path, policy) -> None:
     """Put ``save_raw_weights``' tensors back: exactly the parameters that train, no other."""
-    path = Path(step_dir) / TRAINING_STATE_DIR / RAW_WEIGHTS_FILE
-    raw = load_file(path)
     params = {n: p for n, p in policy.named_parameters() if p.requires_grad}
-    if set(raw) != set(params):
-        raise CheckpointError(f"{path} holds other parameters than this run trains ({len(set(raw) ^ set(params))} "
-                              f"differ, e.g. {sorted(set(raw) ^ set(params))[:2]}): train.freeze or train.peft changed")
+    raw = load_trainable_tensors(step_dir, RAW_WEIGHTS_FILE, list(params))
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(raw[name])

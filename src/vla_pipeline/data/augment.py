@@ -16,7 +16,7 @@ import torch
 from lerobot.datasets.transforms import ImageTransformConfig, ImageTransforms, ImageTransformsConfig
 from torchvision.transforms import v2
 
-from vla_pipeline.params import at_least, param
+from vla_pipeline.params import at_least, optional_float, param
 
 
 def _range(value) -> tuple[float, float] | None:
@@ -37,7 +37,7 @@ class AugmentConfig:
 
     @classmethod
     def from_params(cls, p: dict) -> AugmentConfig:
-        crop = param(p, "crop_scale", lambda v: None if v is None else float(v))
+        crop = param(p, "crop_scale", optional_float)
         if crop is not None and not 0.5 <= crop <= 1.0:
             at_least(crop, 0.5, "train.augment.crop_scale")
         return cls(

@@ -18,14 +18,14 @@ without peft, and the adapter in PEFT's own format.
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from vla_pipeline.errors import ConfigError
+from vla_pipeline.model.freeze import EXPERT, FREEZE_GROUPS
 
 ADAPTER = "default"
 _LAYERS = r"model\.paligemma_with_expert\.{part}\.layers\.\d+\."
@@ -35,8 +35,6 @@ _ATTENTION = r"self_attn\.(q|k|v|o)_proj"
 _QV = r"self_attn\.(q|v)_proj"
 _MLP = r"mlp\.(gate|up|down)_proj"
 _PROJECTIONS = r"model\.(action_in_proj|action_out_proj|time_mlp_in|time_mlp_out)"
-_VISION = ("model.paligemma_with_expert.paligemma.model.vision_tower.",
-           "model.paligemma_with_expert.paligemma.model.multi_modal_projector.")
 PRESETS = ("openpi", "expert", "explicit")
 
 
@@ -54,9 +52,6 @@ class LoraSpec:
     alpha_pattern: dict[str, float] = field(default_factory=dict)
     full: tuple[str, ...] = ()  # parameter-name prefixes trained in full (no adapter)
 
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
-
 
 def make_lora_spec(preset: str, targets: str | None = None, r: int | None = None, alpha: float | None = None,
                    dropout: float = 0.0) -> LoraSpec:
@@ -64,8 +59,7 @@ def make_lora_spec(preset: str, targets: str | None = None, r: int | None = None
         expert = r".*gemma_expert.*"
         return LoraSpec(preset, rf"({_LANGUAGE}|{_EXPERT})({_ATTENTION}|{_MLP})", 16, 16.0, dropout,
                         rank_pattern={expert: 32}, alpha_pattern={expert: 32.0},
-                        full=(*_VISION, "model.action_in_proj.", "model.action_out_proj.", "model.time_mlp_in.",
-                              "model.time_mlp_out."))
+                        full=(*FREEZE_GROUPS["vision"], *EXPERT[1:]))  # vision tower + projector, projections
     if preset == "expert":
         return LoraSpec(preset, rf"({_EXPERT}{_QV}|{_PROJECTIONS})", 16, 8.0, dropout)
     if preset == "explicit":
@@ -99,12 +93,6 @@ def apply_lora(policy, spec: LoraSpec) -> int:
         if spec.full and name.startswith(spec.full):
             param.requires_grad_(True)
     return wrapped
-
-
-def is_wrapped(policy) -> bool:
-    from peft.tuners.lora import LoraLayer
-
-    return any(isinstance(m, LoraLayer) for m in policy.modules())
 
 
 @torch.no_grad()

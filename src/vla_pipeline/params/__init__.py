@@ -37,6 +37,11 @@ def int_or_auto(value) -> int | str:
     return value if value == "auto" else int(value)
 
 
+def optional_float(value) -> float | None:
+    """A number that may be ``null`` (off)."""
+    return None if value is None else float(value)
+
+
 def choice(value: str, allowed: tuple[str, ...], key: str) -> str:
     if value not in allowed:
         raise ConfigError(f"params: '{key}' = {value!r}; expected one of {list(allowed)}")

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from vla_pipeline.preflight.report import Check
+from vla_pipeline.preflight.resources import MARGIN  # the share of the budget a run may use
+from vla_pipeline.train.runtime import MIXED_PRECISION  # train.precision -> accelerate's mixed_precision
 
-MARGIN = 0.95  # leave the allocator this share of the budget (as resources.MARGIN)
-MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 FULL_VOCAB = 257152
 
 

@@ -13,7 +13,7 @@ from lerobot.utils.constants import OBS_IMAGES
 
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.errors import PreflightError
-from vla_pipeline.params import param
+from vla_pipeline.params import optional_float, param
 from vla_pipeline.preflight import (
     compile_checks,
     environment,
@@ -41,7 +41,7 @@ class PreflightConfig:
     def from_params(cls, p: dict) -> PreflightConfig:
         return cls(train=TrainConfig.from_params(p), report_path=param(p, "preflight.report", Path),
                    probe=param(p, "preflight.probe", bool),
-                   memory_gib=param(p, "preflight.memory_gib", lambda v: None if v is None else float(v)))
+                   memory_gib=param(p, "preflight.memory_gib", optional_float))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from vla_pipeline.errors import ConfigError
 from vla_pipeline.model.config import PolicyConfig
 from vla_pipeline.model.freeze import GROUP_NAMES
 from vla_pipeline.model.lora import LoraSpec, make_lora_spec
-from vla_pipeline.params import at_least, choice, int_or_auto, param
+from vla_pipeline.params import at_least, choice, int_or_auto, optional_float, param
 from vla_pipeline.params.schema import PHASE_KEYS
 from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.train.runtime import RuntimeOptions
@@ -158,7 +158,7 @@ class TrainConfig:
             trim_prompt_padding=param(p, "train.trim_prompt_padding", bool),
             preflight_report=param(p, "preflight.report", _optional_path, default=None),
             peft=make_peft(param(p, "train.peft", default=None)),
-            ema_decay=param(p, "train.ema.decay", lambda v: None if v is None else float(v), default=None),
+            ema_decay=param(p, "train.ema.decay", optional_float, default=None),
             **{k: param(t, f"train.{k}", int) for k in ints},
             **{k: param(t, f"train.{k}", float) for k in floats},
         )

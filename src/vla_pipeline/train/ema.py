@@ -11,10 +11,9 @@ import contextlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint.layout import EMA_FILE, TRAINING_STATE_DIR
-from vla_pipeline.errors import CheckpointError
+from vla_pipeline.checkpoint.layout import EMA_FILE
+from vla_pipeline.checkpoint.resume import load_trainable_tensors, save_trainable_tensors
 
 
 class EMA:
@@ -48,21 +47,12 @@ class EMA:
     def save(self, step_dir: Path) -> None:
         """The EMA into ``training_state/`` (``pretrained_model/`` holds it applied; the raw weights are
         saved beside it by ``checkpoint.resume.save_raw_weights``)."""
-        state_dir = Path(step_dir) / TRAINING_STATE_DIR
-        state_dir.mkdir(parents=True, exist_ok=True)
-        save_file({n: s.contiguous().cpu() for n, s in zip(self.names, self.shadow, strict=True)},
-                  state_dir / EMA_FILE, metadata={"decay": repr(self.decay)})
+        save_trainable_tensors(step_dir, EMA_FILE, dict(zip(self.names, self.shadow, strict=True)),
+                               metadata={"decay": repr(self.decay)})
 
     @torch.no_grad()
     def load(self, step_dir: Path) -> None:
         """The EMA where ``save`` left it."""
-        path = Path(step_dir) / TRAINING_STATE_DIR / EMA_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{path.parent} has no {EMA_FILE}: it was saved without train.ema; resume it "
-                                  f"with the same train.ema.decay, or start over (train.resume: never)")
-        shadow = load_file(path)
-        if set(shadow) != set(self.names):
-            raise CheckpointError(f"{path}: the EMA holds other parameters than this run trains "
-                                  f"(train.freeze or train.peft changed?)")
+        shadow = load_trainable_tensors(step_dir, EMA_FILE, self.names)
         for name, ema in zip(self.names, self.shadow, strict=True):
             ema.copy_(shadow[name])

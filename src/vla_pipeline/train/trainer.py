@@ -113,6 +113,11 @@ class Trainer:
         return self.inputs.pi05_config.optimizer_lr
 
     @property
+    def saves_raw_weights(self) -> bool:
+        """``pretrained_model`` holds other weights than training does (the EMA, or LoRA merged)."""
+        return self.ema is not None or self.wrapped
+
+    @property
     def global_batch(self) -> int:
         return self.cfg.batch_size * self.runtime.world_size
 
@@ -157,8 +162,7 @@ class Trainer:
         if plan.checkpoint is None:
             return
         step, run_state = load_state(plan.checkpoint, self.policy, self.optimizer, self.scheduler,
-                                     accelerator.process_index, raw=self.ema is not None or self.wrapped,
-                                     wrapped=self.wrapped)
+                                     accelerator.process_index, raw=self.saves_raw_weights, wrapped=self.wrapped)
         if self.ema is not None:
             self.ema.load(plan.checkpoint)
         check_resumed_stats(plan.checkpoint, self.inputs.preprocessor, self.stats_doc)
@@ -256,7 +260,7 @@ class Trainer:
         loads it without peft), the adapter in PEFT's format, and what a resume needs besides: the raw
         trainable weights and the EMA."""
         cfg, inputs = self.cfg, self.inputs
-        if self.ema is not None or self.wrapped:
+        if self.saves_raw_weights:
             save_raw_weights(tmp, self.policy)
         if self.ema is not None:
             self.ema.save(tmp)
