@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from vla_pipeline.cli_deploy import add_lerobot, add_serve, cmd_lerobot
 from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
@@ -351,12 +352,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_validate, add_norms, add_frame_cache, add_preflight, add_train, add_evaluate, add_tools,
-                add_contract):
+                add_contract, add_serve, add_lerobot):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lerobot"]:  # the rest is LeRobot's, unparsed (its flags look like ours)
+        return run_entry_point(lambda: cmd_lerobot(argv[1:]))
     args = make_parser().parse_args(argv)
     quiet_third_party()
     return run_entry_point(lambda: args.func(args))

@@ -1,0 +1,198 @@
+"""``vla serve``: LeRobot 0.4.2's async-inference policy server, serving one of our checkpoints.
+
+It is LeRobot's own ``PolicyServer`` (its gRPC service, messages, observation queue and chunk
+timing), so LeRobot's ``robot_client`` connects unchanged. What differs, and why:
+
+* the checkpoint is loaded once, at start, by the strict loader with the compat layer active (LeRobot's
+  server calls ``PI05Policy.from_pretrained``, which returns random weights when loading fails); a
+  client that names another policy is refused, never served something else;
+* client messages are unpickled with the allow-list of :mod:`~vla_pipeline.deploy.messages`;
+* the robot is checked against the contract when it connects (names, cameras), and every action
+  goes through the arm-only adapter, so the client receives the robot's full action vector;
+* the observation-similarity filter (LeRobot's fixed ``atol=1`` in joint space, which leaves some
+  setups with one chunk, lerobot #2356) is a flag;
+* it binds to localhost unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+from lerobot.async_inference.configs import PolicyServerConfig
+from lerobot.async_inference.helpers import (
+    RemotePolicyConfig,
+    TimedAction,
+    TimedObservation,
+    observations_similar,
+)
+from lerobot.async_inference.policy_server import PolicyServer
+from lerobot.transport import services_pb2, services_pb2_grpc
+from lerobot.transport.utils import receive_bytes_in_chunks
+from lerobot.utils.constants import OBS_IMAGES, OBS_STATE
+
+from vla_pipeline.checkpoint.io import compute_checkpoint_id
+from vla_pipeline.deploy.messages import RefusedMessageError, load_message
+from vla_pipeline.deploy.policy import EPISODE_KEY, FRAME_KEY, DeployedPolicy
+from vla_pipeline.errors import ConfigError, VlaError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    checkpoint: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    device: str = "cpu"
+    expose: bool = False  # bind to a non-loopback address
+    pick: str = "best"  # which checkpoint of a train run dir
+    contract: Path | None = None  # another deploy: section for the checkpoint's contract
+    noise_seed: int | None = None
+    similarity_atol: float = 1.0  # LeRobot's fixed filter; 0 turns it off
+    fps: int = 30
+    inference_latency: float = 0.0
+    obs_queue_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.host not in LOOPBACK and not self.expose:
+            raise ConfigError(
+                f"--host {self.host} would expose the policy server beyond this machine: gRPC without TLS or "
+                f"authentication. Keep the default (127.0.0.1) and tunnel from the robot's computer "
+                f"(`ssh -N -L {self.port}:127.0.0.1:{self.port} user@gpu-host`), or pass --expose on a trusted network")
+
+
+@dataclass(frozen=True)
+class ServedChunk:
+    timestep: int
+    episode: int | None  # the dataset frame a replay robot showed (None for a real robot)
+    frame: int | None
+    chunk: np.ndarray  # (actions, joints), contract units, before the adapter
+    robot_actions: list[dict[str, float]]
+
+
+class VlaPolicyServer(PolicyServer):
+    def __init__(self, config: PolicyServerConfig, deployed: DeployedPolicy, served_as: set[str],
+                 similarity_atol: float = 1.0):
+        super().__init__(config)
+        self.deployed = deployed
+        self.served_as = served_as  # the names a client may give for this checkpoint
+        self.similarity_atol = similarity_atol
+        self.policy = deployed.ckpt.policy
+        self.policy_type = "pi05"
+        self.robot_names: tuple[str, ...] = ()
+        self.served: collections.deque[ServedChunk] = collections.deque(maxlen=10_000)
+        self.refused: list[str] = []  # what was refused, newest last
+
+    def _refuse(self, context, code, message: str):
+        self.refused.append(message)
+        self.logger.error(f"refused {context.peer()}: {message}")
+        context.abort(code, message)
+
+    def SendPolicyInstructions(self, request, context):  # noqa: N802  (LeRobot's gRPC method name)
+        if not self.running:
+            self.logger.warning("Server is not running. Ignoring policy instructions.")
+            return services_pb2.Empty()
+        try:
+            spec = load_message(request.data, RemotePolicyConfig)
+            self._check_policy(spec)
+            names = spec.lerobot_features.get(OBS_STATE, {}).get("names") or []
+            self.deployed.connect(names)
+            self._check_cameras(spec.lerobot_features)
+        except VlaError as e:
+            code = grpc.StatusCode.PERMISSION_DENIED if isinstance(e, RefusedMessageError) else grpc.StatusCode.FAILED_PRECONDITION
+            return self._refuse(context, code, str(e))
+        if spec.device != self.deployed.ckpt.policy.config.device:
+            self.logger.info(f"the client asks for device {spec.device}; this server runs on "
+                             f"{self.deployed.ckpt.policy.config.device} (vla serve --device)")
+        self.robot_names = tuple(names)
+        self.lerobot_features = spec.lerobot_features
+        self.actions_per_chunk = min(spec.actions_per_chunk, self.deployed.config.chunk_size)
+        self.logger.info(f"client {context.peer()} connected: robot actions {list(names)}, "
+                         f"{self.actions_per_chunk} actions per chunk, holds {self.deployed.contract.hold}")
+        return services_pb2.Empty()
+
+    def _check_policy(self, spec: RemotePolicyConfig) -> None:
+        if spec.policy_type != "pi05" or spec.pretrained_name_or_path not in self.served_as:
+            raise ConfigError(
+                f"the client asks for {spec.policy_type} '{spec.pretrained_name_or_path}'; this server serves only "
+                f"pi05 {self.deployed.ckpt.directory}. Start the client with --policy_type=pi05 "
+                f"--pretrained_name_or_path={min(self.served_as, key=len)} (its checkpoint id)")
+
+    def _check_cameras(self, features: dict) -> None:
+        sent = {k.removeprefix(f"{OBS_IMAGES}.") for k in features if k.startswith(f"{OBS_IMAGES}.")}
+        missing = sorted(set(self.deployed.camera_keys().values()) - sent)
+        if missing:
+            raise ConfigError(f"the robot has no camera {missing}; contract '{self.deployed.contract.name}' needs "
+                              f"{sorted(self.deployed.camera_keys().values())}, the robot has {sorted(sent)}")
+
+    def SendObservations(self, request_iterator, context):  # noqa: N802
+        data = receive_bytes_in_chunks(request_iterator, None, self.shutdown_event, self.logger)
+        try:
+            observation = load_message(data, TimedObservation)
+        except RefusedMessageError as e:
+            return self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, str(e))
+        self.fps_tracker.calculate_fps_metrics(observation.get_timestamp())
+        if not self._enqueue_observation(observation):
+            self.logger.debug(f"Observation #{observation.get_timestep()} has been filtered out")
+        return services_pb2.Empty()
+
+    def _obs_sanity_checks(self, obs: TimedObservation, previous_obs: TimedObservation) -> bool:
+        with self._predicted_timesteps_lock:
+            if obs.get_timestep() in self._predicted_timesteps:
+                return False
+        return self.similarity_atol <= 0 or not observations_similar(
+            obs, previous_obs, lerobot_features=self.lerobot_features, atol=self.similarity_atol)
+
+    def _predict_action_chunk(self, observation_t: TimedObservation) -> list[TimedAction]:
+        raw = observation_t.get_observation()
+        start = time.perf_counter()
+        chunk = self.deployed.predict_chunk(raw)[: self.actions_per_chunk]
+        clamped_before = sum(self.deployed.adapter.clamped.values())
+        robot_actions = self.deployed.to_robot_actions(chunk, raw)
+        self.last_processed_obs = observation_t
+        self.served.append(ServedChunk(observation_t.get_timestep(), _int_or_none(raw.get(EPISODE_KEY)),
+                                       _int_or_none(raw.get(FRAME_KEY)), chunk, robot_actions))
+        if sum(self.deployed.adapter.clamped.values()) > clamped_before:
+            self.logger.warning(f"actions clamped to the contract's ranges so far: {dict(self.deployed.adapter.clamped)}")
+        self.logger.info(f"chunk for observation #{observation_t.get_timestep()}: {len(chunk)} actions in "
+                         f"{1000 * (time.perf_counter() - start):.1f} ms")
+        vectors = [torch.tensor([a[n] for n in self.robot_names], dtype=torch.float32) for a in robot_actions]
+        return self._time_action_chunk(observation_t.get_timestamp(), vectors, observation_t.get_timestep())
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def served_names(cfg: ServeConfig, deployed: DeployedPolicy) -> set[str]:
+    """What a client may name this checkpoint by: the path given to ``vla serve``, the resolved
+    directories, and the checkpoint id (its manifest's sha256, or its first 12 characters)."""
+    names = {str(cfg.checkpoint), str(Path(cfg.checkpoint).resolve()), str(deployed.ckpt.directory.resolve()),
+             str(deployed.ckpt.directory.resolve().parent)}
+    checkpoint_id = compute_checkpoint_id(deployed.ckpt)
+    if checkpoint_id:
+        names |= {checkpoint_id, checkpoint_id[:12]}
+    return names
+
+
+def make_server(cfg: ServeConfig) -> tuple[grpc.Server, VlaPolicyServer]:
+    """Load the checkpoint and build the gRPC server (not started); the port 0 picks a free one."""
+    deployed = DeployedPolicy.load(cfg.checkpoint, device=cfg.device, pick=cfg.pick, contract=cfg.contract,
+                                   noise_seed=cfg.noise_seed)
+    lerobot_cfg = PolicyServerConfig(host=cfg.host, port=cfg.port or 8080, fps=cfg.fps,
+                                     inference_latency=cfg.inference_latency, obs_queue_timeout=cfg.obs_queue_timeout)
+    servicer = VlaPolicyServer(lerobot_cfg, deployed, served_names(cfg, deployed), cfg.similarity_atol)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    services_pb2_grpc.add_AsyncInferenceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if port == 0:
+        raise ConfigError(f"cannot bind {cfg.host}:{cfg.port} (in use?); pick another --port")
+    servicer.config.port = port
+    return server, servicer
