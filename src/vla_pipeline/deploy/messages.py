@@ -46,7 +46,7 @@ class MessageUnpickler(pickle.Unpickler):
         if (module, name) in ALLOWED:
             return super().find_class(module, name)
         raise RefusedMessageError(f"the message names {module}.{name}, which LeRobot's async-inference protocol never "
-                             f"sends; refused (allowed: {sorted('.'.join(a) for a in ALLOWED)})")
+                                  f"sends; refused (docs/deploy.md: Security lists what a message may name)")
 
 
 def load_message(data: bytes, expected: type):

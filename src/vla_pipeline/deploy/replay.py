@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import numpy as np
 import torch
 from lerobot.robots.robot import Robot
 from lerobot.utils.constants import OBS_IMAGES
@@ -60,7 +59,7 @@ class ReplayRobot(Robot):
 
     @property
     def done(self) -> bool:
-        return self.position >= len(self.frames) - 1 and len(self.executed) >= len(self.frames)
+        return len(self.executed) >= len(self.frames)  # an action for every frame
 
     def connect(self, calibrate: bool = True) -> None:
         cfg = self.config
@@ -97,8 +96,3 @@ class ReplayRobot(Robot):
 
     def disconnect(self) -> None:
         self.dataset = None
-
-
-def recorded_actions(robot: ReplayRobot) -> np.ndarray:
-    """The executed actions as an array in the robot's action order."""
-    return np.asarray([[a[n] for n in robot.action_names] for _, a in robot.executed])

@@ -1,0 +1,63 @@
+"""`vla lerobot`: LeRobot's own CLIs in a process with the compat layer, the strict loader and the
+arm-only adapter; a record loop with the replay robot runs our checkpoint as LeRobot documents it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+from safetensors.torch import load_file, save_file
+
+from vla_pipeline.checkpoint.io import pretrained_dir_of, resolve_checkpoint, write_manifest
+from vla_pipeline.data.contract import load_contract
+
+from conftest import CONTRACT, vla
+
+
+def test_a_lerobot_cli_runs_and_the_async_client_takes_lekiwi_and_the_replay_robot():
+    out = vla("lerobot", "record", "--help", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--dataset.single_task" in out.stdout and "vla_replay" in out.stdout
+    out = vla("lerobot", "async-client", "--help", timeout=300)
+    assert out.returncode == 0 and "lekiwi_client" in out.stdout and "vla_replay" in out.stdout
+    for tool, says in (("nosuch", "no such LeRobot tool"), ("policy-server", "vla serve CHECKPOINT")):
+        out = vla("lerobot", tool)
+        assert out.returncode == 1 and says in out.stderr and "Traceback" not in out.stderr
+
+
+def record(pretrained, dataset, episode: int, out):
+    return vla("lerobot", "record", "--robot.type=vla_replay", f"--robot.root={dataset}", f"--robot.episode={episode}",
+               f"--policy.path={pretrained}", "--dataset.repo_id=local/eval_replay", f"--dataset.root={out}",
+               "--dataset.single_task=pick up the cube", "--dataset.num_episodes=1", "--dataset.episode_time_s=1",
+               "--dataset.fps=30", "--dataset.push_to_hub=false", "--play_sounds=false",
+               timeout=600)
+
+
+def test_record_runs_our_checkpoint_arm_only_through_the_strict_loader(tiny_run, tmp_path):
+    pretrained = pretrained_dir_of(resolve_checkpoint(tiny_run.train, "last"))
+    out = record(pretrained, tiny_run.dataset, 0, tmp_path / "rec")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "tensors loaded strictly (0 missing, 0 unexpected)" in out.stdout
+    assert "arm-only policy: contract 'lekiwi_arm'" in out.stdout
+    frames = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "rec" / "data").rglob("*.parquet")))
+    actions = np.stack(frames["action"].to_numpy())
+    assert len(actions) >= 5 and actions.shape[1] == 9  # the robot's nine actions, recorded as sent
+    contract = load_contract(CONTRACT)
+    lo, hi = (np.array([contract.ranges[j][k] for j in contract.joints]) for k in (0, 1))
+    assert (actions[:, :6] >= lo).all() and (actions[:, :6] <= hi).all()
+    np.testing.assert_array_equal(actions[:, 6:], 0.0)  # deploy.hold: the base stays still
+    assert len(np.unique(actions[:, :6], axis=0)) > 1  # the policy drives the arm
+
+
+def test_record_refuses_a_checkpoint_whose_weights_fail_strict_loading(tiny_run, tmp_path):
+    pretrained = tmp_path / "pretrained_model"
+    shutil.copytree(pretrained_dir_of(resolve_checkpoint(tiny_run.train, "last")), pretrained)
+    state = load_file(str(pretrained / "model.safetensors"))
+    dropped = sorted(state)[-1]
+    del state[dropped]
+    save_file(state, str(pretrained / "model.safetensors"))
+    write_manifest(pretrained)
+    out = record(pretrained, tiny_run.dataset, 0, tmp_path / "rec")
+    assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
+    assert "1 missing keys" in out.stderr and dropped in out.stderr and "Traceback" not in out.stderr
