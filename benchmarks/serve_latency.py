@@ -1,6 +1,6 @@
 """Observation -> action chunk round trip through `vla serve` (gRPC on localhost), batch 1.
 
-    python benchmarks/serve_latency.py [--checkpoint artifacts/train] [--device cpu] [--n 100]
+    python benchmarks/serve_latency.py [--checkpoint artifacts/train] [--device cpu] [--n 100] [--server-log F]
 
 `vla serve` runs in its own process, as on a GPU host. The client sends the frames of a held-out
 episode of the checkpoint's dataset (the replay robot's observations: one float per motor, uint8
@@ -15,7 +15,9 @@ the serving overhead as the difference. Prints p50/p90 in ms and the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import pickle
 import platform
 import subprocess
@@ -37,7 +39,8 @@ def start_server(args) -> tuple[subprocess.Popen, int]:
     port = args.port
     proc = subprocess.Popen([sys.executable, "-m", "vla_pipeline.cli", "serve", str(args.checkpoint), "--port",
                              str(port), "--device", args.device, "--noise-seed", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=open(args.server_log, "w") if args.server_log else subprocess.DEVNULL,  # noqa: SIM115
+                            text=True)
     line = proc.stdout.readline()
     if not line.startswith("serving"):
         proc.kill()
@@ -91,6 +94,14 @@ def in_process(policy: DeployedPolicy, obs: list[dict], task: str) -> list[float
     return times
 
 
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def summary(times: list[float], warmup: int) -> dict[str, float]:
     ms = np.asarray(times[warmup:]) * 1000
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
@@ -106,8 +117,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--port", type=int, default=18089)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--server-log", type=Path, help="vla serve's log (its per-chunk times)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     policy = DeployedPolicy.load(args.checkpoint, device=args.device, noise_seed=0)
     robot, obs, task = observations(policy, args.dataset, args.n + args.warmup)
     proc, port = start_server(args)
@@ -118,7 +129,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(10)
     local = in_process(policy, obs, task)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads",
               "device": args.device, "checkpoint": str(policy.ckpt.directory),
               "image_sizes": {k: list(v) for k, v in robot.shapes.items()},
               "grpc_round_trip": summary(grpc_times, args.warmup), "in_process_chunk": summary(local, args.warmup)}
