@@ -49,6 +49,7 @@ def test_shipped_contract_parses_every_field() -> None:
         units={**{j: "deg" for j in ("arm_shoulder_pan.pos", "arm_shoulder_lift.pos", "arm_elbow_flex.pos",
                                      "arm_wrist_flex.pos", "arm_wrist_roll.pos")}, "arm_gripper.pos": "percent"},
         required_cameras=("front", "wrist"), state_required=True, max_action_jump=30.0,
+        hold={"x.vel": 0.0, "y.vel": 0.0, "theta.vel": 0.0},
     )
     assert isinstance(c.max_action_jump, float) and all(isinstance(x, float) for r in c.ranges.values() for x in r)
 

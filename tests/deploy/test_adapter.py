@@ -65,7 +65,8 @@ def test_a_robot_that_does_not_match_is_refused_with_the_differences(tmp_path) -
     with pytest.raises(ContractError, match=r"\['z.vel'\] are not driven by the policy"):
         ActionAdapter.connect(contract, [*LEKIWI, "z.vel"])  # an extra joint the contract says nothing about
     with pytest.raises(ContractError, match="deploy.hold"):
-        ActionAdapter.connect(load_contract(CONTRACT), LEKIWI)  # no deploy.hold: the base is not silently 0
+        ActionAdapter.connect(contract_with(tmp_path, {}), LEKIWI)  # no deploy.hold: the base is not silently 0
+    assert load_contract(CONTRACT).hold == {"x.vel": 0.0, "y.vel": 0.0, "theta.vel": 0.0}  # the shipped LeKiwi one
 
 
 def test_deploy_hold_is_checked_when_the_contract_loads(tmp_path) -> None:
