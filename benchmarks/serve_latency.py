@@ -7,9 +7,10 @@ episode of the checkpoint's dataset (the replay robot's observations: one float 
 camera images) the way LeRobot's robot client does (a pickled ``TimedObservation`` through
 ``SendObservations``, then ``GetActions``) and times each round trip: client pickling, gRPC, the
 server's allow-list unpickling, preprocessing, Pi0.5's chunk, postprocessing, the adapter and the
-pickled chunk back. ``must_go`` is set so no observation is filtered. The same observations then
-run through the policy in this process (``DeployedPolicy.predict_chunk``, no gRPC), which leaves
-the serving overhead as the difference. Prints p50/p90 in ms and the machine.
+pickled chunk back. ``must_go`` is set so no observation is filtered. ``server_compute`` is what
+`vla serve` logs per chunk (prediction and adapter). The same observations then run through the
+policy in this process (``DeployedPolicy.predict_chunk``, no gRPC). Prints p50/p90 in ms and the
+machine.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import json
 import os
 import pickle
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,12 +38,11 @@ from vla_pipeline.deploy.policy import DeployedPolicy
 from vla_pipeline.deploy.replay import ReplayRobot
 
 
-def start_server(args) -> tuple[subprocess.Popen, int]:
+def start_server(args, log: Path) -> tuple[subprocess.Popen, int]:
     port = args.port
     proc = subprocess.Popen([sys.executable, "-m", "vla_pipeline.cli", "serve", str(args.checkpoint), "--port",
                              str(port), "--device", args.device, "--noise-seed", "0"],
-                            stdout=subprocess.PIPE, stderr=open(args.server_log, "w") if args.server_log else subprocess.DEVNULL,  # noqa: SIM115
-                            text=True)
+                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)  # noqa: SIM115
     line = proc.stdout.readline()
     if not line.startswith("serving"):
         proc.kill()
@@ -94,6 +96,11 @@ def in_process(policy: DeployedPolicy, obs: list[dict], task: str) -> list[float
     return times
 
 
+def server_compute(log: Path) -> list[float]:
+    """The per-chunk times `vla serve` logs (prediction and adapter), in seconds."""
+    return [float(ms) / 1000 for ms in re.findall(r"actions in ([0-9.]+) ms", log.read_text())]
+
+
 def cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -121,7 +128,8 @@ def main() -> None:
     args = parser.parse_args()
     policy = DeployedPolicy.load(args.checkpoint, device=args.device, noise_seed=0)
     robot, obs, task = observations(policy, args.dataset, args.n + args.warmup)
-    proc, port = start_server(args)
+    log = args.server_log or Path(tempfile.mkdtemp()) / "serve.log"
+    proc, port = start_server(args, log)
     try:
         grpc_times = round_trips(port, robot, obs, task, compute_checkpoint_id(policy.ckpt)[:12],
                                  policy.config.chunk_size)
@@ -132,7 +140,8 @@ def main() -> None:
     result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads",
               "device": args.device, "checkpoint": str(policy.ckpt.directory),
               "image_sizes": {k: list(v) for k, v in robot.shapes.items()},
-              "grpc_round_trip": summary(grpc_times, args.warmup), "in_process_chunk": summary(local, args.warmup)}
+              "grpc_round_trip": summary(grpc_times, args.warmup), "server_compute": summary(server_compute(log), args.warmup),
+              "in_process_chunk": summary(local, args.warmup)}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -74,3 +74,12 @@ def test_deploy_hold_is_checked_when_the_contract_loads(tmp_path) -> None:
         contract_with(tmp_path, {"arm_gripper.pos": 0.0})
     with pytest.raises(ContractError, match="give a number"):
         contract_with(tmp_path, {"x.vel": "zero"})
+
+
+def test_a_non_finite_action_never_reaches_the_robot(tmp_path) -> None:
+    """NaN compares false with both range ends: without a check it would pass the clamp untouched."""
+    adapter = ActionAdapter.connect(contract_with(tmp_path, {"x.vel": 0.0, "y.vel": 0.0, "theta.vel": 0.0}), LEKIWI)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ContractError, match=f"predicted {bad} for arm_elbow_flex.pos; nothing is sent"):
+            adapter.to_robot_action([0, 0, bad, 0, 0, 50], observation={})
+    assert adapter.actions == 0

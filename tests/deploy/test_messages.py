@@ -70,3 +70,30 @@ def test_another_message_type_or_broken_bytes_are_refused():
         load_message(pickle.dumps(TimedObservation(0.0, 0, {})), RemotePolicyConfig)
     with pytest.raises(RefusedMessageError, match="not a readable"):
         load_message(pickle.dumps(TimedObservation(0.0, 0, {}))[:-5], TimedObservation)
+
+
+def test_an_array_of_forged_object_pointers_is_refused():
+    """numpy.ndarray's constructor takes a raw buffer: with an object dtype, the bytes are pointers."""
+    forged = Payload(np.ndarray, (1,), np.dtype("O"), b"A" * 8)
+    with pytest.raises(RefusedMessageError, match="dtype object"):
+        load_message(pickle.dumps(TimedObservation(0.0, 0, {"arm_gripper.pos": forged})), TimedObservation)
+    raw = Payload(np.ndarray, (1,), np.dtype("f8"), b"A" * 8)  # any direct call is refused
+    with pytest.raises(RefusedMessageError, match="numpy.ndarray directly"):
+        load_message(pickle.dumps(TimedObservation(0.0, 0, {"arm_gripper.pos": raw})), TimedObservation)
+    objects = np.array([1, "x"], dtype=object)  # rebuilt the way numpy pickles arrays, object dtype
+    with pytest.raises(RefusedMessageError, match="dtype object"):
+        load_message(pickle.dumps(TimedObservation(0.0, 0, {"front": objects})), TimedObservation)
+
+
+def test_a_refused_message_cannot_change_lerobots_classes_for_the_next_one():
+    """pickle's BUILD sets attributes on whatever it is given, here LeRobot's message class itself."""
+    from lerobot.async_inference import helpers
+
+    original = helpers.TimedObservation.get_observation
+    payload = (b"\x80\x04clerobot.async_inference.helpers\nTimedObservation\nN}\x8c\x0fget_observation"
+               b"ccollections\nOrderedDict\ns\x86b.")
+    with pytest.raises(RefusedMessageError, match="expected a TimedObservation"):
+        load_message(payload, TimedObservation)
+    assert helpers.TimedObservation.get_observation is original
+    message = load_message(pickle.dumps(TimedObservation(0.0, 0, {"task": "pick"})), TimedObservation)
+    assert type(message) is TimedObservation and message.get_observation() == {"task": "pick"}

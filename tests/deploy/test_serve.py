@@ -48,6 +48,18 @@ def held_out_episode(servicer) -> int:
     return servicer.deployed.ckpt.split["val"][0]
 
 
+class RecordingClient(RobotClient):
+    """LeRobot's client, noting the timestep of every action it executes (it sets ``latest_action``
+    to it in the same thread)."""
+
+    performed: list
+
+    def control_loop_action(self, verbose: bool = False):
+        action = super().control_loop_action(verbose)
+        self.performed.append((self.latest_action, action))
+        return action
+
+
 def run_replay(servicer, root, episode: int, timeout: float = 120.0):
     """LeRobot's RobotClient, in this process, driving a replay robot until the episode is done."""
     from vla_pipeline.deploy.lerobot_tools import install_lerobot_patches
@@ -57,7 +69,8 @@ def run_replay(servicer, root, episode: int, timeout: float = 120.0):
         policy_type="pi05", pretrained_name_or_path=compute_checkpoint_id(servicer.deployed.ckpt)[:12],
         robot=ReplayRobotConfig(root=root, episode=episode), actions_per_chunk=servicer.deployed.config.chunk_size,
         server_address=f"127.0.0.1:{servicer.config.port}", aggregate_fn_name="latest_only", fps=30)
-    client = RobotClient(cfg)
+    client = RecordingClient(cfg)
+    client.performed = []
     robot = client.robot
     task = robot.dataset[robot.frames[0]]["task"]
     assert client.start(), "the client could not connect"
@@ -71,12 +84,12 @@ def run_replay(servicer, root, episode: int, timeout: float = 120.0):
     client.shutdown_event.set()
     threads[1].join(5)
     assert robot.done, f"the replay did not finish in {timeout} s ({len(robot.executed)} of {len(robot.frames)} actions)"
-    return robot
+    return robot, client.performed
 
 
 def test_served_chunks_equal_offline_evaluation_and_the_robot_executes_them_through_the_adapter(served, tiny_run):
     episode = held_out_episode(served)
-    robot = run_replay(served, tiny_run.dataset, episode)
+    robot, performed = run_replay(served, tiny_run.dataset, episode)
     chunks = [c for c in served.served if c.episode == episode]
     assert len(chunks) >= 3, "the replay should have asked for several chunks"
 
@@ -101,10 +114,11 @@ def test_served_chunks_equal_offline_evaluation_and_the_robot_executes_them_thro
         assert all(a[name] == value for a in c.robot_actions for name, value in contract.hold.items())
     assert sum(served.deployed.adapter.clamped.values()) >= clipped
 
-    served_actions = [a for c in chunks for a in c.robot_actions]
-    assert list(robot.executed[0][1]) == robot.action_names  # the robot's order, all nine names
-    for frame, action in robot.executed:
-        assert action in served_actions, f"frame {frame}: the robot executed an action the server never sent"
+    # latest_only: the action executed at timestep t is action t - c.timestep of a chunk c that covers t
+    assert [a for _, a in performed] == [a for _, a in robot.executed]
+    for t, action in performed:
+        sent = [c.robot_actions[t - c.timestep] for c in chunks if c.timestep <= t < c.timestep + len(c.robot_actions)]
+        assert action in sent, f"timestep {t}: the robot executed an action no chunk sent for that timestep"
         assert (action["x.vel"], action["y.vel"], action["theta.vel"]) == (0.0, 0.0, 0.0)
 
 
@@ -167,11 +181,32 @@ def test_a_message_naming_a_class_outside_the_allow_list_is_refused_and_never_ru
         s.SendPolicyInstructions(services_pb2.PolicySetup(data=pickle.dumps(Planted(planted))))
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "io.open" in e.value.details() and "io.open" in served.refused[-1]
+    s.Ready(services_pb2.Empty())
+    s.SendPolicyInstructions(policy_setup(served, LEKIWI))
     observation = TimedObservation(time.time(), 0, {"task": Planted(planted)}, must_go=True)
-    with pytest.raises(grpc.RpcError):
-        s.SendObservations(iter([services_pb2.Observation(transfer_state=services_pb2.TRANSFER_END,
-                                                          data=pickle.dumps(observation))]))
+    with pytest.raises(grpc.RpcError) as e:
+        send_observation(s, observation)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "io.open" in served.refused[-1]
     assert not planted.exists(), "the refused message ran"
+
+
+def send_observation(s, observation):
+    return s.SendObservations(iter([services_pb2.Observation(transfer_state=services_pb2.TRANSFER_END,
+                                                             data=pickle.dumps(observation))]))
+
+
+def test_an_observation_the_policy_cannot_run_on_is_refused_to_the_client_not_logged_away(served):
+    """LeRobot's GetActions turns any error into an empty reply: the robot would just stand still."""
+    s = stub(served)
+    s.Ready(services_pb2.Empty())
+    s.SendPolicyInstructions(policy_setup(served, LEKIWI))
+    image = np.zeros((32, 40, 3), np.uint8)
+    full = {**dict.fromkeys(LEKIWI, 0.0), "front": image, "wrist": image, "task": "pick"}
+    for drop, says in (("task", "no task"), ("wrist", "has no ['wrist']"), ("arm_gripper.pos", "['arm_gripper.pos']")):
+        with pytest.raises(grpc.RpcError) as e:
+            send_observation(s, TimedObservation(time.time(), 0, {k: v for k, v in full.items() if k != drop}, True))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and says in e.value.details()
+    send_observation(s, TimedObservation(time.time(), 0, full, must_go=True))  # the complete one is taken
 
 
 def test_the_server_refuses_a_checkpoint_whose_weights_fail_strict_loading(tiny_run, tmp_path):

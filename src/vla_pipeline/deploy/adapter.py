@@ -8,6 +8,7 @@ joints, or that has names the contract declares nothing for, is refused at conne
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -59,6 +60,9 @@ class ActionAdapter:
         return out
 
     def _clamp(self, joint: str, value: float) -> float:
+        if not math.isfinite(value):  # NaN passes every comparison: it would reach the motors unclamped
+            raise ContractError(f"the policy predicted {value} for {joint}; nothing is sent to the robot. A checkpoint "
+                                f"that predicts non-finite actions is broken: evaluate it (`vla evaluate`) before serving")
         lo, hi = self.contract.ranges.get(joint, (float("-inf"), float("inf")))
         if value < lo or value > hi:
             self.clamped[joint] += 1

@@ -11,7 +11,8 @@ Installed before the tool is imported:
 * ``lerobot-record`` with one of our policies runs it arm-only: the state is the contract's joints,
   taken by name, and each action goes through the contract's adapter (held values, ranges);
 * LeRobot's async robot client accepts LeKiwi (``lekiwi_client``) and the replay robot
-  (``vla_replay``) besides the SO arms it lists.
+  (``vla_replay``) besides the SO arms it lists, and refuses a robot whose action names are not its
+  state names in the same order (the server cannot see the action names).
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_pipeline.errors import ConfigError
+from vla_pipeline.errors import ConfigError, VlaError
 
 ASYNC_CLIENT = "async-client"
+
+
+class RobotUnreachableError(VlaError):
+    """LeRobot's tool could not connect to the robot."""
+
 EXTRA_CLIENT_ROBOTS = ("lekiwi_client", "vla_replay")
 
 
@@ -59,7 +65,14 @@ def run_tool(argv: list[str]) -> int:
     if module_name.endswith("lerobot_record"):
         RecordAdapter().install(module)
     sys.argv = [f"lerobot-{name}", *argv[1:]]
-    result = getattr(module, function)()
+    from lerobot.utils.errors import DeviceNotConnectedError
+
+    try:
+        result = getattr(module, function)()
+    except DeviceNotConnectedError as e:
+        raise RobotUnreachableError(f"LeRobot could not reach the robot: {e} Check that it is powered and reachable "
+                                    f"(LeKiwi: lekiwi_host running on the robot, --robot.remote_ip; an arm: "
+                                    f"--robot.port, `lerobot-find-port`)") from e
     return result if isinstance(result, int) else 0
 
 
@@ -77,6 +90,37 @@ def install_lerobot_patches() -> None:
     if not getattr(DataProcessorPipeline.from_pretrained, "vla_tokenizer_beside", False):
         DataProcessorPipeline.from_pretrained = classmethod(_with_tokenizer_beside(DataProcessorPipeline.from_pretrained.__func__))
     constants.SUPPORTED_ROBOTS.extend(r for r in EXTRA_CLIENT_ROBOTS if r not in constants.SUPPORTED_ROBOTS)
+    _require_action_order()
+
+
+def check_action_order(robot) -> None:
+    """The server sends each action in the order of the robot's state names (the only names the client
+    sends it); LeRobot's client maps it onto ``action_features`` by position. Refuse a robot whose two
+    orders differ instead of driving the wrong motors."""
+    state = [k for k, v in robot.observation_features.items() if v is float]
+    actions = list(robot.action_features)
+    if state != actions:
+        raise ConfigError(f"robot {robot.name}: its state names {state} are not its action names {actions} in the "
+                          f"same order; LeRobot's async inference would drive the wrong motors")
+
+
+def _require_action_order() -> None:
+    from lerobot.async_inference.robot_client import RobotClient
+
+    if getattr(RobotClient.__init__, "vla_checked", False):
+        return
+    original = RobotClient.__init__
+
+    def __init__(self, config):  # noqa: N807  (LeRobot's constructor, wrapped)
+        original(self, config)
+        try:
+            check_action_order(self.robot)
+        except ConfigError:
+            self.robot.disconnect()
+            raise
+
+    __init__.vla_checked = True
+    RobotClient.__init__ = __init__
 
 
 def strict_from_pretrained(cls, pretrained_name_or_path, *, config=None, **kwargs):

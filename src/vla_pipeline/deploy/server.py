@@ -87,8 +87,8 @@ class VlaPolicyServer(PolicyServer):
         self.policy = deployed.ckpt.policy
         self.policy_type = "pi05"
         self.robot_names: tuple[str, ...] = ()
-        self.served: collections.deque[ServedChunk] = collections.deque(maxlen=10_000)
-        self.refused: list[str] = []  # what was refused, newest last
+        self.served: collections.deque[ServedChunk] = collections.deque(maxlen=1000)  # the newest chunks served
+        self.refused: collections.deque[str] = collections.deque(maxlen=100)  # what was refused, newest last
 
     def _refuse(self, context, code, message: str):
         self.refused.append(message)
@@ -102,9 +102,10 @@ class VlaPolicyServer(PolicyServer):
         try:
             spec = load_message(request.data, RemotePolicyConfig)
             self._check_policy(spec)
-            names = spec.lerobot_features.get(OBS_STATE, {}).get("names") or []
-            self.deployed.connect(names)
             self._check_cameras(spec.lerobot_features)
+            # LeRobot's robots name their actions as their state (SO-100/101, LeKiwi); the client sends no action names
+            names = spec.lerobot_features.get(OBS_STATE, {}).get("names") or []
+            self.deployed.connect(names)  # last: a refused robot leaves the served one as it was
         except VlaError as e:
             code = grpc.StatusCode.PERMISSION_DENIED if isinstance(e, RefusedMessageError) else grpc.StatusCode.FAILED_PRECONDITION
             return self._refuse(context, code, str(e))
@@ -112,6 +113,7 @@ class VlaPolicyServer(PolicyServer):
             self.logger.info(f"the client asks for device {spec.device}; this server runs on "
                              f"{self.deployed.ckpt.policy.config.device} (vla serve --device)")
         self.robot_names = tuple(names)
+        self.last_processed_obs = None
         self.lerobot_features = spec.lerobot_features
         self.actions_per_chunk = min(spec.actions_per_chunk, self.deployed.config.chunk_size)
         self.logger.info(f"client {context.peer()} connected: robot actions {list(names)}, "
@@ -138,6 +140,14 @@ class VlaPolicyServer(PolicyServer):
             observation = load_message(data, TimedObservation)
         except RefusedMessageError as e:
             return self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, str(e))
+        if self.deployed.adapter is None:
+            return self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                                "no robot connected: the client sends its policy instructions first")
+        try:  # here, not in GetActions: LeRobot's GetActions turns any error into silence on the robot's side
+            raw = observation.get_observation()
+            self.deployed.check_observation(raw, raw.get("task"))
+        except VlaError as e:
+            return self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         self.fps_tracker.calculate_fps_metrics(observation.get_timestamp())
         if not self._enqueue_observation(observation):
             self.logger.debug(f"Observation #{observation.get_timestep()} has been filtered out")
@@ -189,10 +199,13 @@ def make_server(cfg: ServeConfig) -> tuple[grpc.Server, VlaPolicyServer]:
     lerobot_cfg = PolicyServerConfig(host=cfg.host, port=cfg.port or 8080, fps=cfg.fps,
                                      inference_latency=cfg.inference_latency, obs_queue_timeout=cfg.obs_queue_timeout)
     servicer = VlaPolicyServer(lerobot_cfg, deployed, served_names(cfg, deployed), cfg.similarity_atol)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    # no SO_REUSEPORT: a second server on the same port is an error, not a silent share of the traffic
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
     services_pb2_grpc.add_AsyncInferenceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
-    if port == 0:
-        raise ConfigError(f"cannot bind {cfg.host}:{cfg.port} (in use?); pick another --port")
+    try:
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    except RuntimeError as e:
+        raise ConfigError(f"cannot bind {cfg.host}:{cfg.port} ({e}): is another server on that port? Pick another "
+                          f"--port") from e
     servicer.config.port = port
     return server, servicer
