@@ -145,12 +145,14 @@ def strict_from_pretrained(cls, pretrained_name_or_path, *, config=None, **kwarg
 
 
 def _with_tokenizer_beside(original):
+    from vla_pipeline.checkpoint.layout import TOKENIZER_DIR
+
     def from_pretrained(cls, pretrained_model_name_or_path, config_filename, *args, overrides=None, **kwargs):
         directory = Path(str(pretrained_model_name_or_path))
         overrides = dict(overrides or {})
-        if (directory / "tokenizer").is_dir() and _has_step(directory / config_filename, "tokenizer_processor"):
+        if (directory / TOKENIZER_DIR).is_dir() and _has_step(directory / config_filename, "tokenizer_processor"):
             step = dict(overrides.get("tokenizer_processor") or {})
-            overrides["tokenizer_processor"] = {**step, "tokenizer_name": str(directory / "tokenizer")}
+            overrides["tokenizer_processor"] = {**step, "tokenizer_name": str(directory / TOKENIZER_DIR)}
         return original(cls, pretrained_model_name_or_path, config_filename, *args, overrides=overrides, **kwargs)
 
     from_pretrained.vla_tokenizer_beside = True
