@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.features import vector_dims
 from vla_pipeline.data.frame_cache import LoadedFrameCache, camera_file
 from vla_pipeline.data.metadata import load_metadata
 from vla_pipeline.data.tables import load_rows_by_index, load_task_indices
@@ -22,7 +23,7 @@ class FrameCacheSource:
     def __init__(self, cache: LoadedFrameCache, root: Path, contract: Contract, chunk_size: int):
         self.meta = load_metadata(root)
         self.cache_dir, self.contract = cache.directory, contract
-        dims = {k: self.meta.info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
+        dims = vector_dims(self.meta.info, (contract.action_key, contract.state_key))
         rows = load_rows_by_index(root, dims)
         self.vectors = {k: rows[k].astype(np.float32) for k in dims}
         self.episode, self.frame, self.task_index = (rows[k].astype(np.int64)

@@ -32,6 +32,7 @@ from lerobot.datasets.video_utils import decode_video_frames
 from tqdm import tqdm
 
 from vla_pipeline.data.contract import Contract, load_contract
+from vla_pipeline.data.features import read_cameras
 from vla_pipeline.data.metadata import load_metadata
 from vla_pipeline.data.tables import load_rows_by_index
 from vla_pipeline.errors import TrainInputError
@@ -111,9 +112,10 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
     blocks over worker processes while the main process writes the memory-mapped files."""
 
     def __init__(self, meta, cameras: list[str], tolerance_s: float, shapes: dict[str, tuple[int, int]],
-                 exclude: tuple[int, ...] = ()):
+                 exclude: tuple[int, ...] = (), rows: frozenset[int] | None = None):
         self.root, self.tolerance_s, self.shapes = Path(meta.root), tolerance_s, shapes
         self.meta = meta  # LeRobot's metadata of the dataset, read once by the caller
+        self.native = {key: camera.hw for key, camera in read_cameras(meta.info, cameras).items()}
         # frame i of an episode sits at i / fps in its video (a wall-clock `timestamp` column would miss it)
         self.timestamps = load_rows_by_index(self.root, {})["frame_index"].astype(np.float64) / self.meta.fps
         self.blocks = []
@@ -125,7 +127,10 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
                 if not path.is_file():
                     raise TrainInputError(f"episode {ep}: video file {path} ({key}) does not exist; restore it, or add "
                                           f"the episode to dataset.exclude_episodes and re-run `dvc repro`")
-                self.blocks += [(key, ep, s, min(s + BLOCK, hi)) for s in range(lo, hi, BLOCK)]
+                if rows is None:
+                    self.blocks += [(key, ep, s, min(s + BLOCK, hi)) for s in range(lo, hi, BLOCK)]
+                else:  # only these rows (validation's dry run), each decoded as the build decodes it
+                    self.blocks += [(key, ep, r, r + 1) for r in sorted(rows) if lo <= r < hi]
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -135,12 +140,12 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
         e = self.meta.episodes[ep]
         ts = [float(e[f"videos/{key}/from_timestamp"]) + float(t) for t in self.timestamps[lo:hi]]
         path = self.root / self.meta.get_video_file_path(ep, key)
-        frames = decode_video_frames(path, ts, self.tolerance_s, "pyav").reshape(hi - lo, 3, *self._native(key))
+        frames = decode_video_frames(path, ts, self.tolerance_s, "pyav")
+        if tuple(frames.shape[1:]) != (3, *self.native[key]):
+            raise TrainInputError(f"episode {ep}: {path} ({key}) decodes to frames of {tuple(frames.shape[1:])} "
+                                  f"(C, H, W), meta/info.json declares {(3, *self.native[key])}; correct "
+                                  f"features.{key}.shape and names, then run `vla validate`")
         return key, lo, hi, compute_resized_frames(frames, self.shapes[key])
-
-    def _native(self, key: str) -> tuple[int, int]:
-        h, w, _ = self.meta.info["features"][key]["shape"]
-        return h, w
 
 
 def save_frame_cache(cfg: FrameCacheConfig) -> Path:
@@ -159,14 +164,24 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
     return out
 
 
-def read_recorded_exclusions(report_path: Path | None) -> tuple[int, ...]:
+def read_recorded_exclusions(report_path: Path | None, dataset_root: Path | None = None,
+                             contract_path: Path | None = None) -> tuple[int, ...]:
     """The episodes the validation report says were excluded (``dataset.exclude_episodes`` is read by the
-    validate stage only; the report carries it to the stages after it)."""
+    validate stage only; the report carries it to the stages after it), read through the one checked
+    read-back: a failed report, or one of another dataset version or contract, is refused (nothing is
+    decoded, no store entry is made). Without ``dataset_root``/``contract_path``, against those the
+    report names (refused when they changed since it was made)."""
+    from vla_pipeline.data.validation_report import load_report, load_report_as_recorded
+
     path = Path(report_path) if report_path is not None else None
     if path is None or not path.is_file():
         raise TrainInputError(f"validation report {path} not found: the frame cache leaves out the episodes it "
                               f"excluded; run `dvc repro validate` (or `vla validate`) first")
-    return tuple(json.loads(path.read_text())["excluded_episodes"])
+    if dataset_root is None or contract_path is None:
+        report = load_report_as_recorded(path)
+    else:
+        report = load_report(path, dataset_root, contract_path)
+    return tuple(report["excluded_episodes"])
 
 
 def _build(out: Path, fill) -> dict:
@@ -181,13 +196,22 @@ def _build(out: Path, fill) -> dict:
     return manifest
 
 
-def _frames_manifest(cfg: FrameCacheConfig, tmp: Path, fingerprint: str | None = None) -> dict:
+def _frames_manifest(cfg: FrameCacheConfig, tmp: Path, fingerprint: str | None = None,
+                     rows: frozenset[int] | None = None) -> dict:
     manifest = {"format": FORMAT_VERSION, "enable": cfg.enable}
     if cfg.enable:
         contract = load_contract(cfg.contract_path)
         fingerprint = fingerprint or compute_dataset_fingerprint(cfg.dataset_root)
-        manifest.update(_write_frames(cfg, contract, tmp, fingerprint))
+        manifest.update(_write_frames(cfg, contract, tmp, fingerprint, rows))
     return manifest
+
+
+def save_sample_frame_cache(cfg: FrameCacheConfig, rows: frozenset[int]) -> LoadedFrameCache:
+    """A frame cache in ``cfg.out_dir`` built by the same code as :func:`save_frame_cache` but holding only
+    ``rows`` (global indices; the other rows stay zero): validation's dry run reads a run's first frames
+    through the cache path without decoding the whole dataset. Never a store entry; not fingerprinted."""
+    manifest = _build(Path(cfg.out_dir), lambda tmp: _frames_manifest(cfg, tmp, "dry-run sample", rows))
+    return LoadedFrameCache(Path(cfg.out_dir), manifest)
 
 
 def compute_entry_key(fingerprint: str, resolution: tuple[int, int] | None, cameras: list[str],
@@ -231,20 +255,19 @@ def verify_entry(entry: Path) -> str | None:
     return None
 
 
-def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerprint: str) -> dict:
+def _write_frames(cfg: FrameCacheConfig, contract: Contract, tmp: Path, fingerprint: str,
+                 rows: frozenset[int] | None = None) -> dict:
     meta = load_metadata(cfg.dataset_root)
     keys = list(contract.cameras.values())
-    shapes = {}
-    for key in keys:
-        h, w, _ = meta.info["features"][key]["shape"]
-        shapes[key] = compute_resized_shape(h, w, cfg.resolution)
+    shapes = {key: compute_resized_shape(*camera.hw, cfg.resolution)
+              for key, camera in read_cameras(meta.info, keys).items()}
     n = meta.total_frames
     maps = {k: np.lib.format.open_memmap(camera_file(tmp, k), mode="w+", dtype=np.uint8, shape=(n, 3, *shapes[k]))
             for k in keys}
-    blocks = _EpisodeBlocks(meta, keys, contract.timestamp_tolerance_s, shapes, cfg.exclude_episodes)
+    blocks = _EpisodeBlocks(meta, keys, contract.timestamp_tolerance_s, shapes, cfg.exclude_episodes, rows)
     decoded = sum(hi - lo for _, _, lo, hi in blocks.blocks)
     loader = torch.utils.data.DataLoader(blocks, batch_size=None, num_workers=cfg.num_workers)
-    with tqdm(total=decoded, desc="frame cache", unit="frame") as progress:
+    with tqdm(total=decoded, desc="frame cache", unit="frame", disable=rows is not None) as progress:
         for key, lo, hi, frames in loader:
             maps[key][lo:hi] = frames.numpy()
             progress.update(hi - lo)

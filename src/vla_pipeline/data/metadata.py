@@ -9,6 +9,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 from lerobot.utils.constants import OBS_IMAGES
 
 from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.features import read_cameras
 from vla_pipeline.data.tables import load_info, load_tasks_table
 from vla_pipeline.errors import TrainInputError
 
@@ -41,9 +42,5 @@ def load_metadata(root: Path) -> LeRobotDatasetMetadata:
 
 def camera_shapes(root: Path, contract: Contract) -> dict[str, tuple[int, int, int]]:
     """(C, H, W) of each contract camera, as the policy's input features need them."""
-    info = load_info(root)
-    shapes = {}
-    for name, key in contract.cameras.items():
-        h, w, c = info["features"][key]["shape"]
-        shapes[f"{OBS_IMAGES}.{name}"] = (c, h, w)
-    return shapes
+    cameras = read_cameras(load_info(root), list(contract.cameras.values()))
+    return {f"{OBS_IMAGES}.{name}": cameras[key].chw for name, key in contract.cameras.items()}

@@ -17,9 +17,10 @@ import torch
 from lerobot.robots.robot import Robot
 from lerobot.utils.constants import OBS_IMAGES
 
+from vla_pipeline.data.features import read_cameras
 from vla_pipeline.data.lerobot import RunDataset
 from vla_pipeline.data.metadata import VIDEO_BACKEND
-from vla_pipeline.data.tables import feature_names, load_info
+from vla_pipeline.data.tables import camera_keys, feature_names, load_info
 from vla_pipeline.deploy.config_replay import ROBOT_TYPE, ReplayRobotConfig
 from vla_pipeline.deploy.policy import EPISODE_KEY, FRAME_KEY
 from vla_pipeline.errors import ConfigError
@@ -35,9 +36,9 @@ class ReplayRobot(Robot):
         info = load_info(config.root)
         self.motors = feature_names(info, config.state_key)
         self.action_names = feature_names(info, config.action_key)
-        self.video_keys = [k for k, f in info["features"].items() if k.startswith(f"{OBS_IMAGES}.")
-                           and f["dtype"] in ("video", "image")]
-        self.shapes = {k.removeprefix(f"{OBS_IMAGES}."): tuple(info["features"][k]["shape"]) for k in self.video_keys}
+        self.video_keys = [k for k in camera_keys(info) if k.startswith(f"{OBS_IMAGES}.")]
+        self.shapes = {k.removeprefix(f"{OBS_IMAGES}."): camera.robot_shape
+                       for k, camera in read_cameras(info, self.video_keys).items()}
         self.cameras: dict = {}  # no camera objects: frames come from the dataset
         self.dataset = None
         self.frames: list[int] = []

@@ -13,6 +13,7 @@ from lerobot.utils.constants import OBS_IMAGES
 
 from vla_pipeline.data.cached import FrameCacheSource
 from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.features import read_camera
 from vla_pipeline.eval.media import EpisodeFigure, decode_video_frames, prefetch, save_video
 from vla_pipeline.eval.metrics import (
     Predictions,
@@ -72,8 +73,8 @@ def media_frame_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:
     """(h, w) of each camera's frames as ``load_media_frames`` reads them (policy camera names)."""
     cameras = dataset.contract.cameras
     if _decodes_videos(dataset):
-        features = dataset.dataset.meta.info["features"]
-        return {name: tuple(features[key]["shape"][:2]) for name, key in cameras.items()}
+        info = dataset.dataset.meta.info
+        return {name: read_camera(info, key).hw for name, key in cameras.items()}
     item = dataset[_episode_span(dataset, episode)[0]]
     return {name: tuple(item[f"{OBS_IMAGES}.{name}"].shape[1:]) for name in cameras}
 

@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 from vla_pipeline.model.build import make_pi05_model
 from vla_pipeline.model.dims import ModelDims
 
+SHIPPED_REFERENCE = Path(__file__).resolve().parent / "reference_vectors" / "pi05_tiny_ref.safetensors"
+
 #: tolerance per reference dtype (shared/testdata/README.md)
 TOLERANCES = {"float32": 1e-5, "bfloat16": 2e-2}
 
@@ -38,6 +40,11 @@ def load_reference(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
                 f"with its .json beside it"
             )
     return json.loads(meta_path.read_text()), load_file(str(path))
+
+
+def load_reference_dims(path: Path = SHIPPED_REFERENCE) -> ModelDims:
+    """The tiny dims of the reference vectors shipped in the package (a copy of shared/testdata's)."""
+    return ModelDims.from_dict(json.loads(Path(path).with_suffix(".json").read_text())["dims"])
 
 
 def build_reference_model(meta: dict, tensors: dict[str, torch.Tensor]):

@@ -91,7 +91,7 @@ SCHEMA: dict[str, Any] = {
     "demo": {"root": PATH, "repo_id": Key("str"), "num_episodes": _int(lo=2), "min_length": _int(lo=1),
              "max_length": _int(lo=1), "image_height": _int(lo=8), "image_width": _int(lo=8), "fps": _int(lo=1),
              "seed": _int(lo=0)},
-    "validate": {"report": PATH, "decode_samples": _int(lo=0)},
+    "validate": {"report": PATH, "decode_samples": _int(lo=0), "dry_run": BOOL},
     "norms": {"out_dir": PATH, "val_fraction": _float(lo=0, hi=1, lo_open=True, hi_open=True),
               "split_seed": _int(lo=0), "val_episodes": Key("int_list", null=True)},
     "frame_cache": {"enable": BOOL, "dir": PATH, "resize": BOOL, "num_workers": _int(lo=0)},

@@ -7,6 +7,7 @@ import hashlib
 
 import numpy as np
 
+from vla_pipeline.data.features import vector_dim
 from vla_pipeline.validate.findings import Findings, View, episode_starts, episodes_of
 
 CALIBRATION_SAMPLES = 100_000  # frames the calibration check compares (evenly spread over the dataset)
@@ -22,7 +23,7 @@ def _vector_keys(v: View) -> list[str]:
 
 def check_vector_shape(v: View, out: Findings) -> None:
     for key in _vector_keys(v):
-        dim = v.info["features"][key]["shape"][0]
+        dim = vector_dim(v.info, key)
         lengths = v.frames.lengths[key]
         bad = np.nonzero((lengths != dim) & (lengths >= 0))[0]
         for e in episodes_of(v.frames, bad):
@@ -62,6 +63,8 @@ def check_ranges(v: View, out: Findings) -> None:
         return
     actions = v.frames.vectors[key]
     for joint, (lo, hi) in v.contract.ranges.items():
+        if joint not in v.contract.joints:  # feature_names reports it
+            continue
         col = actions[:, pos[v.contract.joints.index(joint)]]
         excess = np.where(col < lo, lo - col, np.where(col > hi, col - hi, 0.0))
         bad = np.nonzero(excess > 0)[0]

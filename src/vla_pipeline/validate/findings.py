@@ -57,6 +57,7 @@ class View:
     min_episode_length: int = 1
     decode_samples: int = 0
     exclude_episodes: tuple[int, ...] = ()
+    contract_path: Path | None = None
     probes: dict = field(default_factory=dict)  # video path -> VideoProbe | Exception | None (absent)
 
     @property

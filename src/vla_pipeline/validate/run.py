@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.features import vector_dim
 from vla_pipeline.data.tables import (
     SUPPORTED_CODEBASE,
     load_episodes_meta,
@@ -91,14 +92,14 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
                   f"LeRobotDataset v3.0 root?")
         return None, set()
     view = View(root, info, contract, min_episode_length=cfg.min_episode_length, decode_samples=cfg.decode_samples,
-                exclude_episodes=tuple(cfg.exclude_episodes))
+                exclude_episodes=tuple(cfg.exclude_episodes), contract_path=Path(cfg.contract_path))
     if info.get("codebase_version") != SUPPORTED_CODEBASE:
         return view, {INFO}  # another layout: the codebase check says how to convert; nothing else is read
     dims = {}
     for key in (contract.action_key, contract.state_key):
         # a missing key or malformed shape is reported by contract_keys / feature_names
         with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
-            dims[key] = int(info["features"][key]["shape"][0])
+            dims[key] = vector_dim(info, key)
     loaders = {
         FRAMES: (lambda: load_frames_raw(root, dims), "frames"),
         EPISODES: (lambda: load_episodes_meta(root), "episodes"),
@@ -117,34 +118,49 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
     return view, loaded
 
 
-def run_checks(view: View, loaded: set[str], out: Findings) -> dict[str, dict]:
+DRY_RUN = "dry_run"
+
+
+def make_checks(dry_run: Callable[[View, Findings], dict | None] | None) -> list[Check]:
+    """Every check, and the dry run of the run itself last: it reads the data only when nothing before it
+    failed outside the excluded episodes (the train stage could not start)."""
+    if dry_run is None:
+        return CHECKS
+    return [*CHECKS, Check(DRY_RUN, dry_run, (INFO, FRAMES, EPISODES, TASKS_META), tuple(c.name for c in CHECKS))]
+
+
+def run_checks(view: View, loaded: set[str], out: Findings,
+               dry_run: Callable[[View, Findings], dict | None] | None = None) -> dict[str, dict]:
     """Run every check whose inputs loaded and whose prerequisites passed; the others are skipped with
     what they need. A check that crashes becomes an error finding, never a traceback."""
     status: dict[str, dict] = {}
-    for check in CHECKS:
+    for check in make_checks(dry_run):
         needs = [LOADERS[n] for n in check.loads if n not in loaded]
         for before in check.after:  # a skipped prerequisite passes on what it needs: the root cause is named
             st = status.get(before, {"state": "skipped", "needs": [before]})
             needs += st["needs"] if st["state"] == "skipped" else [before] if any(
-                f.check == before for f in out.errors) else []
+                f.check == before and f.episode not in view.exclude_episodes for f in out.errors) else []
         needs = list(dict.fromkeys(needs))
         if needs:
             status[check.name] = {"state": "skipped", "needs": needs}
             continue
+        result = None
         try:
-            check.fn(view, out)
+            result = check.fn(view, out)
         except Exception as e:  # noqa: BLE001
             out.error(check.name, f"check could not run ({type(e).__name__}: {e}); the files are malformed here: "
                       f"see the other errors, or re-export the dataset")
-        status[check.name] = {"state": "ran"}
+        status[check.name] = {"state": "ran", **(result or {})}  # a check may return what it measured
     return status
 
 
-def validate_dataset(cfg: ValidateConfig) -> Report:
-    """Run every check and write the report; raise :class:`ValidationError` if any error remains."""
+def validate_dataset(cfg: ValidateConfig, dry_run: Callable[[View, Findings], dict | None] | None = None) -> Report:
+    """Run every check, then ``dry_run`` (the run's data path and one training step, built by the entry
+    point: ``train.dry_run.make_dry_run_check``), and write the report; raise :class:`ValidationError` if
+    any error remains."""
     out = Findings()
     view, loaded = load_view(cfg, out)
-    status = run_checks(view, loaded, out) if view is not None else {"info_json": {"state": "ran"}}
+    status = run_checks(view, loaded, out, dry_run) if view is not None else {"info_json": {"state": "ran"}}
     report = make_report(cfg, out, status, view)
     path = Path(cfg.report_path)
     path.parent.mkdir(parents=True, exist_ok=True)
