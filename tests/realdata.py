@@ -178,3 +178,25 @@ def alter_wall_clock_timestamps(root: Path, jitter: tuple[float, float] = (0.050
         column = table.schema.get_field_index("timestamp")
         table = table.set_column(column, table.schema.field(column), pa.array(ts.astype(np.float32)))
         pq.write_table(table, path)
+
+
+def alter_declare_channel_first(root: Path, keys: list[str] | None = None) -> None:
+    """Declare cameras channel-first, ``shape: [3, H, W]`` with ``names: [channel, height, width]``, as some
+    recorders do (LeRobot 0.4.2 reads that correctly: only a last name ``channel(s)`` means channel-last)."""
+    def declare(info: dict) -> None:
+        for key, ft in info["features"].items():
+            if ft.get("dtype") in ("video", "image") and (keys is None or key in keys):
+                h, w, c = ft["shape"]
+                ft["shape"], ft["names"] = [c, h, w], ["channel", "height", "width"]
+    edit_info(root, declare)
+
+
+def write_contract(path: Path, **changes) -> Path:
+    """contracts/so101_arm.yaml with ``changes`` applied (``keys`` merged)."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "contracts" / "so101_arm.yaml").read_text())
+    raw["keys"].update(changes.pop("keys", {}))
+    raw.update(changes)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

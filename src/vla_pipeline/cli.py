@@ -62,13 +62,26 @@ def make_validate_config(args):
                           tuple(args.exclude or ()), args.min_episode_length or 1, args.decode_samples or 0)
 
 
+def make_validate_dry_run(args):
+    """The dry run that ends validation: the run the params file describes, else a full-size run's shape
+    (``train.dry_run``); None with ``--no-dry-run`` or ``validate.dry_run: false``."""
+    from vla_pipeline.train.dry_run import DryRunConfig, make_dry_run_check
+
+    params = stage_params(args, VALIDATE_FLAGS)
+    if args.no_dry_run or (params is not None and not params["validate"]["dry_run"]):
+        return None
+    cfg = DryRunConfig.from_params(params) if params is not None else DryRunConfig.full_size(
+        args.min_episode_length or DryRunConfig.full_size().policy.chunk_size)
+    return make_dry_run_check(cfg)
+
+
 def cmd_validate(args) -> int:
     from vla_pipeline.validate.report import format_report
     from vla_pipeline.validate.run import validate_dataset
 
     cfg = make_validate_config(args)
-    report = validate_dataset(cfg)
-    print(f"{format_report(report)}\nvalidation ok: {report.summary}; report: {cfg.report_path}")
+    report = validate_dataset(cfg, make_validate_dry_run(args))
+    print(format_report(report, where=str(cfg.report_path)))  # its last line: "Validation passed: ..."
     return 0
 
 
@@ -140,13 +153,10 @@ def make_evaluate_config(args):
 
 
 def cmd_evaluate(args) -> int:
-    from vla_pipeline.eval.run import evaluate
+    from vla_pipeline.eval.run import evaluate, format_summary
 
     cfg = make_evaluate_config(args)
-    metrics = evaluate(cfg)
-    print(json.dumps(metrics, indent=2))
-    print(f"evaluated {cfg.checkpoint}: {cfg.out_dir / 'metrics.json'}, {cfg.out_dir / 'episodes.csv'}, "
-          f"media in {cfg.out_dir}")
+    print(format_summary(evaluate(cfg), cfg.checkpoint, cfg.out_dir, cfg.videos))  # the full JSON: metrics.json
     return 0
 
 
@@ -195,7 +205,7 @@ def cmd_make_demo(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from vla_pipeline.data.convert import convert_v21_to_v30
+    from vla_pipeline.data.convert_run import convert_v21_to_v30
 
     out = convert_v21_to_v30(Path(args.src), Path(args.out))
     print(f"converted {args.src} -> {out} (LeRobot v3.0, loads with LeRobot); next: point dataset.root "
@@ -235,6 +245,8 @@ def add_validate(sub) -> None:
     s.add_argument("--exclude", type=int, nargs="*", help="episode indices to leave out")
     s.add_argument("--min-episode-length", type=int, help="warn below this (the policy's chunk size; default 1)")
     s.add_argument("--decode-samples", type=int, help="frames to decode per video file (default 0)")
+    s.add_argument("--no-dry-run", action="store_true", help="skip the last check: sampled frames through the train "
+                   "stage's data paths and one training step of a tiny Pi0.5 shaped like the run")
     add_params_options(s, "the dataset, contract, exclusions and report")
     s.set_defaults(func=cmd_validate)
 

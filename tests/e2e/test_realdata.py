@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from vla_pipeline.cli import main
 from vla_pipeline.data.contract import load_contract
@@ -28,7 +27,6 @@ from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.report import format_report
 from vla_pipeline.validate.run import validate_dataset
 
-from conftest import REPO
 from realdata import (
     BIMANUAL_NAMES,
     TASKS,
@@ -38,20 +36,12 @@ from realdata import (
     alter_remove_videos,
     alter_tasks_in_index_column,
     alter_wall_clock_timestamps,
+    write_contract,
     write_recording,
 )
 
 FRONT, WRIST = "observation.images.front", "observation.images.wrist"
 LENGTHS = (18, 16, 20, 17)
-
-
-def write_contract(path: Path, **changes) -> Path:
-    """contracts/so101_arm.yaml with ``changes`` applied (``keys`` merged)."""
-    raw = yaml.safe_load((REPO / "contracts" / "so101_arm.yaml").read_text())
-    raw["keys"].update(changes.pop("keys", {}))
-    raw.update(changes)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
