@@ -6,13 +6,12 @@ name the same checkpoint (the best is the last step, common on short runs), copi
 instead of evaluating it again; `protocol.json` then says `reused_from`. Anything else that differs
 (checkpoint manifest, evaluation settings, code, data, missing outputs) means a normal evaluation."""
 
-import json
 import sys
 from pathlib import Path
 
 from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, find_last
 from vla_pipeline.eval.config import EvaluateConfig
-from vla_pipeline.eval.run import evaluate
+from vla_pipeline.eval.run import evaluate, format_summary
 
 from _params import run
 
@@ -27,8 +26,8 @@ def main(params: dict) -> None:
     checkpoint = find_last(Path(params["train"]["out_dir"]), POINTERS[which])
     out_root = Path(params["evaluate"]["out_dir"])
     reuse_from = out_root / REUSES[which] if which in REUSES else None
-    metrics = evaluate(EvaluateConfig.from_params(params, checkpoint, out_root / which), reuse_from=reuse_from)
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
+    cfg = EvaluateConfig.from_params(params, checkpoint, out_root / which)
+    print(format_summary(evaluate(cfg, reuse_from=reuse_from), cfg.checkpoint, cfg.out_dir, cfg.videos))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from vla_pipeline import __version__
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.tables import feature_names, load_info, load_rows_by_index
+from vla_pipeline.data.validation_report import load_report
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint, compute_split_hash
-from vla_pipeline.validate.report import load_report
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 PROCESSOR_KEYS = ("mean", "std", "min", "max", *QUANTILES)  # what LeRobot's (un)normalizer reads

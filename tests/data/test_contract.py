@@ -79,8 +79,6 @@ def test_a_contract_without_cameras_has_none(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"ranges": {"a": [0, 1], "elbow": [0, 1], "wrist": [0, 1]}},
-     r"ranges name joints \['elbow', 'wrist'\] that are not in its joints"),
     ({"semantics": "velocity"}, r"semantics 'velocity' is not one of \['absolute', 'delta'\]"),
     ({"required_cameras": ["top", "side"]}, r"required_cameras \['side'\] have no key under keys.cameras"),
     ({"required_cameras": []}, r"cameras \['top'\] are under keys.cameras but not in required_cameras; the policy "
@@ -138,17 +136,30 @@ def test_missing_joints_are_named_with_the_closest_dataset_names() -> None:
     with pytest.raises(ContractError) as e:
         c.select_indices(["elbow", "wrist_flex", "gripper"], "observation.state")
     assert str(e.value) == (
-        "contract 'arm': joints ['wrist', 'zzz', 'grip'] are not in dataset key 'observation.state' (its names: "
-        "['elbow', 'wrist_flex', 'gripper']); wrist (closest: wrist_flex), grip (closest: gripper); choose the contract that matches this "
-        "dataset (dataset.contract) or fix its joints")
+        "contract 'arm': joints ['wrist', 'zzz', 'grip'] are not among the dataset's names for 'observation.state': "
+        "['elbow', 'wrist_flex', 'gripper']; did you mean 'wrist_flex' for 'wrist', 'gripper' for 'grip'? Fix the "
+        "contract's joints, or choose the contract that matches this dataset (dataset.contract)")
 
 
 def test_missing_joints_without_a_close_name_have_no_hint() -> None:
     c = Contract(name="arm", action_key="a", state_key="s", cameras={}, joints=("elbow",), ranges={}, fps=30)
     with pytest.raises(ContractError) as e:
         c.select_indices(["qqq"], "a")
-    assert str(e.value) == ("contract 'arm': joints ['elbow'] are not in dataset key 'a' (its names: ['qqq']); "
-                            "choose the contract that matches this dataset (dataset.contract) or fix its joints")
+    assert str(e.value) == ("contract 'arm': joint 'elbow' is not among the dataset's names for 'a': ['qqq']; "
+                            "fix the contract's joints, or choose the contract that matches this dataset "
+                            "(dataset.contract)")
+
+
+def test_a_typo_in_joints_is_named_as_a_joint_the_dataset_lacks(tmp_path) -> None:
+    """A contract whose ranges and units name the right joint while ``joints`` has a typo loads (the typo is
+    not reported as a range without a joint); selecting the joints names it, with the dataset's name."""
+    raw = with_(joints=["shoulder_pann.pos", "b"], ranges={"shoulder_pan.pos": [0, 1]}, units={"shoulder_pan.pos": "deg"})
+    c = load_contract(write(tmp_path, raw))
+    assert c.unknown_joint_refs() == {"ranges": ["shoulder_pan.pos"], "units": ["shoulder_pan.pos"]}
+    with pytest.raises(ContractError) as e:
+        c.select_indices(["shoulder_pan.pos", "b"], "action")
+    assert str(e.value).startswith("contract 'minimal': joint 'shoulder_pann.pos' is not among the dataset's names "
+                                   "for 'action': ['shoulder_pan.pos', 'b']; did you mean 'shoulder_pan.pos'? Fix")
 
 
 def test_contract_hash_is_the_sha256_of_the_file(tmp_path) -> None:

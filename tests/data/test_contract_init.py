@@ -146,7 +146,7 @@ def test_format_feature_roles_cuts_long_name_lists(bimanual):
 
 def test_format_feature_roles_says_none():
     text = format_feature_roles({"features": {"index": {"dtype": "int64", "shape": [1]}}})
-    assert text == "  action/state candidates: none (no float vector feature)\n  cameras: none"
+    assert text == "  action/state candidates: none (no numeric vector feature)\n  cameras: none"
 
 
 def test_format_keys_block_is_pasteable_yaml_with_guesses_marked(bimanual, so101):
@@ -160,7 +160,7 @@ def test_format_keys_block_is_pasteable_yaml_with_guesses_marked(bimanual, so101
     assert "guessed" not in canonical  # LeRobot's own key names are not guesses
     absent = format_keys_block({"features": {"image": {"dtype": "video", "shape": [8, 8, 3]}}})
     assert yaml.safe_load(absent)["keys"]["action"] is None
-    assert re.search(r"^  action: null +# no action-like float vector found", absent, re.M)
+    assert re.search(r"^  action: null +# no action-like numeric vector found", absent, re.M)
 
 
 # ----------------------------------------------------------------------------- pure pieces of init
@@ -330,12 +330,13 @@ def test_refusals_are_one_line_errors(case, bimanual, tmp_path, capsys):
         "no_action": ([str(_write_info(tmp_path / "noact", {"codebase_version": "v3.0", "fps": 30, "features": {
             "observation.state": {"dtype": "float32", "shape": [2], "names": ["a", "b"]},
             "image": {"dtype": "video", "shape": [8, 8, 3]}}}))],
-            r"has no float action vector .*action/state candidates: 'observation\.state'.*pass --action KEY"),
+            r"has no numeric action vector .*action/state candidates: 'observation\.state'.*pass --action KEY"),
         "missing_root": ([str(tmp_path / "nowhere")], r"dataset root .*nowhere not found"),
         "v21": ([str(_write_info(tmp_path / "old", {"codebase_version": "v2.1", "fps": 30, "features": {}}))],
                 r"codebase_version 'v2\.1', supported is v3\.0; convert the dataset first \(`vla convert"),
         "no_names": ([str(_write_info(tmp_path / "nonames", {"codebase_version": "v3.0", "fps": 30, "features": {
-            "action": {"dtype": "float32", "shape": [2], "names": None}}}))],
+            "action": {"dtype": "float32", "shape": [2], "names": None},
+            "image": {"dtype": "video", "shape": [8, 8, 3]}}}))],
             r"the action vector 'action' has no per-dimension names"),
     }[case]
     assert main(["contract", "init", *args, "--out", str(out)]) == 1

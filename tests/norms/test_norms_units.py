@@ -278,7 +278,7 @@ def test_the_validation_report_must_match(tmp_path) -> None:
 def test_a_contract_joint_the_dataset_lacks_is_named(tmp_path) -> None:
     root, _ = _dataset(tmp_path)
     contract = write_arm_contract(tmp_path / "c2.yaml", joints=("elbow", "shoulder"))
-    with pytest.raises(ContractError, match=r"joints \['shoulder'\] are not in dataset key 'action'"):
+    with pytest.raises(ContractError, match=r"joint 'shoulder' is not among the dataset's names for 'action'"):
         compute_norm_stats(NormsConfig(root, contract, tmp_path, exclude_episodes=(3,)))
 
 

@@ -136,7 +136,7 @@ def test_contract_that_does_not_match_the_dataset_is_refused(params, tiny_run, t
     so101 = CONTRACT.parent / "so101_arm.yaml"
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, contract_path=so101, norms_dir=tiny_run.norms,
                             validation_report=tiny_run.report)
-    with pytest.raises(ContractError, match=r"\['shoulder_pan.pos'.*not in dataset key 'action'.*arm_shoulder_pan.pos"):
+    with pytest.raises(ContractError, match=r"\['shoulder_pan.pos'.*are not among the dataset's names for 'action'.*arm_shoulder_pan.pos"):
         train(cfg)
 
 

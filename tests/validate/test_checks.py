@@ -217,7 +217,8 @@ def test_feature_names_checks_the_state_whatever_the_action() -> None:
     info["features"]["action"]["names"] = ["x.vel", "elbow", "wrist", "grip"]
     info["features"]["observation.state"]["names"] = ["gripper", "x.vel", "wrist", "elbow"]
     assert [(f.key, f.message.split(";")[0]) for f in run(check_feature_names, make_view(info=info)).errors] == [
-        ("action", "'action' lacks the contract's joints ['gripper']"),
+        ("action", "contract 'arm': joint 'gripper' is not among the dataset's names for 'action': ['x.vel', 'elbow', "
+                   "'wrist', 'grip']"),
         ("observation.state", "'observation.state' holds the contract's joints in another order: ['gripper', 'elbow']")]
     del info["features"]["action"]
     assert [f.key for f in run(check_feature_names, make_view(info=info)).errors] == ["observation.state"]
@@ -229,8 +230,9 @@ def test_feature_names_missing_and_reordered_joints() -> None:
     del info["features"]["observation.state"]  # an absent key is contract_keys' business
     out = run(check_feature_names, make_view(info=info))
     assert out.errors == [Finding(
-        "feature_names", "'action' lacks the contract's joints ['gripper']; its names are ['x.vel', 'elbow', 'wrist', "
-                         "'grip']; use the contract for this robot (dataset.contract)",
+        "feature_names", "contract 'arm': joint 'gripper' is not among the dataset's names for 'action': ['x.vel', "
+                         "'elbow', 'wrist', 'grip']; did you mean 'grip'? Fix the contract's joints, or use the "
+                         "contract for this robot (dataset.contract)",
         key="action", value=["x.vel", "elbow", "wrist", "grip"], expected=["elbow", "gripper"])]
     info = make_info()
     info["features"]["observation.state"]["names"] = ["gripper", "x.vel", "wrist", "elbow"]

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from vla_pipeline.cli import main
+from vla_pipeline.data.validation_report import load_report
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.validate.config import ValidateConfig
-from vla_pipeline.validate.report import load_report
 from vla_pipeline.validate.run import validate_dataset
 
 from conftest import CONTRACT
@@ -362,12 +362,12 @@ def test_report_is_refused_for_another_contract_or_other_exclusions(dataset, tmp
         load_report(report, dataset, other, (3,))
 
 
-def test_contract_ranges_must_name_its_joints(tmp_path) -> None:
-    from vla_pipeline.data.contract import load_contract
-    from vla_pipeline.errors import ContractError
-
+def test_contract_ranges_must_name_its_joints(dataset, tmp_path) -> None:
+    """A range for a joint outside ``joints`` is a validation error of the contract (checked once the joints
+    are the dataset's, so a typo in ``joints`` is named as such: tests/test_entry_point_messages.py)."""
     raw = yaml.safe_load(CONTRACT.read_text())
     raw["ranges"]["elbow"] = [0, 1]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ContractError, match="elbow"):
-        load_contract(tmp_path / "c.yaml")
+    report, message = _validate(dataset, tmp_path, contract=tmp_path / "c.yaml")
+    assert report["checks"]["feature_names"]["status"] == "fail" and report["checks"]["ranges"]["status"] == "skipped"
+    assert "ranges name joints ['elbow'] that are not in its joints" in message

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from vla_pipeline.data.contract import load_contract
-from vla_pipeline.data.tables import Frames
+from vla_pipeline.data.tables import Frames, format_no_camera
+from vla_pipeline.data.validation_report import load_report
 from vla_pipeline.errors import ValidationError
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 from vla_pipeline.validate import run as validate
@@ -22,7 +23,6 @@ from vla_pipeline.validate.report import (
     Report,
     count_episodes,
     format_report,
-    load_report,
     make_report,
     summarize_wide_faults,
 )
@@ -305,6 +305,8 @@ def test_format_report_lists_causes_advice_and_the_table() -> None:
         "static_joints        warn          0        1",
         "tasks                skipped (needs: tasks_meta, data_files)",
         "passed: ranges, global_index",
+        "Validation failed: 4 errors in finite, fps; fix them, or exclude the episodes named above "
+        "(dataset.exclude_episodes), then validate again (full report: r.json).",
     ])
 
 
@@ -318,7 +320,7 @@ def test_format_report_of_a_dataset_wide_fault_and_of_too_few_episodes() -> None
     assert "excluding the failing episodes would leave fewer than 2: fix the dataset" in format_report(
         _report(errors=few))
     assert "would leave fewer" not in format_report(_report(errors=[{"check": "fps", "message": "x", "episode": None}]))
-    assert format_report(_report()) == "check                status   errors warnings\npassed: fps"
+    assert format_report(_report()) == "check                status   errors warnings\npassed: fps\nValidation passed: 0 warnings."
     default = format_report(_report(errors=[{"check": "c", "message": str(i), "episode": None} for i in range(7)]))
     assert "  [c] ... and 2 more (all in the JSON report)" in default  # five on screen by default
     five = format_report(_report(warnings=[{"check": "w", "message": str(i), "episode": None} for i in range(5)]))
@@ -332,7 +334,8 @@ def test_format_report_takes_a_report_object(tmp_path) -> None:
     report = Report(ok=True, dataset_root="d", contract="c", contract_hash="h", dataset_fingerprint="f",
                     checks={"fps": {"status": "pass", "errors": 0, "warnings": 0}}, errors=[], warnings=[],
                     excluded=[], excluded_episodes=[], suggested_exclusions=[])
-    assert format_report(report) == "check                status   errors warnings\npassed: fps"
+    assert format_report(report) == "check                status   errors warnings\npassed: fps\nValidation passed: 0 warnings."
+    assert format_report(report, where="r.json").endswith("\nValidation passed: 0 warnings; report written to r.json.")
 
 
 def test_validate_dataset_writes_the_report_then_fails_with_the_causes(tmp_path) -> None:
@@ -364,28 +367,37 @@ def test_load_report_refuses_a_missing_failed_stale_or_mismatched_report(tmp_pat
     path = tmp_path / "report.json"
     with pytest.raises(ValidationError) as e:
         load_report(path, root)
-    assert str(e.value) == f"validation report {path} not found; run `dvc repro validate`"
+    assert str(e.value) == f"validation report {path} not found; run `dvc repro validate` (or `vla validate`) first"
     good = {"ok": True, "dataset_fingerprint": compute_dataset_fingerprint(root),
             "contract_hash": compute_contract_hash(contract), "excluded_episodes": [1, 3]}
     path.write_text(json.dumps({**good, "ok": False}))
+    with pytest.raises(ValidationError) as e:  # a dataset without a camera: that, and nothing else
+        load_report(path, root)
+    assert str(e.value) == format_no_camera(root)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["features"]["cam"] = {"dtype": "video", "shape": [8, 8, 3], "names": ["height", "width", "channels"]}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    good["dataset_fingerprint"] = compute_dataset_fingerprint(root)
     with pytest.raises(ValidationError) as e:
         load_report(path, root)
-    assert str(e.value) == (f"validation report {path} says the dataset failed; fix it or set "
-                            f"dataset.exclude_episodes, then `dvc repro validate`")
+    assert str(e.value) == (f"validation report {path} says {root} failed validation (no error recorded); fix what "
+                            f"it names (`vla validate` lists every error), then run `dvc repro validate` (or "
+                            f"`vla validate`)")
     path.write_text(json.dumps({**good, "dataset_fingerprint": "other"}))
     with pytest.raises(ValidationError) as e:
         load_report(path, root)
-    assert str(e.value) == f"validation report {path} belongs to another version of {root}; run `dvc repro validate`"
+    assert str(e.value) == (f"validation report {path} belongs to another version of {root}; run `dvc repro validate` "
+                            f"(or `vla validate`)")
     path.write_text(json.dumps({**good, "contract_hash": "other"}))
     assert load_report(path, root)["ok"] is True  # the contract is compared only when given
     with pytest.raises(ValidationError) as e:
         load_report(path, root, contract)
     assert str(e.value) == (f"validation report {path} was made against another contract than {contract}; run "
-                            f"`dvc repro validate`")
+                            f"`dvc repro validate` (or `vla validate`)")
     path.write_text(json.dumps(good))
     assert load_report(str(path), root, contract, (3, 1, 3)) == good
     assert load_report(path, root, contract) == good  # exclusions compared only when given
     with pytest.raises(ValidationError) as e:
         load_report(path, root, contract, (1,))
     assert str(e.value) == (f"validation report {path} was made with dataset.exclude_episodes [1, 3], not [1]; run "
-                            f"`dvc repro validate`")
+                            f"`dvc repro validate` (or `vla validate`)")

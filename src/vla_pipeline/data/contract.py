@@ -44,23 +44,40 @@ class Contract:
         """Positions of the contract's joints in a dataset vector whose names are ``names``."""
         missing = [j for j in self.joints if j not in names]
         if missing:
-            hints = {j: difflib.get_close_matches(j, names, n=1) for j in missing}
-            hint = ", ".join(f"{j} (closest: {h[0]})" for j, h in hints.items() if h)
-            raise ContractError(
-                f"contract '{self.name}': joints {missing} are not in dataset key '{key}' "
-                f"(its names: {names})" + (f"; {hint}" if hint else "")
-                + "; choose the contract that matches this dataset (dataset.contract) or fix its joints"
-            )
+            raise ContractError(f"contract '{self.name}': " + format_missing_joints(
+                missing, names, key, "fix the contract's joints, or choose the contract that matches this dataset "
+                                     "(dataset.contract)"))
         return [names.index(j) for j in self.joints]
+
+    def unknown_joint_refs(self) -> dict[str, list[str]]:
+        """Joints that ``ranges`` and ``units`` name but ``joints`` does not ("ranges" / "units" -> names).
+        Validation reports them once the joints are known to be the dataset's (a typo in ``joints`` is
+        then named as a joint the dataset lacks, not as a range without a joint)."""
+        refs = {"ranges": sorted(set(self.ranges) - set(self.joints)),
+                "units": sorted(set(self.units) - set(self.joints))}
+        return {field_: names for field_, names in refs.items() if names}
+
+
+def format_missing_joints(missing: list[str], names: list[str], key: str, advice: str) -> str:
+    """The joints a dataset vector lacks, with the closest names it has, then ``advice``: ``joint
+    'shoulder_pann.pos' is not among the dataset's names for 'action': [...]; did you mean
+    'shoulder_pan.pos'? Fix ...``"""
+    close = {j: difflib.get_close_matches(j, names, n=1) for j in missing}
+    hints = [(j, c[0]) for j, c in close.items() if c]
+    what = f"joint '{missing[0]}' is" if len(missing) == 1 else f"joints {list(missing)} are"
+    text = f"{what} not among the dataset's names for '{key}': {list(names)}"
+    if not hints:
+        return f"{text}; {advice}"
+    hint = f"'{hints[0][1]}'" if len(missing) == 1 else ", ".join(f"'{c}' for '{j}'" for j, c in hints)
+    return f"{text}; did you mean {hint}? {advice[:1].upper()}{advice[1:]}"
 
 
 def _parse(raw: dict, path: Path) -> Contract:
     keys = raw["keys"]
     joints = tuple(raw["joints"])
+    # ranges or units naming a joint outside `joints` are reported by validation (Contract.unknown_joint_refs),
+    # after the joints are compared with the dataset's names: a typo in `joints` is named there as such
     ranges = {j: (float(lo), float(hi)) for j, (lo, hi) in (raw.get("ranges") or {}).items()}
-    unknown = sorted(set(ranges) - set(joints))
-    if unknown:
-        raise ContractError(f"contract {path}: ranges name joints {unknown} that are not in its joints")
     semantics = raw.get("semantics", "absolute")
     if semantics not in SEMANTICS:
         raise ContractError(f"contract {path}: semantics {semantics!r} is not one of {list(SEMANTICS)}")

@@ -14,12 +14,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vla_pipeline.errors import ValidationError
+
 SUPPORTED_CODEBASE = "v3.0"  # the LeRobot dataset format every reader here reads
 SCALARS = ("index", "episode_index", "frame_index", "timestamp", "task_index")
 
 
 def load_info(root: Path) -> dict:
     return json.loads((Path(root) / "meta" / "info.json").read_text())
+
+
+CAMERA_DTYPES = ("video", "image")  # a camera is any feature LeRobot stores as a video or as images
+
+
+def camera_keys(info: dict) -> list[str]:
+    """The keys of the dataset's camera features (dtype video or image), in info.json order."""
+    features = info.get("features") if isinstance(info, dict) else None
+    return [k for k, f in (features or {}).items() if isinstance(f, dict) and f.get("dtype") in CAMERA_DTYPES]
+
+
+def format_no_camera(root: Path) -> str:
+    """The one message every entry point gives for a dataset without a camera (validate, contract init,
+    norms, train, preflight): nothing else is wrong enough to mention, and nothing fixes it but a recording."""
+    return (f"{root}: this dataset has no camera stream; Pi0.5 needs at least one, so it cannot train this policy "
+            f"(meta/info.json declares no feature of dtype {' or '.join(CAMERA_DTYPES)}). Record the demonstrations "
+            f"with at least one camera")
+
+
+def require_camera_stream(info: dict, root: Path) -> None:
+    """Refuse a dataset without a camera with :func:`format_no_camera`'s message."""
+    if not camera_keys(info):
+        raise ValidationError(format_no_camera(root))
 
 
 def feature_names(info: dict, key: str) -> list[str]:

@@ -108,3 +108,26 @@ def save_results(out: Path, metrics: dict, table: list[dict], preds: Predictions
         writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in table)
     np.savez_compressed(out / "predictions.npz", pred=preds.pred, target=preds.target, pad=preds.pad,
                         state=preds.state, episode=preds.episode, frame=preds.frame, task=np.asarray(preds.task))
+
+
+def format_summary(metrics: dict, checkpoint: Path, out: Path, videos: bool = True) -> str:
+    """A few lines for the terminal: what was evaluated, the headline metrics against holding the current
+    joint positions, and where everything is (every metric is in ``metrics.json``, not on screen)."""
+    out = Path(out)
+    mse, hold, mean = metrics["action_mse"], metrics["baseline_hold_mse"], metrics["baseline_mean_mse"]
+    verdict = (f"{mse / hold:.2f}x the hold baseline: the policy beats holding still" if mse < hold
+               else "the policy does NOT beat holding the current joint positions") if hold > 0 else "hold baseline 0"
+    joints = metrics.get("joints") or {}
+    worst = max(joints, key=lambda j: joints[j]["rmse"]) if joints else None
+    media = f"{out / 'videos'} (best/median/worst episode), " if videos else ""
+    return "\n".join([
+        f"evaluated {checkpoint} on {metrics['n_episodes']} held-out episodes ({metrics['n_frames']} frames, "
+        f"split_id {metrics.get('split_id')})",
+        f"action MSE {mse:.4g} vs {hold:.4g} holding the current joint positions, {mean:.4g} the mean action "
+        f"({verdict}); normalized {metrics['action_mse_normalized']:.4g} vs {metrics['baseline_hold_mse_normalized']:.4g}",
+        *([f"largest error: {worst} (RMSE {joints[worst]['rmse']:.4g}); actions outside the contract's ranges: "
+           f"{metrics['saturation']['clip_count']}"] if worst else []),
+        f"every metric: {out / 'metrics.json'}; per episode: {out / 'episodes.csv'}; media: {media}"
+        f"{out / 'live' / 'plots' / 'images' / 'traces'} (traces)",
+    ])
+

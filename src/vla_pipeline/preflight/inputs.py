@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+from vla_pipeline.data.tables import camera_keys, format_no_camera, load_info
 from vla_pipeline.preflight.report import Check
 from vla_pipeline.provenance import sha256_file
 
@@ -34,9 +35,18 @@ def cached_hub_file(repo_id: str, filename: str) -> Path | None:
 
 
 def check_dataset(root: Path) -> list[Check]:
-    ok = (Path(root) / "meta" / "info.json").is_file()
-    return [Check("inputs", "dataset", "pass" if ok else "fail", f"{root}: {'present' if ok else 'no meta/info.json'}",
-                  "" if ok else "check dataset.root (`dvc pull` or `dvc checkout` it in a fresh clone)")]
+    """The dataset is there, and has a camera stream (the one message for a dataset without one)."""
+    if not (Path(root) / "meta" / "info.json").is_file():
+        return [Check("inputs", "dataset", "fail", f"{root}: no meta/info.json",
+                      "check dataset.root (`dvc pull` or `dvc checkout` it in a fresh clone)")]
+    try:
+        cameras = camera_keys(load_info(root))
+    except (OSError, ValueError) as e:
+        return [Check("inputs", "dataset", "fail", f"{root}/meta/info.json cannot be read ({type(e).__name__}: {e})",
+                      "run `vla validate` on it: it names what is wrong")]
+    if not cameras:
+        return [Check("inputs", "dataset", "fail", format_no_camera(root))]
+    return [Check("inputs", "dataset", "pass", f"{root}: present, cameras {cameras}")]
 
 
 def _hub_source(kind: str, repo_id: str, filenames: tuple[str, ...], fix: str) -> Check:

@@ -13,7 +13,8 @@ from vla_pipeline.data.factory import make_episode_dataset
 from vla_pipeline.data.frame_cache import load_frame_cache
 from vla_pipeline.data.metadata import camera_shapes
 from vla_pipeline.data.sampler import compute_batches_per_epoch
-from vla_pipeline.data.tables import feature_names, load_info
+from vla_pipeline.data.tables import feature_names, load_info, require_camera_stream
+from vla_pipeline.data.validation_report import load_report, require_same_exclusions
 from vla_pipeline.errors import ConfigError, ContractError, TrainInputError
 from vla_pipeline.model.config import compute_image_resolution, make_pi05_config, resolve_tokenizer
 from vla_pipeline.model.processors import make_processors
@@ -22,13 +23,13 @@ from vla_pipeline.provenance import find_data_mismatch
 from vla_pipeline.train.config import TrainConfig
 from vla_pipeline.train.runtime import Runtime
 from vla_pipeline.train.validation_loss import make_val_subset
-from vla_pipeline.validate.report import load_report, require_same_exclusions
 
 
 def require_train_inputs(cfg: TrainConfig) -> tuple[dict, dict]:
     """Refuse to start on a dataset that does not match the contract, a failed or stale validation,
     or stats that belong to another dataset/contract; returns the frozen stats and the split."""
     contract, info = load_contract(cfg.contract_path), load_info(cfg.dataset_root)
+    require_camera_stream(info, cfg.dataset_root)
     for key in (contract.action_key, contract.state_key):
         if key not in info["features"]:
             raise ContractError(f"contract '{contract.name}' expects key '{key}', the dataset has "

@@ -3,8 +3,8 @@ and joint names, the features the data files hold, and the configured exclusions
 
 from __future__ import annotations
 
-from vla_pipeline.data.contract import Contract
-from vla_pipeline.data.tables import SUPPORTED_CODEBASE
+from vla_pipeline.data.contract import Contract, format_missing_joints
+from vla_pipeline.data.tables import SUPPORTED_CODEBASE, camera_keys, format_no_camera
 from vla_pipeline.validate.findings import MIN_EPISODES, Findings, View
 
 
@@ -37,6 +37,9 @@ def check_contract_keys(v: View, out: Findings) -> None:
     from vla_pipeline.data.contract_init.roles import format_feature_roles, format_keys_block
 
     c = v.contract
+    if not camera_keys(v.info):  # no contract can fix it: one message, no advice to map or re-init
+        out.error("contract_keys", format_no_camera(v.root), key="cameras")
+        return
     if not c.cameras:
         out.error("contract_keys", f"contract '{c.name}' maps no camera (keys.cameras is empty): Pi0.5 needs at "
                   f"least one camera image; map one or more of the dataset's cameras:\n"
@@ -76,8 +79,9 @@ def check_feature_names(v: View, out: Findings) -> None:
                       key=key, value=len(names), expected=shape[0])
         missing = [j for j in v.contract.joints if j not in names]
         if missing:
-            out.error("feature_names", f"'{key}' lacks the contract's joints {missing}; its names are {names}; "
-                      f"use the contract for this robot (dataset.contract)", key=key, value=names,
+            advice = "fix the contract's joints, or use the contract for this robot (dataset.contract)"
+            out.error("feature_names", f"contract '{v.contract.name}': "
+                      f"{format_missing_joints(missing, names, key, advice)}", key=key, value=names,
                       expected=list(v.contract.joints))
             continue
         order = [j for j in names if j in v.contract.joints]
@@ -85,6 +89,18 @@ def check_feature_names(v: View, out: Findings) -> None:
             out.error("feature_names", f"'{key}' holds the contract's joints in another order: {order}; the contract "
                       f"expects {list(v.contract.joints)}; check which convention the recording used",
                       key=key, value=order, expected=list(v.contract.joints))
+    if all(f.check != "feature_names" for f in out.errors):
+        check_joint_refs(v, out)
+
+
+def check_joint_refs(v: View, out: Findings) -> None:
+    """``ranges`` and ``units`` name only the contract's joints; checked once the joints are the dataset's,
+    so a typo in ``joints`` is named as a joint the dataset lacks rather than as a range without a joint."""
+    c = v.contract
+    for field_, unknown in c.unknown_joint_refs().items():
+        out.error("feature_names", f"contract '{c.name}': {field_} name joints {unknown} that are not in its joints "
+                  f"{list(c.joints)}; add them to joints or remove them from {field_}", key=field_, value=unknown,
+                  expected=list(c.joints))
 
 
 def check_exclusions(v: View, out: Findings) -> None:

@@ -1,15 +1,16 @@
-"""The validation report: made from the findings, printed for people, saved as JSON, and read back
-by later stages, which refuse a report of another dataset, contract or exclusion list."""
+"""The validation report: made from the findings, printed for people and saved as JSON. Later stages
+read it back through ``data/validation_report.py`` (one checked read-back, at the data layer so the
+frame cache can use it), which refuses a failed report or one of another dataset, contract or
+exclusion list."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vla_pipeline.errors import ValidationError
-from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint, find_data_mismatch
+from vla_pipeline.data.tables import format_no_camera
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.findings import MAX_OFFENDERS, MIN_EPISODES, Finding, Findings, View
 
@@ -80,7 +81,8 @@ def make_report(cfg: ValidateConfig, out: Findings, status: dict[str, dict], vie
             table[name] = {"status": "skipped", "needs": st["needs"], "errors": 0, "warnings": 0}
         else:
             table[name] = {"status": "fail" if n_err[name] else "warn" if n_warn[name] else "pass",
-                           "errors": n_err[name], "warnings": n_warn[name]}
+                           "errors": n_err[name], "warnings": n_warn[name],
+                           **{k: v for k, v in st.items() if k != "state"}}  # what the check measured
     summary = {}
     if view is not None and view.frames is not None:
         summary = {"n_frames": view.frames.n, "n_episodes": n_episodes, "n_excluded_episodes": len(excluded_set)}
@@ -111,7 +113,10 @@ def _listed(findings: list[dict], limit: int, where: str) -> list[str]:
     return lines
 
 
-def format_report(report: Report | dict, limit: int = MAX_OFFENDERS, where: str = "the JSON report") -> str:
+JSON_REPORT = "the JSON report"  # where the full report is, when the caller does not name its path
+
+
+def format_report(report: Report | dict, limit: int = MAX_OFFENDERS, where: str = JSON_REPORT) -> str:
     """The causes first (errors, then warnings), what to do, then the check table (every check that did
     not pass on a line of its own; skipped checks with what they need)."""
     r = report if isinstance(report, dict) else asdict(report)
@@ -137,36 +142,32 @@ def format_report(report: Report | dict, limit: int = MAX_OFFENDERS, where: str 
             lines.append(f"{name:<20} {c['status']:<8} {c['errors']:>6} {c['warnings']:>8}")
     if passed:
         lines.append(f"passed: {', '.join(passed)}")
+    lines.append(format_verdict(r, None if where == JSON_REPORT else where))
     return "\n".join(lines)
 
 
-def load_report(path: Path, dataset_root: Path, contract_path: Path | None = None,
-                exclude_episodes: tuple[int, ...] | None = None) -> dict:
-    """The validation report of ``dataset_root``; refuses a missing, failed or stale one, and (when
-    given) one made against another contract or with other ``dataset.exclude_episodes``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValidationError(f"validation report {path} not found; run `dvc repro validate`")
-    report = json.loads(path.read_text())
-    if not report.get("ok"):
-        raise ValidationError(f"validation report {path} says the dataset failed; fix it or set "
-                              f"dataset.exclude_episodes, then `dvc repro validate`")
-    recorded = {"dataset_fingerprint": None, "contract_hash": None, **report}  # a key missing is a mismatch
-    mismatch = find_data_mismatch(recorded, dataset_root, contract_path=contract_path)
-    if mismatch == "dataset":
-        raise ValidationError(f"validation report {path} belongs to another version of {dataset_root}; "
-                              f"run `dvc repro validate`")
-    if mismatch == "contract":
-        raise ValidationError(f"validation report {path} was made against another contract than {contract_path}; "
-                              f"run `dvc repro validate`")
-    if exclude_episodes is not None:
-        require_same_exclusions(report, path, exclude_episodes)
-    return report
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
-def require_same_exclusions(report: dict, path: Path, exclude_episodes) -> None:
-    """The report was made with these ``dataset.exclude_episodes`` (those a later stage worked with)."""
-    if report.get("excluded_episodes") != sorted(set(exclude_episodes)):
-        raise ValidationError(f"validation report {path} was made with dataset.exclude_episodes "
-                              f"{report.get('excluded_episodes')}, not {sorted(set(exclude_episodes))}; run "
-                              f"`dvc repro validate`")
+def format_verdict(r: dict, where: str | None = None) -> str:
+    """The report's last line, a sentence: passed with what was validated, or failed with what to do;
+    ``where``: the report's path."""
+    if r.get("ok", not r["errors"]):
+        summary, counted = r.get("summary") or {}, []
+        if summary.get("n_episodes") is not None:
+            excluded = summary.get("n_excluded_episodes")
+            counted.append(_count(summary["n_episodes"], "episode") + (f" ({excluded} excluded)" if excluded else ""))
+        if summary.get("n_frames") is not None:
+            counted.append(_count(summary["n_frames"], "frame"))
+        counted.append(_count(len(r["warnings"]), "warning"))
+        return f"Validation passed: {', '.join(counted)}" + (f"; report written to {where}." if where else ".")
+    full = f" (full report: {where})." if where else "."
+    root = r.get("dataset_root")
+    if root and any(e["message"] == format_no_camera(root) for e in r["errors"]):
+        return f"Validation failed: {root} has no camera stream, so Pi0.5 cannot be trained on it{full}"
+    checks = list(dict.fromkeys(e["check"] for e in r["errors"]))
+    todo = "fix it" if len(r["errors"]) == 1 else "fix them"
+    if r["suggested_exclusions"]:
+        todo += ", or exclude the episodes named above (dataset.exclude_episodes)"
+    return f"Validation failed: {_count(len(r['errors']), 'error')} in {', '.join(checks)}; {todo}, then validate again{full}"

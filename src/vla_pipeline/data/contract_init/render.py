@@ -89,7 +89,8 @@ def _joints_and_units(s: Starter, cfg: InitConfig, *, action: dict, semantics_hi
     lines += [f"  - {quote(j)}" for j in s.joints]
     lines += comment_lines(f"semantics: absolute joint-position targets or delta; confirm: {semantics_hint}")
     lines += aligned_rows([("semantics: absolute", "guessed: confirm")])
-    lines += comment_lines("units: per joint, guessed from the names and the observed values (deg beyond ±2π, rad "
+    lines += comment_lines("units: per joint, guessed from the names and the observed values (whole numbers >= 0 "
+                           "beyond 2π or an integer dtype: raw servo encoder ticks; otherwise deg beyond ±2π, rad "
                            "within; a gripper in 0..1 fraction, in 0..100 percent); confirm each against the "
                            "robot's driver")
     rows = [("units:", None)]

@@ -5,12 +5,12 @@ are missing from it."""
 from __future__ import annotations
 
 from vla_pipeline.data.contract_init.yaml_text import commented, quote
-from vla_pipeline.data.tables import feature_names
+from vla_pipeline.data.tables import CAMERA_DTYPES, feature_names
 
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
 
-CAMERA_DTYPES = ("video", "image")
+NUMERIC_DTYPES = ("float", "int", "uint")  # a vector of integers: raw servo ticks, say (units.py)
 
 
 # key-name patterns, best first: (test, why). The first vector matching the best test wins.
@@ -46,12 +46,12 @@ def _entry(info: dict, key: str) -> dict:
 
 def _is_vector(entry: dict) -> bool:
     shape = entry["shape"]
-    return (entry["dtype"].startswith("float") and isinstance(shape, list) and len(shape) == 1
+    return (entry["dtype"].startswith(NUMERIC_DTYPES) and isinstance(shape, list) and len(shape) == 1
             and isinstance(shape[0], int) and shape[0] >= 1 and not entry["key"].startswith("next."))
 
 
 def group_features(info: dict) -> dict[str, list[dict]]:
-    """The dataset's features by role, in info.json order: ``vectors`` (float 1-D features, the
+    """The dataset's features by role, in info.json order: ``vectors`` (numeric 1-D features, the
     action/state candidates; LeRobot's bookkeeping keys and ``next.*`` left out), ``cameras``
     (dtype video or image) and ``other``. Each entry: key, dtype, shape, names (possibly empty)."""
     groups: dict[str, list[dict]] = {"vectors": [], "cameras": [], "other": []}
@@ -81,7 +81,7 @@ def camera_names(keys: list[str]) -> dict[str, str]:
 
 def guess_keys(info: dict) -> dict:
     """``{"action": key | None, "state": key | None, "cameras": {name: key}}`` guessed from the key
-    names of the float vectors (``action``, ``actions``, ``action.*`` ...; ``observation.state``,
+    names of the numeric vectors (``action``, ``actions``, ``action.*`` ...; ``observation.state``,
     ``state``, ``observation.joint_positions`` ...) and the camera features."""
     groups = group_features(info)
     vectors = [e["key"] for e in groups["vectors"]]
@@ -113,7 +113,7 @@ def format_feature_roles(info: dict, max_names: int = 4) -> str:
     groups = group_features(info)
     lines = [
         "  action/state candidates: "
-        + ("; ".join(_describe(e, True, max_names) for e in groups["vectors"]) or "none (no float vector feature)"),
+        + ("; ".join(_describe(e, True, max_names) for e in groups["vectors"]) or "none (no numeric vector feature)"),
         "  cameras: " + (", ".join(_describe(e, False, max_names) for e in groups["cameras"]) or "none"),
     ]
     if groups["other"]:
@@ -134,7 +134,7 @@ def format_keys_block(info: dict) -> str:
     for role, canonical in (("action", "action"), ("state", "observation.state")):
         key = guess[role]
         if key is None:
-            lines.append(commented(f"  {role}: null", f"no {role}-like float vector found; candidates: "
+            lines.append(commented(f"  {role}: null", f"no {role}-like numeric vector found; candidates: "
                                     f"{_vector_keys_hint(info)}"))
         elif key == canonical:
             lines.append(f"  {role}: {quote(key)}")

@@ -17,24 +17,12 @@ import numpy as np
 from vla_pipeline.data.contract_init.config import MIN_PAD, MIN_PAD_FRACTION, InitConfig, Starter
 from vla_pipeline.data.contract_init.render import render_starter
 from vla_pipeline.data.contract_init.roles import format_feature_roles, group_features, guess_keys
-from vla_pipeline.data.tables import SUPPORTED_CODEBASE
+from vla_pipeline.data.contract_init.units import format_ticks_note, guess_unit, is_integer_valued
+from vla_pipeline.data.tables import SUPPORTED_CODEBASE, require_camera_stream
 from vla_pipeline.errors import ConfigError, ContractError
 
 # ----------------------------------------------------------------------------- vla contract init
-
-
-
-
-
-
 _REGEX_ONLY = set("^$+()|\\{}")
-
-
-_GRIPPER_WORDS = ("gripper", "hand", "finger", "claw", "jaw")
-
-
-
-
 
 
 def read_info(root: Path) -> dict:
@@ -95,31 +83,6 @@ def select_joints(names: list[str], patterns: tuple[str, ...] | list[str], key: 
     return [n for n in names if any(match_joint(p, n) for p in patterns)]
 
 
-def guess_unit(name: str, lo: float, hi: float) -> tuple[str, str]:
-    """(unit, why) for a joint from its name and observed values: a gripper/hand in 0..1 is a
-    ``fraction``, in 0..100 ``percent``; a velocity ``m/s`` (x/y) or deg/s, rad/s; an angle beyond
-    ±2π is in ``deg``, within ±2π ``rad``. Always a guess."""
-    n = name.lower()
-    last = n.rsplit(".", 1)[-1]
-    amax = max(abs(lo), abs(hi)) if math.isfinite(lo) and math.isfinite(hi) else float("nan")
-    if not math.isfinite(amax):
-        return "unknown", "no finite values"
-    if any(w in n for w in _GRIPPER_WORDS) and lo >= -0.01:
-        if hi <= 1.01:
-            return "fraction", "gripper-like name, values within 0..1"
-        if hi <= 101:
-            return "percent", "gripper-like name, values within 0..100"
-    if last in ("vel", "velocity") or n.endswith("_vel"):
-        if n.split(".", 1)[0] in ("x", "y", "z"):
-            return "m/s", "linear velocity name"
-        return ("deg/s", "velocity beyond ±2π") if amax > 2 * math.pi else ("rad/s", "velocity within ±2π")
-    if amax > 2 * math.pi + 1e-6:
-        return "deg", "values beyond ±2π"
-    if amax <= math.pi + 1e-6:
-        return "rad", "values within ±π"
-    return "rad", "values within ±2π (small moves in deg look the same)"
-
-
 def widen(lo: float, hi: float, margin: float) -> tuple[float, float]:
     """``[lo, hi]`` widened by ``margin`` x its span on each side (at least MIN_PAD_FRACTION of the
     values' magnitude and MIN_PAD), rounded outward to a readable resolution."""
@@ -142,7 +105,7 @@ def _vector_entry(info: dict, key: str, role: str, root: Path, flag: str, need_n
     groups = group_features(info)
     entry = next((e for e in groups["vectors"] if e["key"] == key), None)
     if entry is None:
-        what = "is not a feature" if key not in info["features"] else "is not a float vector feature"
+        what = "is not a feature" if key not in info["features"] else "is not a numeric vector feature"
         raise ContractError(f"{flag} '{key}' {what} of {root}/meta/info.json; its features:\n"
                             f"{format_feature_roles(info)}\npass {flag} with one of the action/state candidates")
     if not entry["names"] and not need_names:
@@ -161,7 +124,7 @@ def _resolve_keys(cfg: InitConfig, info: dict, root: Path) -> tuple[dict, dict |
     guess = guess_keys(info)
     action_key = cfg.action_key or guess["action"]
     if action_key is None:
-        raise ContractError(f"{root}/meta/info.json has no float action vector (a key such as 'action' or "
+        raise ContractError(f"{root}/meta/info.json has no numeric action vector (a key such as 'action' or "
                             f"'actions'); its features:\n{format_feature_roles(info)}\nif the action is stored "
                             f"under another name pass --action KEY; a dataset without actions cannot be trained on")
     action = _vector_entry(info, action_key, "action", root, "--action")
@@ -256,6 +219,7 @@ def build_starter(cfg: InitConfig) -> Starter:
     root = Path(cfg.dataset_root)
     _check_options(cfg)
     info = read_info(root)
+    require_camera_stream(info, root)  # no contract can make it trainable: say so, write nothing
     try:
         fps = int(info["fps"])
     except (KeyError, TypeError, ValueError) as e:
@@ -269,7 +233,8 @@ def build_starter(cfg: InitConfig) -> Starter:
     actions = frames.vectors[action["key"]][order][:, [action["names"].index(j) for j in joints]]
     lo, hi = _finite_min_max(actions)
     states, state_lacks = _widen_with_state(frames, order, state, joints, (lo, hi), notes)
-    observed, ranges, units, unit_why = _ranges_and_units(joints, lo, hi, cfg.margin, notes)
+    integer = _integer_joints(action, actions, state, states)
+    observed, ranges, units, unit_why = _ranges_and_units(joints, (lo, hi), integer, cfg.margin, notes)
     jumps = _jumps(actions, episodes)
     max_jump, jump_q, jump_max = _jump_threshold(jumps, cfg)
     deviation = _timestamp_deviation(frames, order, episodes, fps)
@@ -286,6 +251,15 @@ def build_starter(cfg: InitConfig) -> Starter:
         image_cams=image_cams, counts=(len(np.unique(episodes)) if len(episodes) else 0, frames.n),
     )
     return starter
+
+
+def _integer_joints(action: dict, actions: np.ndarray, state: dict | None, states: np.ndarray | None) -> np.ndarray:
+    """Per joint: stored as integers (an integer dtype) or holding only whole numbers in the action (and
+    in the state, when it has every joint): raw encoder ticks rather than calibrated angles."""
+    if action["dtype"].startswith(("int", "uint")):
+        return np.ones(actions.shape[1], dtype=bool)
+    integer = is_integer_valued(actions)
+    return integer & is_integer_valued(states) if states is not None else integer
 
 
 def _check_options(cfg: InitConfig) -> None:
@@ -320,9 +294,10 @@ def _widen_with_state(frames, order: np.ndarray, state: dict | None, joints: lis
     return states, state_lacks
 
 
-def _ranges_and_units(joints: list[str], lo: np.ndarray, hi: np.ndarray, margin: float, notes: list[str]):
+def _ranges_and_units(joints: list[str], bounds: tuple[np.ndarray, np.ndarray], integer: np.ndarray, margin: float,
+                      notes: list[str]):
     """Per joint: the observed (min, max), the widened range and the guessed unit with its reason."""
-    observed, ranges, units, unit_why = {}, {}, {}, {}
+    (lo, hi), (observed, ranges, units, unit_why) = bounds, ({}, {}, {}, {})
     for i, j in enumerate(joints):
         if not (math.isfinite(lo[i]) and math.isfinite(hi[i])):
             notes.append(f"joint '{j}' has no finite value in the data: no range written; check the recording")
@@ -330,7 +305,8 @@ def _ranges_and_units(joints: list[str], lo: np.ndarray, hi: np.ndarray, margin:
             continue
         observed[j] = (float(lo[i]), float(hi[i]))
         ranges[j] = widen(float(lo[i]), float(hi[i]), margin)
-        units[j], unit_why[j] = guess_unit(j, float(lo[i]), float(hi[i]))
+        units[j], unit_why[j] = guess_unit(j, float(lo[i]), float(hi[i]), bool(integer[i]))
+    notes += format_ticks_note(units)
     return observed, ranges, units, unit_why
 
 
@@ -353,8 +329,6 @@ def _setup_notes(cfg: InitConfig, deviation: float | None, image_cams: list[str]
         notes.append(f"cameras {image_cams} are stored as images in the parquet, not as video: the validator's "
                      f"videos check expects video files and will report them; convert them to video or leave "
                      f"them out with --cameras")
-    if not cameras:
-        notes.append("no camera selected: Pi0.5 needs at least one camera")
     if state is None:
         notes.append("no state vector found: state_required is false; Pi0.5 tokenizes the state into its prompt, "
                      "so map one (--state KEY) before training")
