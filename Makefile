@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test test-fast lint mutation lock clean
+.PHONY: install demo test test-fast test-variants lint mutation lock clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# 200 generated dataset variants through convert, contract init, validate and the run (make test: the first 15)
+test-variants: install
+	VLA_VARIANTS=$${VLA_VARIANTS:-200} $(BIN)/python -m pytest -q tests/e2e/test_variants.py
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks

@@ -45,6 +45,8 @@ class Recording:
     offset_joints: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
     black: tuple[tuple[str, int], ...] = ()  # (camera key, episode) streams that are all black
     frozen: tuple[tuple[str, int], ...] = ()  # (camera key, episode) streams that repeat their first frame
+    use_videos: bool = True  # False: cameras stored as images (dtype "image") in the parquet files
+    ticks: bool = False  # joints as raw servo encoder ticks: int32 whole numbers in 0..4095
     seed: int = 0
 
 
@@ -77,10 +79,11 @@ def _frame(rec: Recording, camera: int, t: int) -> np.ndarray:
 
 
 def features(rec: Recording) -> dict[str, dict]:
-    vector = {"dtype": "float32", "shape": (len(rec.names),), "names": list(rec.names)}
+    vector = {"dtype": "int32" if rec.ticks else "float32", "shape": (len(rec.names),), "names": list(rec.names)}
     out = {rec.state_key: dict(vector), rec.action_key: dict(vector)}
     for key in rec.cameras:
-        out[key] = {"dtype": "video", "shape": (rec.height, rec.width, 3), "names": ["height", "width", "channels"]}
+        out[key] = {"dtype": "video" if rec.use_videos else "image", "shape": (rec.height, rec.width, 3),
+                    "names": ["height", "width", "channels"]}
     return out
 
 
@@ -93,12 +96,15 @@ def write_recording(root: Path, rec: Recording = Recording()) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(rec.seed)
     dataset = LeRobotDataset.create(repo_id=f"them/{root.name}", fps=rec.fps, root=root, robot_type=rec.robot_type,
-                                    features=features(rec), use_videos=True)
+                                    features=features(rec), use_videos=rec.use_videos)
     if rec.one_video_file_per_episode:  # a new file as soon as the current one holds anything
         dataset.meta.update_chunk_settings(video_files_size_in_mb=1e-9)
     try:
         for ep, n in enumerate(rec.lengths):
             state, action = _trajectories(rec, rng, n)
+            if rec.ticks:  # a Feetech/Dynamixel encoder: 4096 ticks a turn, the joint range mapped onto it
+                lo, hi = np.array([joint_range(j) for j in rec.names]).T
+                state, action = (np.round((v - lo) / (hi - lo) * 4095).astype(np.int32) for v in (state, action))
             for t in range(n):
                 frame = {rec.state_key: state[t], rec.action_key: action[t], "task": TASKS[ep % len(TASKS)]}
                 for c, key in enumerate(rec.cameras):
@@ -200,3 +206,59 @@ def write_contract(path: Path, **changes) -> Path:
     raw.update(changes)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+CODECS = {"av1": "libsvtav1", "h264": "libx264", "mpeg4": "mpeg4"}  # what real writers use (mpeg4: OpenCV's mp4v)
+
+
+def alter_reencode_videos(root: Path, codec: str) -> None:
+    """Re-encode every video file with ``codec`` (one frame per input frame, same rate and timestamps) and
+    say so in info.json, as a recorder that writes h264 or OpenCV's mp4v does."""
+    import av
+
+    for path in sorted((Path(root) / "videos").glob("**/*.mp4")):
+        with av.open(str(path)) as src:
+            stream = src.streams.video[0]
+            rate = stream.average_rate
+            frames = [f.to_ndarray(format="rgb24") for f in src.decode(stream)]
+        tmp = path.with_suffix(".tmp.mp4")
+        with av.open(str(tmp), "w") as dst:
+            out = dst.add_stream(CODECS[codec], rate=rate)
+            out.height, out.width, out.pix_fmt = frames[0].shape[0], frames[0].shape[1], "yuv420p"
+            if codec != "av1":
+                out.options = {"qscale": "2"} if codec == "mpeg4" else {"crf": "12"}
+            for image in frames:
+                dst.mux(out.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            dst.mux(out.encode())
+        tmp.replace(path)
+    name = {"av1": "av1", "h264": "h264", "mpeg4": "mpeg4"}[codec]
+    edit_info(root, lambda info: [ft["info"].__setitem__("video.codec", name) for ft in info["features"].values()
+                                  if ft.get("dtype") == "video" and isinstance(ft.get("info"), dict)])
+
+
+def alter_stray_files(root: Path) -> list[Path]:
+    """What a copied or hand-edited set carries: .DS_Store files, a json beside the parquet files, an empty
+    extra chunk directory."""
+    root = Path(root)
+    data = sorted((root / "data").glob("chunk-*"))[0]
+    made = [root / ".DS_Store", root / "data" / ".DS_Store", data / "notes.json", root / "meta" / ".DS_Store"]
+    for path in made:
+        path.write_text("{}" if path.suffix == ".json" else "junk")
+    extra = root / "data" / f"chunk-{len(list((root / 'data').glob('chunk-*'))):03d}"
+    extra.mkdir()
+    return [*made, extra]
+
+
+def alter_drop_columns(root: Path, columns: tuple[str, ...] = ("index", "task_index")) -> None:
+    """Data parquet files without ``columns`` (a recorder that never wrote them)."""
+    for path in sorted((Path(root) / "data").glob("**/*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(table.drop([c for c in columns if c in table.column_names]), path)
+
+
+def alter_drop_stats(root: Path) -> None:
+    """No meta/stats.json and no per-episode stats columns in meta/episodes (a recorder that computes none)."""
+    (Path(root) / "meta" / "stats.json").unlink(missing_ok=True)
+    for path in sorted((Path(root) / "meta" / "episodes").glob("**/*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(table.drop([c for c in table.column_names if c.startswith("stats/")]), path)

@@ -9,18 +9,15 @@ contract with no camera, exclusions that leave too little)."""
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import json
 import shutil
-import sys
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from pipeline import load_stage, make_params, run_stages
 from vla_pipeline.cli import main as vla
 from vla_pipeline.data.tables import load_rows_by_index
 from vla_pipeline.errors import ValidationError
@@ -30,16 +27,6 @@ from realdata import Recording, alter_remove_videos, write_recording
 
 FRONT, WRIST, TOP = "observation.images.front", "observation.images.wrist", "observation.images.top"
 EXCLUDED = 1  # the episode whose front video is absent in the matrix's "excluded episode absent" cases
-STAGES = ("validate", "norms", "frame_cache", "train", "evaluate")
-
-
-def load_stage(name: str):
-    """stages/<name>.py as a module (its `main(params)` is what `dvc repro` runs)."""
-    sys.path.insert(0, str(REPO / "stages"))
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -47,28 +34,6 @@ def recording(tmp_path_factory) -> Path:
     """5 episodes, three cameras (the contract maps front and wrist, not top), a video file per episode."""
     return write_recording(tmp_path_factory.mktemp("invariant") / "three_cameras", Recording(
         cameras=(FRONT, WRIST, TOP), lengths=(14, 12, 15, 13, 12), one_video_file_per_episode=True))
-
-
-def make_params(root: Path, work: Path, cache: bool, exclude: list[int]) -> dict:
-    """params.yaml pointed at ``root`` and ``work``, shrunk to 2 training steps."""
-    p = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text()))
-    p["dataset"].update(root=str(root), contract=str(REPO / "contracts" / "so101_arm.yaml"), exclude_episodes=exclude)
-    p["validate"]["report"] = str(work / "validation" / "report.json")
-    p["norms"].update(out_dir=str(work / "norms"), val_fraction=0.25)
-    p["frame_cache"].update(enable=cache, dir=str(work / "frame_cache"), num_workers=0)
-    p["train"].update(out_dir=str(work / "train"), live_dir=str(work / "train_live"), steps=2, batch_size=4,
-                      warmup_steps=1, decay_steps=2, log_every=1, save_every=0, eval_every=0, val_samples=4)
-    p["train"]["wandb"].update(mode="disabled", dir=str(work / "wandb"))
-    p["evaluate"].update(out_dir=str(work / "eval"))
-    p["evaluate"]["wandb"].update(mode="disabled", dir=str(work / "wandb"))
-    return p
-
-
-def run_stages(params: dict, monkeypatch) -> None:
-    for name in STAGES[:-1]:
-        load_stage(name).main(params)
-    monkeypatch.setattr(sys, "argv", ["stages/evaluate.py", "best"])
-    load_stage("evaluate").main(params)
 
 
 MATRIX = list(product([True, False], [True, False], [True, False]))
