@@ -144,7 +144,6 @@ class Outcome:
 def run_variant(v: Variant, work: Path, *, cache: bool, monkeypatch) -> Outcome:
     """convert (v2.1) -> contract init -> validate (with its dry run) -> norms, frame_cache, train, evaluate."""
     from pipeline import STAGES, load_stage, make_params
-
     from vla_pipeline.cli import main
     from vla_pipeline.errors import VlaError
 
