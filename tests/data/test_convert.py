@@ -16,7 +16,8 @@ import pytest
 
 from v21 import decode_all_frames, write_v21_from_v30
 from vla_pipeline.cli import main
-from vla_pipeline.data.convert import ConversionError, convert_v21_to_v30, detect_v21, format_conversion_hint
+from vla_pipeline.data.convert import ConversionError, detect_v21, format_conversion_hint
+from vla_pipeline.data.convert_run import convert_v21_to_v30
 
 from conftest import vla
 
@@ -168,7 +169,7 @@ def _incomplete(v21: Path, tmp: Path) -> Path:
     ("not_a_dataset", "is not a LeRobot dataset"),
     ("missing", "no such directory"),
     ("inside", "is inside the source"),
-    ("incomplete", r"missing \['episode_000002'\]"),
+    ("incomplete", r"no observation\.images\.\w+ video file for episode 2 of 6 \(total_episodes"),
 ])
 def test_convert_refuses_cleanly(case, expected, v21_dataset, demo_dataset, tmp_path, capsys):
     src, out = v21_dataset, tmp_path / "out"
