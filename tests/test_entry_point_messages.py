@@ -81,6 +81,8 @@ def test_a_dataset_without_a_camera_gets_one_message_from_every_entry_point(no_c
         rc, out, err = run(capsys, *argv)
         assert (rc, err.strip()) == (1, f"error: {message}"), argv
     assert not (tmp_path / "frame_cache").exists() and not (tmp_path / "norms").exists()
+    report.unlink()  # train says it before it looks for the report
+    assert run(capsys, "train", "--params", params)[:3:2] == (1, f"error: {message}\n")
     [check] = check_dataset(no_camera)
     assert (check.status, check.value) == ("fail", message)
     assert "exclude" not in message and "contract init" not in message

@@ -60,6 +60,21 @@ def test_cli_writes_every_metric_and_the_episode_table(evaluated, tiny_run) -> N
     assert "evaluated" in result.stdout
 
 
+def test_cli_prints_a_short_summary_not_the_json(evaluated, tiny_run) -> None:
+    """`vla evaluate` says what it evaluated, the headline numbers against holding still and where the
+    files are, in a few lines; every metric is in metrics.json only."""
+    out, result = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) <= 5 and not any(line.lstrip().startswith(("{", "}", '"')) for line in lines), result.stdout
+    text = result.stdout
+    assert f"on {metrics['n_episodes']} held-out episodes ({metrics['n_frames']} frames" in text
+    assert f"action MSE {metrics['action_mse']:.5g} vs {metrics['baseline_hold_mse']:.5g} holding the current joint " \
+           f"positions" in text
+    assert f"every metric: {out / 'metrics.json'}" in text and str(out / "videos") in text
+    assert "smoothness" not in text and "per_task" not in text
+
+
 def test_media_traces_and_an_mp4_with_one_frame_per_episode_frame(evaluated) -> None:
     import av
 

@@ -123,7 +123,7 @@ def format_summary(metrics: dict, checkpoint: Path, out: Path, videos: bool = Tr
     return "\n".join([
         f"evaluated {checkpoint} on {metrics['n_episodes']} held-out episodes ({metrics['n_frames']} frames, "
         f"split_id {metrics.get('split_id')})",
-        f"action MSE {mse:.4g} vs {hold:.4g} holding the current joint positions, {mean:.4g} the mean action "
+        f"action MSE {mse:.5g} vs {hold:.5g} holding the current joint positions, {mean:.5g} the mean action "
         f"({verdict}); normalized {metrics['action_mse_normalized']:.4g} vs {metrics['baseline_hold_mse_normalized']:.4g}",
         *([f"largest error: {worst} (RMSE {joints[worst]['rmse']:.4g}); actions outside the contract's ranges: "
            f"{metrics['saturation']['clip_count']}"] if worst else []),
