@@ -106,14 +106,21 @@ def _read_info(src: Path) -> dict:
     if version != V21:
         raise ConversionError(format_conversion_hint(src))
     missing = [k for k in V21_INFO_KEYS if k not in info]
-    if missing or not isinstance(info.get("features"), dict):
-        raise ConversionError(f"{info_path}: no {', '.join(missing) or 'features mapping'}, which every {V21} "
-                              f"info.json has; restore the file from the recorder's output")
+    if missing:
+        raise ConversionError(f"{info_path}: no {', '.join(missing)}, which every {V21} info.json has; restore the "
+                              f"file from the recorder's output")
+    features = info["features"]
+    if not (isinstance(features, dict) and all(isinstance(f, dict) and "dtype" in f for f in features.values())
+            and isinstance(info["total_episodes"], int) and isinstance(info["fps"], int | float) and info["fps"] > 0):
+        raise ConversionError(f"{info_path}: features must map each key to a dict with a dtype, total_episodes must "
+                              f"be a whole number and fps a positive number (found total_episodes "
+                              f"{info['total_episodes']!r}, fps {info['fps']!r}); repair the file")
     return info
 
 
-def _read_jsonl(path: Path, errors: list[str]) -> list[dict] | None:
-    """The rows of a JSON-lines file; None when it is missing or unreadable (then the cause is in ``errors``)."""
+def _read_jsonl(path: Path, errors: list[str], fields: dict[str, type]) -> list[dict] | None:
+    """The rows of a JSON-lines file, each an object with ``fields`` of their types; None when the file is
+    missing or a line is not such an object (then the cause, with the line, is in ``errors``)."""
     if not path.is_file():
         return None
     rows = []
@@ -122,12 +129,15 @@ def _read_jsonl(path: Path, errors: list[str]) -> list[dict] | None:
             row = json.loads(line) if line.strip() else None
         except ValueError as e:
             row = e
-        if isinstance(row, dict) or row is None:
-            rows += [row] if row else []
-            continue
-        errors.append(f"{path}, line {n}: not a JSON object ({row}); repair the line, or remove the file if the "
-                      f"conversion can rebuild it from the data")
-        return None
+        wrong = [k for k, t in fields.items() if not isinstance(row, dict) or not isinstance(row.get(k), t)
+                 or isinstance(row.get(k), bool)]
+        if row is not None and wrong:
+            what = f"not valid JSON ({row})" if isinstance(row, Exception) else f"no {' or '.join(wrong)} of type " \
+                   f"{' or '.join(fields[k].__name__ for k in wrong)}"
+            errors.append(f"{path}, line {n}: {what}; repair the line, or remove the file if the conversion can "
+                          f"rebuild it from the data")
+            return None
+        rows += [row] if row is not None else []
     return rows
 
 
@@ -285,10 +295,10 @@ def _check_timestamps(source: Source) -> None:
 
 # ----------------------------------------------------------------------------- meta files
 def _read_episodes(source: Source) -> dict[int, dict] | None:
-    rows = _read_jsonl(source.root / EPISODES_JSONL, source.errors)
+    rows = _read_jsonl(source.root / EPISODES_JSONL, source.errors, {"episode_index": int, "length": int, "tasks": list})
     if rows is None:
         return None
-    listed = {int(r["episode_index"]): r for r in rows if isinstance(r, dict) and "episode_index" in r}
+    listed = {r["episode_index"]: r for r in rows}
     num = int(source.info["total_episodes"])
     if sorted(listed) != list(range(num)) or len(listed) != len(rows):
         source.errors.append(
@@ -299,14 +309,14 @@ def _read_episodes(source: Source) -> dict[int, dict] | None:
 
 
 def _read_stats(source: Source) -> None:
-    rows = _read_jsonl(source.root / STATS_JSONL, source.errors)
-    source.stats = {int(r["episode_index"]): r["stats"] for r in rows or [] if "stats" in r and "episode_index" in r}
+    rows = _read_jsonl(source.root / STATS_JSONL, source.errors, {"episode_index": int, "stats": dict})
+    source.stats = {r["episode_index"]: r["stats"] for r in rows or []}
     missing = [e.index for e in source.episodes if e.index not in source.stats]
     if rows is None and not (source.root / STATS_JSONL).is_file():
         source.warnings.append(f"{STATS_JSONL} is missing: each episode's statistics are computed from its data and "
                                f"videos with LeRobot's compute_stats (as its recorder does), frames sampled as "
                                f"LeRobot samples them")
-    elif missing:
+    elif rows is not None and missing:
         source.warnings.append(f"{STATS_JSONL} has no statistics for episodes {_few(missing)}: computed from their data "
                                f"and videos with LeRobot's compute_stats")
 
@@ -322,9 +332,8 @@ def read_source(src: Path) -> Source:
     _check_lengths(source, listed)
     _check_videos(source)
     _check_timestamps(source)
-    tasks_rows = _read_jsonl(source.root / TASKS_JSONL, source.errors)
-    tasks = None if tasks_rows is None else {int(r["task_index"]): str(r["task"]) for r in tasks_rows
-                                             if "task_index" in r and "task" in r}
+    tasks_rows = _read_jsonl(source.root / TASKS_JSONL, source.errors, {"task_index": int, "task": str})
+    tasks = None if tasks_rows is None else {r["task_index"]: r["task"] for r in tasks_rows}
     plan = resolve_tasks(source.episodes, tasks, listed)
     source.tasks, source.errors, source.warnings = plan.tasks, source.errors + plan.errors, source.warnings + plan.notes
     for e in source.episodes:
