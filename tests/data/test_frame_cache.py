@@ -27,7 +27,7 @@ from vla_pipeline.data.frame_cache import (
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.data.sampler import make_loader
 from vla_pipeline.errors import TrainInputError
-from vla_pipeline.provenance import compute_dataset_fingerprint
+from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 
 from conftest import CONTRACT, make_train_config, vla
 
@@ -190,7 +190,9 @@ def test_the_stage_takes_its_exclusions_from_the_validation_report(demo_dataset,
     import json
 
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"ok": True, "excluded_episodes": [2]}))
+    report.write_text(json.dumps({"ok": True, "excluded_episodes": [2], "dataset_root": str(demo_dataset),
+                                  "contract": str(CONTRACT), "contract_hash": compute_contract_hash(CONTRACT),
+                                  "dataset_fingerprint": compute_dataset_fingerprint(demo_dataset)}))
     cfg = FrameCacheConfig(demo_dataset, CONTRACT, tmp_path / "fc", resolution=RESOLUTION, exclude_episodes=None,
                            report_path=report)
     cache = load_frame_cache(save_frame_cache(cfg), compute_dataset_fingerprint(demo_dataset), RESOLUTION)
