@@ -181,8 +181,8 @@ def add_stray_files(root: Path) -> list[str]:
 
 def write_v21_recording(root: Path, *, rec=None, chw: bool = True, codec: str = "mpeg4", drop_stats: bool = True,
                         drop_tasks: bool = False, drop_episodes: bool = False, stray_files: bool = True,
-                        wall_clock: bool = True, drop_index_columns: bool = True, task_column: bool = False,
-                        black: tuple[tuple[str, int], ...] = (BLACK_CAMERA,)) -> Path:
+                        wall_clock: bool = True, drop_index_columns: bool = True, declare_index_columns: bool = True,
+                        task_column: bool = False, black: tuple[tuple[str, int], ...] = (BLACK_CAMERA,)) -> Path:
     """A v2.1 recording as its owner's own recorder leaves it; every quirk on by default, each one a keyword.
 
     ``rec``: the :class:`realdata.Recording` to write (default: bimanual 34-dim vectors, two cameras,
@@ -191,7 +191,8 @@ def write_v21_recording(root: Path, *, rec=None, chw: bool = True, codec: str = 
     ``drop_*``: delete ``meta/episodes_stats.jsonl`` / ``tasks.jsonl`` / ``episodes.jsonl``;
     ``stray_files``: :func:`add_stray_files`; ``wall_clock``: timestamps from a jittery clock
     (about 1/fps apart); ``drop_index_columns``: no ``index`` and ``task_index`` columns (info.json
-    still declares them); ``task_column``: the task strings in a ``task`` column.
+    still declares them unless ``declare_index_columns`` is False); ``task_column``: the task strings
+    in a ``task`` column.
     """
     from dataclasses import replace
 
@@ -211,6 +212,8 @@ def write_v21_recording(root: Path, *, rec=None, chw: bool = True, codec: str = 
         _add_task_column(root)
     if drop_index_columns:
         _rewrite_data(root, lambda t: t.drop_columns(["index", "task_index"]))
+    if not declare_index_columns:
+        edit_info(root, lambda info: [info["features"].pop(k) for k in ("index", "task_index")])
     for drop, name in ((drop_stats, "episodes_stats"), (drop_tasks, "tasks"), (drop_episodes, "episodes")):
         if drop:
             (root / "meta" / f"{name}.jsonl").unlink()

@@ -33,6 +33,8 @@ QUIRKS = {  # name: (the writer's keywords on top of PLAIN, what the conversion 
     "stray_files": ({"stray_files": True}, "are not part of the dataset and are left out"),
     "wall_clock": ({"wall_clock": True}, "(up to 0.0"),
     "no_index_columns": ({"drop_index_columns": True}, "have no 'task_index' column; it is added"),
+    "undeclared_index_columns": ({"drop_index_columns": True, "declare_index_columns": False},
+                                 "meta/info.json does not declare 'task_index'; the converted info.json does"),
     "no_tasks_jsonl": ({"drop_tasks": True}, "meta/tasks.jsonl is missing: rebuilt from the data's task_index values and the tasks of the episodes"),
     "no_episodes_jsonl": ({"drop_episodes": True}, "meta/episodes.jsonl is missing: rebuilt from the data files"),
     "task_column": ({"task_column": True}, "a 'task' column of task strings: read for the tasks, then left out"),

@@ -140,7 +140,8 @@ def convert_v21_to_v30(src: Path, dst: Path, *, data_file_size_in_mb: float | No
     say(f"{src} ({V21}, {len(source.episodes)} episodes, {source.total_frames} frames) -> {dst} "
         f"({SUPPORTED_CODEBASE}); working in {work}")
     try:
-        say("0/5 the dataset as its files declare it" + (" (computing missing statistics)" if _computes(source) else ""))
+        say("0/5 the source's episode files as LeRobot's converter reads them" +
+            (" (computing the missing statistics)" if _computes(source) else ""))
         write_view(source, view)
         work.mkdir()
         _convert(view, work, source, sizes, verify)

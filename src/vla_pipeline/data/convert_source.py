@@ -227,7 +227,7 @@ def _check_columns(source: Source) -> None:
     missing: dict[str, list[int]] = {}
     undeclared: dict[str, list[int]] = {}
     for e in source.episodes:
-        for name in [*(c for c in declared if c not in e.columns), *(c for c in ADDABLE_COLUMNS if c not in declared)]:
+        for name in dict.fromkeys(c for c in (*declared, *ADDABLE_COLUMNS) if c not in e.columns):
             missing.setdefault(name, []).append(e.index)
         for name in (c for c in e.columns if c not in declared and c not in (*ADDABLE_COLUMNS, TASK_COLUMN)):
             undeclared.setdefault(name, []).append(e.index)
@@ -245,6 +245,9 @@ def _check_columns(source: Source) -> None:
         source.errors.append(f"the data files of episodes {_few(eps)} have a column '{name}' that meta/info.json does "
                              f"not declare (LeRobot refuses to load such files); declare it in info.json's features "
                              f"(dtype, shape, names) or remove the column")
+    for name in (c for c in ADDABLE_COLUMNS if c not in declared):
+        source.warnings.append(f"meta/info.json does not declare '{name}'; the converted info.json does (int64, as "
+                               f"LeRobot's DEFAULT_FEATURES)")
     if any(TASK_COLUMN in e.columns for e in source.episodes) and TASK_COLUMN not in declared:
         source.warnings.append(f"the data files have a '{TASK_COLUMN}' column of task strings: read for the tasks, then "
                                f"left out (LeRobot keeps tasks in meta/tasks and task_index)")

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from vla_pipeline.data.convert import ConversionError
 from vla_pipeline.data.convert_source import (
+    ADDABLE_COLUMNS,
     EPISODES_JSONL,
     STATS_JSONL,
     TASK_COLUMN,
@@ -49,7 +50,7 @@ def _chunk(source: Source, episode: int) -> int:
 
 def _write_info(source: Source, view: Path) -> dict:
     info = json.loads(json.dumps(source.info))
-    for name in source.added_columns:
+    for name in ADDABLE_COLUMNS:  # LeRobot v3.0 needs both declared
         info["features"].setdefault(name, dict(INDEX_FEATURE))
     info.update(total_frames=source.total_frames, total_tasks=len(source.tasks))
     (view / "meta").mkdir(parents=True)
