@@ -65,8 +65,6 @@ class Variant:
 
     def expected_refusal(self) -> str | None:
         """What validation must name when the run cannot work on this variant; None: it must work."""
-        if self.storage == "image":
-            return "stored as images"
         if self.version == "v3.0" and self.no_index_columns:
             return "lacks columns ['index'"
         return None

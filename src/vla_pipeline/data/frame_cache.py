@@ -34,7 +34,7 @@ from tqdm import tqdm
 from vla_pipeline.data.contract import Contract, load_contract
 from vla_pipeline.data.features import read_cameras
 from vla_pipeline.data.metadata import load_metadata
-from vla_pipeline.data.tables import load_rows_by_index
+from vla_pipeline.data.tables import load_image_bytes, load_rows_by_index
 from vla_pipeline.errors import TrainInputError
 from vla_pipeline.params import at_least, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, find_data_mismatch, sha256_file
@@ -115,7 +115,7 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
                  exclude: tuple[int, ...] = (), rows: frozenset[int] | None = None):
         self.root, self.tolerance_s, self.shapes = Path(meta.root), tolerance_s, shapes
         self.meta = meta  # LeRobot's metadata of the dataset, read once by the caller
-        self.native = {key: camera.hw for key, camera in read_cameras(meta.info, cameras).items()}
+        self.cameras = read_cameras(meta.info, cameras)
         # frame i of an episode sits at i / fps in its video (a wall-clock `timestamp` column would miss it)
         self.timestamps = load_rows_by_index(self.root, {})["frame_index"].astype(np.float64) / self.meta.fps
         self.blocks = []
@@ -123,8 +123,8 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
             e = self.meta.episodes[ep]
             lo, hi = int(e["dataset_from_index"]), int(e["dataset_to_index"])
             for key in cameras:
-                path = self.root / self.meta.get_video_file_path(ep, key)
-                if not path.is_file():
+                path = self.root / self.meta.get_video_file_path(ep, key) if self.is_video(key) else None
+                if path is not None and not path.is_file():
                     raise TrainInputError(f"episode {ep}: video file {path} ({key}) does not exist; restore it, or add "
                                           f"the episode to dataset.exclude_episodes and re-run `dvc repro`")
                 if rows is None:
@@ -135,17 +135,35 @@ class _EpisodeBlocks(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.blocks)
 
+    def is_video(self, key: str) -> bool:
+        return self.cameras[key].storage == "video"
+
     def __getitem__(self, i: int):
         key, ep, lo, hi = self.blocks[i]
-        e = self.meta.episodes[ep]
-        ts = [float(e[f"videos/{key}/from_timestamp"]) + float(t) for t in self.timestamps[lo:hi]]
-        path = self.root / self.meta.get_video_file_path(ep, key)
-        frames = decode_video_frames(path, ts, self.tolerance_s, "pyav")
-        if tuple(frames.shape[1:]) != (3, *self.native[key]):
-            raise TrainInputError(f"episode {ep}: {path} ({key}) decodes to frames of {tuple(frames.shape[1:])} "
-                                  f"(C, H, W), meta/info.json declares {(3, *self.native[key])}; correct "
+        if self.is_video(key):
+            e = self.meta.episodes[ep]
+            ts = [float(e[f"videos/{key}/from_timestamp"]) + float(t) for t in self.timestamps[lo:hi]]
+            source = self.root / self.meta.get_video_file_path(ep, key)
+            frames = decode_video_frames(source, ts, self.tolerance_s, "pyav")
+        else:  # an image feature: encoded frames in the data files
+            source = self.root / "data"
+            frames = decode_image_frames(load_image_bytes(self.root, key, lo, hi))
+        if tuple(frames.shape[1:]) != self.cameras[key].chw:
+            raise TrainInputError(f"episode {ep}: {source} ({key}) decodes to frames of {tuple(frames.shape[1:])} "
+                                  f"(C, H, W), meta/info.json declares {self.cameras[key].chw}; correct "
                                   f"features.{key}.shape and names, then run `vla validate`")
         return key, lo, hi, compute_resized_frames(frames, self.shapes[key])
+
+
+def decode_image_frames(encoded: list[bytes]) -> torch.Tensor:
+    """(n, 3, H, W) float frames in [0, 1] from PNG/JPEG bytes, as LeRobot's ``hf_transform_to_torch`` reads an
+    image feature (PIL, RGB, ``ToTensor``)."""
+    import io
+
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
 def save_frame_cache(cfg: FrameCacheConfig) -> Path:

@@ -157,3 +157,19 @@ def load_rows_by_index(root: Path, vector_dims: dict[str, int]) -> dict[str, np.
     frames = load_frames_raw(root, vector_dims)
     order = np.argsort(frames["index"], kind="stable")
     return {k: v[order] for k, v in {**frames.scalars, **frames.vectors}.items()}
+
+
+def load_image_bytes(root: Path, key: str, lo: int, hi: int) -> list[bytes]:
+    """The encoded frames (PNG/JPEG bytes) of the image feature ``key`` for global indices ``lo``..``hi - 1``,
+    in index order, read from the data files whose ``index`` range meets it (LeRobot stores an image
+    feature as a ``{bytes, path}`` struct column)."""
+    found: dict[int, bytes] = {}
+    for path in sorted((Path(root) / "data").glob("**/*.parquet")):
+        table = pq.read_table(path, columns=["index", key], filters=[("index", ">=", lo), ("index", "<", hi)])
+        images = table[key].combine_chunks()
+        data = images.field("bytes") if pa.types.is_struct(images.type) else images
+        found.update(zip(table["index"].to_pylist(), data.to_pylist(), strict=True))
+    missing = [i for i in range(lo, hi) if found.get(i) is None]
+    if missing:
+        raise FileNotFoundError(f"{root}/data: no '{key}' image for rows {missing[:5]}")
+    return [found[i] for i in range(lo, hi)]

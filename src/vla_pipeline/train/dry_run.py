@@ -136,7 +136,7 @@ def run_dry_run(view, cfg: DryRunConfig) -> int:
         decoded = _read(sample, episodes, wanted, None, "the decode path (LeRobot's dataset)")
         for row, item in zip(wanted, decoded, strict=True):
             _check_item(sample, row, item, "decode path", None)
-            _check_independent(sample, item)
+            _check_independent(sample, row, item)
         cached = None
         if cfg.cache:
             cache = _build_cache(sample, Path(tmp) / "cache", episodes, wanted)
@@ -209,25 +209,24 @@ def _check_item(sample: _Sample, row: int, item: dict, path: str, resolution: tu
                                 episode=episode, frame=frame, key=key)
 
 
-def _check_independent(sample: _Sample, item: dict) -> None:
-    """The decode path's frame equals PyAV's own decode of the video at that frame, in the same orientation."""
+def _check_independent(sample: _Sample, row: int, item: dict) -> None:
+    """The decode path's frame equals the source frame decoded on its own (PyAV for a video, PIL for an
+    image feature), in the same orientation."""
     from lerobot.utils.constants import OBS_IMAGES
 
     episode, frame = _where(item)
     for name, key in sample.view.contract.cameras.items():
         cam = sample.cameras[key]
-        if cam.storage != "video":
-            continue
-        source = decode_frame_independently(sample.view, key, episode, frame)
+        source = decode_frame_independently(sample.view, cam, (episode, frame, row))
         got = item[f"{OBS_IMAGES}.{name}"].permute(1, 2, 0).numpy()
         if source.shape != got.shape:
-            raise DryRunError(f"episode {episode}, frame {frame}: the video of '{key}' holds frames of (H, W, C) "
+            raise DryRunError(f"episode {episode}, frame {frame}: the {cam.storage} of '{key}' holds frames of (H, W, C) "
                                 f"{list(source.shape)}, the decode path gives {list(got.shape)}; {cam.describe()}",
                                 episode=episode, frame=frame, key=key, value=list(got.shape),
                                 expected=list(source.shape))
         diff = float(np.abs(source.astype(np.float32) / 255 - got).mean())
         if diff > CODEC_TOLERANCE:
-            raise DryRunError(f"episode {episode}, frame {frame}: camera '{key}' differs from the video's own frame "
+            raise DryRunError(f"episode {episode}, frame {frame}: camera '{key}' differs from the {cam.storage}'s own frame "
                                 f"by {diff * 255:.1f}/255 on average (tolerance {CODEC_TOLERANCE * 255:.0f}/255): the "
                                 f"data path reads another frame or another orientation", episode=episode,
                                 frame=frame, key=key, value=diff)

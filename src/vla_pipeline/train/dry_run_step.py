@@ -4,6 +4,7 @@ reference), and one training step of a tiny Pi0.5 shaped like the run on the sam
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline.data.metadata import camera_shapes
+from vla_pipeline.data.tables import load_image_bytes
 from vla_pipeline.errors import VlaError
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.config import compute_image_resolution, make_pi05_config
@@ -34,11 +36,19 @@ class DryRunError(VlaError):
         self.where = where
 
 
-def decode_frame_independently(view, key: str, episode: int, frame: int) -> np.ndarray:
-    """(H, W, 3) uint8: frame ``frame`` of ``episode`` from camera ``key``'s video, decoded by PyAV alone
-    (the file from meta/episodes and info.json's video_path, at from_timestamp + frame / fps)."""
+def decode_frame_independently(view, camera, where: tuple[int, int, int]) -> np.ndarray:
+    """(H, W, 3) uint8: the frame at ``where`` (episode, frame index, global row) of ``camera``
+    (``data.features.Camera``) decoded on its own: a video by PyAV alone (the file from meta/episodes and
+    info.json's video_path, at from_timestamp + frame / fps), an image feature by PIL from the data file."""
     import av
 
+    episode, frame, row = where
+    key = camera.key
+    if camera.storage == "image":
+        from PIL import Image
+
+        (encoded,) = load_image_bytes(view.root, key, row, row + 1)
+        return np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
     meta = view.episodes
     i = meta["episode_index"].tolist().index(episode)
     rel = (view.info.get("video_path") or DEFAULT_VIDEO_PATH).format(

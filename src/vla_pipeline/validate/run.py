@@ -67,6 +67,7 @@ CHECKS: list[Check] = [
     Check("finite", checks_vectors.check_finite, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("ranges", checks_vectors.check_ranges, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("videos", videos.check_videos, (INFO, EPISODES), ("codebase", "contract_keys")),
+    Check("images", videos.check_images, (INFO, FRAMES), ("codebase", "contract_keys")),
     # warnings only
     Check("short_episodes", checks_vectors.check_short_episodes, (INFO, EPISODES)),
     Check("camera_streams", videos.check_camera_streams, (INFO, EPISODES), ("codebase", "contract_keys")),

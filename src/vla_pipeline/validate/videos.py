@@ -69,10 +69,13 @@ class EpisodeVideo:
 
 
 def list_episode_videos(v: View, out: Findings) -> list[EpisodeVideo]:
-    """The video file of each (contract camera, episode), as info.json's ``video_path`` names it."""
+    """The video file of each (contract camera stored as video, episode), as info.json's ``video_path`` names
+    it (a camera stored as images has its frames in the data files: :func:`check_images`)."""
     meta, template = v.episodes, v.info.get("video_path") or DEFAULT_VIDEO_PATH
     found = []
     for camera, key in v.contract.cameras.items():
+        if (v.info["features"].get(key) or {}).get("dtype") == "image":
+            continue
         cols = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index")]
         if not all(c in meta for c in cols):
             out.error("videos", f"meta/episodes has no video columns for camera '{camera}' ('{key}'); is it stored "
@@ -82,6 +85,16 @@ def list_episode_videos(v: View, out: Findings) -> list[EpisodeVideo]:
             rel = Path(template.format(video_key=key, chunk_index=int(meta[cols[0]][i]), file_index=int(meta[cols[1]][i])))
             found.append(EpisodeVideo(camera, key, i, e, rel))
     return found
+
+
+def check_images(v: View, out: Findings) -> None:
+    """A contract camera stored as images (dtype ``image``, frames encoded in the data files, as LeRobot writes
+    them without videos) has its column in every data file; the dry run decodes a sample of them."""
+    for camera, key in v.contract.cameras.items():
+        if (v.info["features"].get(key) or {}).get("dtype") == "image" and key not in v.frames.columns:
+            out.error("images", f"camera '{camera}' ('{key}') is stored as images (dtype 'image' in meta/info.json) "
+                      f"but the data parquet files have no '{key}' column; re-export the dataset with its images, "
+                      f"or map another camera in the contract", key=key)
 
 
 def find_moved_files(root: Path, missing: list[Path], keys: list[str]) -> dict[Path, Path]:
