@@ -163,3 +163,42 @@ def test_no_module_over_400_lines_no_function_over_50_lines_or_6_positional_para
     assert not long_modules, long_modules
     assert not long_functions, long_functions
     assert not wide_functions, wide_functions
+
+
+#: where ``["shape"]`` is read for something that is not an info.json feature (the frame cache's own manifest)
+SHAPE_READERS_ALLOWED = {"data/features.py", "data/frame_cache.py:manifest"}
+
+
+def feature_shape_reads(path: Path) -> list[str]:
+    """``x["shape"]`` and ``x.get("shape")`` in ``path``, each as 'file:line: code' (the frame cache's own
+    manifest entries, read as ``doc["shape"]``, are named ``file:manifest``)."""
+    rel = path.relative_to(SRC).as_posix()
+    tree, lines = ast.parse(path.read_text()), path.read_text().splitlines()
+    found = []
+    for node in ast.walk(tree):
+        subscript = isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "shape"
+        get = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+               and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "shape")
+        if subscript or get:
+            receiver = ast.unparse(node.value if subscript else node.func.value)
+            where = f"{rel}:manifest" if receiver == "doc" and rel == "data/frame_cache.py" else f"{rel}"
+            if where not in SHAPE_READERS_ALLOWED:
+                found.append(f"{rel}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_only_the_one_reading_indexes_a_features_shape() -> None:
+    """Every reader of a camera's (or vector's) declared shape goes through data/features.py, the one module
+    built on LeRobot's own feature handling (a channel-first camera read as (H, W, C) trained on
+    [224, 3, 224] images)."""
+    offenders = [hit for path in sorted(SRC.rglob("*.py")) for hit in feature_shape_reads(path)]
+    assert not offenders, "read the shape through vla_pipeline.data.features instead:\n" + "\n".join(offenders)
+
+
+def test_the_shape_rule_sees_a_hwc_read(tmp_path) -> None:
+    probe = SRC / "data" / "_probe_shape_rule.py"
+    probe.write_text('def f(info, key):\n    h, w, c = info["features"][key]["shape"]\n    return h\n')
+    try:
+        assert feature_shape_reads(probe) == ['data/_probe_shape_rule.py:2: h, w, c = info["features"][key]["shape"]']
+    finally:
+        probe.unlink()

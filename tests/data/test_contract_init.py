@@ -89,8 +89,9 @@ def test_group_features_splits_vectors_cameras_and_leaves_out_bookkeeping(bimanu
     assert {e["key"] for e in groups["vectors"]} == {"actions", "state"}
     assert [e["key"] for e in groups["cameras"]] == ["image"]
     actions = next(e for e in groups["vectors"] if e["key"] == "actions")
-    assert actions == {"key": "actions", "dtype": "float32", "shape": [34], "names": list(BIMANUAL_NAMES)}
-    assert groups["cameras"][0]["dtype"] == "video" and groups["cameras"][0]["shape"] == [24, 32, 3]
+    assert actions == {"key": "actions", "dtype": "float32", "dim": 34, "declared": [34], "names": list(BIMANUAL_NAMES)}
+    assert groups["cameras"][0]["dtype"] == "video" and groups["cameras"][0]["declared"] == [24, 32, 3]
+    assert groups["cameras"][0]["dim"] is None
     every = {e["key"] for g in groups.values() for e in g}
     assert not every & BOOKKEEPING
 

@@ -4,6 +4,7 @@ and joint names, the features the data files hold, and the configured exclusions
 from __future__ import annotations
 
 from vla_pipeline.data.contract import Contract, format_missing_joints
+from vla_pipeline.data.features import declared_shape
 from vla_pipeline.data.tables import SUPPORTED_CODEBASE, camera_keys, format_no_camera
 from vla_pipeline.validate.findings import MIN_EPISODES, Findings, View
 
@@ -70,7 +71,7 @@ def check_feature_names(v: View, out: Findings) -> None:
     for key in (v.contract.action_key, v.contract.state_key):
         if key not in v.info["features"]:
             continue
-        names, shape = v.names(key), v.info["features"][key].get("shape")
+        names, shape = v.names(key), declared_shape(v.info, key)
         if not isinstance(shape, list) or len(shape) != 1:
             out.error("feature_names", f"meta/info.json: '{key}' has shape {shape!r}; a vector feature needs "
                       f"[n_dims]", key=key, value=shape, expected=[len(names)])

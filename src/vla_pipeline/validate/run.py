@@ -115,7 +115,11 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
             out.error(LOADERS[need], f"cannot read {attr} ({type(e).__name__}: {e}); re-export the dataset")
     if FRAMES in loaded and not all(c in view.frames.columns for c in REQUIRED_COLUMNS):
         loaded.discard(FRAMES)
-        out.error("data_files", f"data parquet lacks columns {[c for c in REQUIRED_COLUMNS if c not in view.frames.columns]}")
+        lacking = [c for c in REQUIRED_COLUMNS if c not in view.frames.columns]
+        out.error("data_files", f"data parquet lacks columns {lacking}, which LeRobot's loader needs (a recorder that "
+                  f"never wrote them); re-export the dataset with LeRobot's writer, or add them: index is the frame's "
+                  f"running number over the dataset in episode order, frame_index its number in the episode, "
+                  f"timestamp frame_index / fps", value=lacking)
     return view, loaded
 
 

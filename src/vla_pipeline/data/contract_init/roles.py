@@ -5,6 +5,7 @@ are missing from it."""
 from __future__ import annotations
 
 from vla_pipeline.data.contract_init.yaml_text import commented, quote
+from vla_pipeline.data.features import FeatureError, declared_shape, vector_dim
 from vla_pipeline.data.tables import CAMERA_DTYPES, feature_names
 
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -39,21 +40,24 @@ def _entry(info: dict, key: str) -> dict:
         names = feature_names(info, key)
     except (TypeError, AttributeError):
         names = []
-    shape = feature.get("shape")
-    return {"key": key, "dtype": str(feature.get("dtype", "")), "shape": list(shape) if shape is not None else None,
-            "names": [str(n) for n in names]}
+    declared = declared_shape(info, key)
+    try:
+        dim = vector_dim(info, key)
+    except FeatureError:
+        dim = None  # not a vector: a camera, a scalar, a malformed declaration
+    return {"key": key, "dtype": str(feature.get("dtype", "")), "dim": dim, "names": [str(n) for n in names],
+            "declared": list(declared) if isinstance(declared, list | tuple) else declared}
 
 
 def _is_vector(entry: dict) -> bool:
-    shape = entry["shape"]
-    return (entry["dtype"].startswith(NUMERIC_DTYPES) and isinstance(shape, list) and len(shape) == 1
-            and isinstance(shape[0], int) and shape[0] >= 1 and not entry["key"].startswith("next."))
+    return entry["dtype"].startswith(NUMERIC_DTYPES) and entry["dim"] is not None and not entry["key"].startswith("next.")
 
 
 def group_features(info: dict) -> dict[str, list[dict]]:
     """The dataset's features by role, in info.json order: ``vectors`` (numeric 1-D features, the
     action/state candidates; LeRobot's bookkeeping keys and ``next.*`` left out), ``cameras``
-    (dtype video or image) and ``other``. Each entry: key, dtype, shape, names (possibly empty)."""
+    (dtype video or image) and ``other``. Each entry: key, dtype, dim (a vector's length, else None), names
+    (possibly empty), declared (the shape as info.json writes it)."""
     groups: dict[str, list[dict]] = {"vectors": [], "cameras": [], "other": []}
     for key in info.get("features") or {}:
         if key in BOOKKEEPING:
@@ -99,7 +103,7 @@ def _names_preview(names: list[str], max_names: int) -> str:
 
 
 def _describe(entry: dict, with_names: bool, max_names: int) -> str:
-    shape = entry["shape"] if entry["shape"] is not None else "?"
+    shape = entry["declared"] if entry["declared"] is not None else "?"
     text = f"'{entry['key']}' {entry['dtype']} {shape}"
     return f"{text} {_names_preview(entry['names'], max_names)}" if with_names else text
 

@@ -114,8 +114,8 @@ def _vector_entry(info: dict, key: str, role: str, root: Path, flag: str, need_n
         raise ContractError(f"{root}/meta/info.json: the {role} vector '{key}' has no per-dimension names "
                             f"(features.{key}.names); contracts select joints by name: add the names "
                             f"(one per dimension) to info.json")
-    if len(entry["names"]) != entry["shape"][0]:
-        raise ContractError(f"{root}/meta/info.json: the {role} vector '{key}' has shape {entry['shape']} but "
+    if len(entry["names"]) != entry["dim"]:
+        raise ContractError(f"{root}/meta/info.json: the {role} vector '{key}' has shape {entry['declared']} but "
                             f"{len(entry['names'])} names; fix features.{key}.names in info.json")
     return entry
 
@@ -228,7 +228,7 @@ def build_starter(cfg: InitConfig) -> Starter:
     joints = select_joints(action["names"], cfg.joints, action["key"])
     cameras = _pick_cameras(cfg, info, root)
     notes: list[str] = []
-    frames = _load(root, {v["key"]: v["shape"][0] for v in (action, state) if v is not None})
+    frames = _load(root, {v["key"]: v["dim"] for v in (action, state) if v is not None})
     order, episodes = _episode_order(frames)
     actions = frames.vectors[action["key"]][order][:, [action["names"].index(j) for j in joints]]
     lo, hi = _finite_min_max(actions)
