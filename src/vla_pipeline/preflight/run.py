@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from lerobot.utils.constants import OBS_IMAGES
 
-from vla_pipeline.data.tables import load_info
+from vla_pipeline.data.tables import camera_keys, load_info
 from vla_pipeline.errors import PreflightError
 from vla_pipeline.params import optional_float, param
 from vla_pipeline.preflight import (
@@ -159,7 +159,7 @@ def disk_needs(cfg: TrainConfig) -> dict[str, tuple[Path, int]]:
         from vla_pipeline.model.config import compute_image_resolution
 
         info = load_info(cfg.dataset_root)
-        cameras = sum(1 for f in info["features"].values() if f.get("dtype") in ("video", "image"))
+        cameras = len(camera_keys(info))
         h, w = compute_image_resolution(cfg.policy)
         needs["frame_cache"] = (cfg.store / "frame_cache", int(info.get("total_frames", 0)) * cameras * 3 * h * w)
     return needs
