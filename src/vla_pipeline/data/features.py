@@ -115,8 +115,7 @@ def read_camera(info: dict, key: str) -> Camera:
     if any(r is not None and r != e for r, e in zip(roles, expected, strict=True)):
         raise FeatureError(f"{where}; {lerobot_reads}, which contradicts the names; make the names say the "
                            f"layout of the shape ({expected} for this reading)")
-    codec = (ft.get("info") or {}).get("video.codec") if isinstance(ft.get("info"), dict) else None
-    return Camera(key, str(ft["dtype"]), c, h, w, tuple(int(s) for s in shape), channel_last, codec)
+    return Camera(key, str(ft["dtype"]), c, h, w, tuple(int(s) for s in shape), channel_last, declared_codec(info, key))
 
 
 def read_cameras(info: dict, keys: list[str] | tuple[str, ...] | None = None) -> dict[str, Camera]:
@@ -135,6 +134,24 @@ def vector_dim(info: dict, key: str) -> int:
 
 def vector_dims(info: dict, keys) -> dict[str, int]:
     return {k: vector_dim(info, k) for k in keys}
+
+
+def camera_storage(info: dict, key: str) -> str | None:
+    """"video" or "image" for a camera feature (how its frames are stored), None for anything else or a key
+    info.json does not have."""
+    ft = (info.get("features") or {}).get(key)
+    return str(ft["dtype"]) if is_camera(ft) else None
+
+
+def declared_codec(info: dict, key: str) -> str | None:
+    """The codec info.json claims for a video feature (``info.video.codec``): a claim, not the files' codec."""
+    extra = ((info.get("features") or {}).get(key) or {}).get("info")
+    return extra.get("video.codec") if isinstance(extra, dict) else None
+
+
+def video_keys(info: dict, keys) -> list[str]:
+    """Those of ``keys`` that are cameras stored as video files."""
+    return [k for k in keys if camera_storage(info, k) == "video"]
 
 
 def declared_shape(info: dict, key: str) -> Any:

@@ -10,6 +10,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.datasets.utils import hf_transform_to_torch
 
 from vla_pipeline.data.contract import Contract
+from vla_pipeline.data.features import video_keys
 from vla_pipeline.data.metadata import VIDEO_BACKEND, require_local_root
 from vla_pipeline.data.samples import ArmOnlyDataset
 from vla_pipeline.data.tables import load_info, load_tasks_table
@@ -83,7 +84,7 @@ def make_dataset(
     dataset = RunDataset(
         root,
         episodes,
-        [key for key in contract.cameras.values() if info["features"][key]["dtype"] == "video"],
+        video_keys(info, contract.cameras.values()),
         delta_timestamps={contract.action_key: [i / fps for i in range(chunk_size)]},
         tolerance_s=contract.timestamp_tolerance_s,
         video_backend=VIDEO_BACKEND,

@@ -13,7 +13,7 @@ from lerobot.utils.constants import OBS_IMAGES
 
 from vla_pipeline.data.cached import FrameCacheSource
 from vla_pipeline.data.contract import Contract
-from vla_pipeline.data.features import read_camera
+from vla_pipeline.data.features import read_camera, video_keys
 from vla_pipeline.eval.media import EpisodeFigure, decode_video_frames, prefetch, save_video
 from vla_pipeline.eval.metrics import (
     Predictions,
@@ -65,8 +65,8 @@ def _decodes_videos(dataset) -> bool:
     (not the frame cache, not image features)."""
     if isinstance(dataset.dataset, FrameCacheSource):
         return False
-    features = dataset.dataset.meta.info["features"]
-    return all(features[key]["dtype"] == "video" for key in dataset.contract.cameras.values())
+    cameras = list(dataset.contract.cameras.values())
+    return video_keys(dataset.dataset.meta.info, cameras) == cameras
 
 
 def media_frame_shapes(dataset, episode: int) -> dict[str, tuple[int, int]]:

@@ -4,7 +4,7 @@ and joint names, the features the data files hold, and the configured exclusions
 from __future__ import annotations
 
 from vla_pipeline.data.contract import Contract, format_missing_joints
-from vla_pipeline.data.features import declared_shape
+from vla_pipeline.data.features import camera_storage, declared_shape
 from vla_pipeline.data.tables import SUPPORTED_CODEBASE, camera_keys, format_no_camera
 from vla_pipeline.validate.findings import MIN_EPISODES, Findings, View
 
@@ -60,7 +60,7 @@ def check_contract_keys(v: View, out: Findings) -> None:
 
 
 def check_features_in_data(v: View, out: Findings) -> None:
-    declared = [k for k, f in v.info["features"].items() if f.get("dtype") not in ("video", "image")]
+    declared = [k for k in v.info["features"] if camera_storage(v.info, k) is None]
     missing = [k for k in declared if k not in v.frames.columns]
     for k in missing:
         out.error("features_in_data", f"feature '{k}' is declared in meta/info.json but no data parquet file has "

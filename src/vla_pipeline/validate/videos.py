@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_pipeline.data.features import camera_storage, declared_codec
 from vla_pipeline.validate.findings import Findings, View
 
 DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -74,7 +75,7 @@ def list_episode_videos(v: View, out: Findings) -> list[EpisodeVideo]:
     meta, template = v.episodes, v.info.get("video_path") or DEFAULT_VIDEO_PATH
     found = []
     for camera, key in v.contract.cameras.items():
-        if (v.info["features"].get(key) or {}).get("dtype") == "image":
+        if camera_storage(v.info, key) == "image":
             continue
         cols = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index")]
         if not all(c in meta for c in cols):
@@ -91,7 +92,7 @@ def check_images(v: View, out: Findings) -> None:
     """A contract camera stored as images (dtype ``image``, frames encoded in the data files, as LeRobot writes
     them without videos) has its column in every data file; the dry run decodes a sample of them."""
     for camera, key in v.contract.cameras.items():
-        if (v.info["features"].get(key) or {}).get("dtype") == "image" and key not in v.frames.columns:
+        if camera_storage(v.info, key) == "image" and key not in v.frames.columns:
             out.error("images", f"camera '{camera}' ('{key}') is stored as images (dtype 'image' in meta/info.json) "
                       f"but the data parquet files have no '{key}' column; re-export the dataset with its images, "
                       f"or map another camera in the contract", key=key)
@@ -176,7 +177,7 @@ def check_videos(v: View, out: Findings) -> None:
 
 def _check_codecs(v: View, out: Findings, codecs: dict[str, set[str]]) -> None:
     for key, found in codecs.items():
-        claimed = ((v.info["features"][key].get("info") or {}).get("video.codec"))
+        claimed = declared_codec(v.info, key)
         if claimed and found != {claimed}:
             out.warn("videos", f"'{key}': meta/info.json says codec '{claimed}', the files hold {sorted(found)}; "
                      f"the pipeline decodes what the files hold (PyAV), but tools that trust info.json may not: "

@@ -16,9 +16,9 @@ from vla_pipeline.data.contract_init.yaml_text import (
 
 def render_starter(s: Starter, cfg: InitConfig, info: dict, *, action: dict, state: dict | None,
                    state_lacks: list[str], unit_why: dict, jump: tuple, deviation: float | None, semantics_hint: str,
-                   image_cams: list[str], counts: tuple[int, int]) -> str:
+                   counts: tuple[int, int]) -> str:
     lines = _header(s, cfg, info, counts)
-    lines += _keys(s, cfg, action=action, state=state, state_lacks=state_lacks, image_cams=image_cams)
+    lines += _keys(s, cfg, action=action, state=state, state_lacks=state_lacks)
     lines += _joints_and_units(s, cfg, action=action, semantics_hint=semantics_hint, unit_why=unit_why)
     lines += _ranges(s, cfg, action=action, state=state, state_lacks=state_lacks)
     lines += _limits(s, cfg, jump=jump, deviation=deviation)
@@ -44,8 +44,7 @@ def _key_note(role: str, key: str, canonical: str, given: str | None) -> str | N
     return None if key == canonical else f"guessed from the key name: confirm (not {canonical!r})"
 
 
-def _keys(s: Starter, cfg: InitConfig, *, action: dict, state: dict | None, state_lacks: list[str],
-          image_cams: list[str]) -> list[str]:
+def _keys(s: Starter, cfg: InitConfig, *, action: dict, state: dict | None, state_lacks: list[str]) -> list[str]:
     if s.cameras:
         how = ("chosen with --cameras" if cfg.cameras
                else "every camera of the dataset; drop those the policy should not see")
@@ -69,8 +68,7 @@ def _keys(s: Starter, cfg: InitConfig, *, action: dict, state: dict | None, stat
         rows.append(("  cameras: {}", "no camera: Pi0.5 needs at least one"))
     required = list(s.cameras)  # the policy reads every camera under keys.cameras
     rows.append((f"required_cameras: [{', '.join(quote(n) for n in required)}]",
-                 "cameras every episode must have, as video files"
-                 + (f"; {image_cams} are stored as images: the validator will report them" if image_cams else "")))
+                 "cameras every episode must have (video files or images in the data files)"))
     rows.append((f"state_required: {'true' if state is not None else 'false'}",
                  "Pi0.5 tokenizes the state into its prompt" if state is not None
                  else "no state vector found: set true once keys.state is mapped"))

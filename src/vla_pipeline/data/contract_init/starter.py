@@ -238,8 +238,7 @@ def build_starter(cfg: InitConfig) -> Starter:
     jumps = _jumps(actions, episodes)
     max_jump, jump_q, jump_max = _jump_threshold(jumps, cfg)
     deviation = _timestamp_deviation(frames, order, episodes, fps)
-    image_cams = [n for n, k in cameras.items() if info["features"][k].get("dtype") == "image"]
-    notes += _setup_notes(cfg, deviation, image_cams, cameras, state)
+    notes += _setup_notes(cfg, deviation, state)
     starter = Starter(
         text="", name=_name_of(cfg), action_key=action["key"], state_key=state["key"] if state else None,
         cameras=cameras, joints=tuple(joints), ranges=ranges, observed=observed, units=units,
@@ -248,7 +247,7 @@ def build_starter(cfg: InitConfig) -> Starter:
     starter.text = render_starter(
         starter, cfg, info, action=action, state=state, state_lacks=state_lacks, unit_why=unit_why,
         jump=(jump_q, jump_max, len(jumps)), deviation=deviation, semantics_hint=_semantics_hint(actions, states, lo, hi),
-        image_cams=image_cams, counts=(len(np.unique(episodes)) if len(episodes) else 0, frames.n),
+        counts=(len(np.unique(episodes)) if len(episodes) else 0, frames.n),
     )
     return starter
 
@@ -319,16 +318,11 @@ def _jump_threshold(jumps: np.ndarray, cfg: InitConfig) -> tuple[float | None, f
     return (_round_up(base * cfg.jump_factor) if base > 0 else None), jump_q, jump_max
 
 
-def _setup_notes(cfg: InitConfig, deviation: float | None, image_cams: list[str], cameras: dict,
-                 state: dict | None) -> list[str]:
+def _setup_notes(cfg: InitConfig, deviation: float | None, state: dict | None) -> list[str]:
     notes = []
     if deviation is not None and deviation > cfg.timestamp_tolerance_s:
         notes.append(f"timestamp spacing deviates from 1/fps by up to {deviation:.4g}s, more than the tolerance "
                      f"{cfg.timestamp_tolerance_s}s: validation (timestamps) will report it")
-    if image_cams:
-        notes.append(f"cameras {image_cams} are stored as images in the parquet, not as video: the validator's "
-                     f"videos check expects video files and will report them; convert them to video or leave "
-                     f"them out with --cameras")
     if state is None:
         notes.append("no state vector found: state_required is false; Pi0.5 tokenizes the state into its prompt, "
                      "so map one (--state KEY) before training")
