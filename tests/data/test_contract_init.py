@@ -189,6 +189,17 @@ def test_guess_unit(name, lo, hi, unit):
     assert guess_unit(name, lo, hi)[0] == unit
 
 
+@pytest.mark.parametrize(("name", "lo", "hi", "unit"), [
+    ("shoulder_pan.pos", 1460.0, 2641.0, "ticks"),  # a 12-bit encoder's counts
+    ("wrist_roll.pos", 0.0, 16383.0, "ticks"),
+    ("gripper.pos", 0.0, 100.0, "percent"),  # whole percent stays percent
+    ("elbow.pos", -90.0, 90.0, "deg"),  # signed whole degrees are no encoder counts
+    ("elbow.pos", 0.0, 3.0, "rad"),
+])
+def test_guess_unit_of_whole_numbers(name, lo, hi, unit):
+    assert guess_unit(name, lo, hi, integer=True)[0] == unit
+
+
 def test_widen_adds_the_margin_and_rounds_outward():
     assert widen(-50.0, 50.0, 0.1) == (-60.0, 60.0)
     lo, hi = widen(-34.23, 21.82, 0.1)

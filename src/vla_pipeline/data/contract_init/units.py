@@ -39,8 +39,9 @@ def guess_unit(name: str, lo: float, hi: float, integer: bool = False) -> tuple[
             return "m/s", "linear velocity name"
         return ("deg/s", "velocity beyond ±2π") if amax > 2 * math.pi else ("rad/s", "velocity within ±2π")
     if integer and lo >= 0 and amax > 2 * math.pi + 1e-6:
-        encoder = " (a 12-bit encoder: Feetech, Dynamixel)" if hi <= 4095 else ""
-        return TICKS, f"whole numbers >= 0 beyond 2π: raw servo encoder ticks{encoder}, not an angle"
+        if hi <= 4095:
+            return TICKS, "whole numbers within 0..4095: raw 12-bit encoder ticks as Feetech/Dynamixel give, not an angle"
+        return TICKS, "whole numbers >= 0 beyond 2π: raw encoder ticks, not an angle"
     if amax > 2 * math.pi + 1e-6:
         return "deg", "values beyond ±2π"
     if amax <= math.pi + 1e-6:
