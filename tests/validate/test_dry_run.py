@@ -44,17 +44,17 @@ def contract(tmp_path_factory) -> Path:
     return write_contract(tmp_path_factory.mktemp("contract") / "so101.yaml")
 
 
-def run_params(params: dict, root: Path, *, cache: bool = True) -> dict:
+def run_params(params: dict, root: Path, *, resize: bool = True) -> dict:
     p = copy.deepcopy(params)
     p["dataset"]["root"] = str(root)
-    p["frame_cache"]["enable"] = cache
+    p["frame_cache"]["resize"] = resize
     return p
 
 
-def dry_validate(root: Path, contract: Path, tmp_path: Path, params: dict, *, cache: bool = True):
+def dry_validate(root: Path, contract: Path, tmp_path: Path, params: dict, *, resize: bool = True):
     cfg = ValidateConfig(root, contract, tmp_path / "report.json")
     with contextlib.suppress(ValidationError):  # the report says why
-        validate_dataset(cfg, make_dry_run_check(DryRunConfig.from_params(run_params(params, root, cache=cache))))
+        validate_dataset(cfg, make_dry_run_check(DryRunConfig.from_params(run_params(params, root, resize=resize))))
     return json.loads((tmp_path / "report.json").read_text())
 
 
@@ -62,9 +62,9 @@ def dry_run_errors(report: dict) -> list[dict]:
     return [e for e in report["errors"] if e["check"] == "dry_run"]
 
 
-@pytest.mark.parametrize("cache", [True, False], ids=["cache", "decode"])
-def test_a_channel_first_camera_reaches_the_policy_as_three_by_h_by_w(chw_set, contract, tmp_path, params, cache):
-    report = dry_validate(chw_set, contract, tmp_path, params, cache=cache)
+@pytest.mark.parametrize("resize", [True, False], ids=["cache_resized", "cache_native"])
+def test_a_channel_first_camera_reaches_the_policy_as_three_by_h_by_w(chw_set, contract, tmp_path, params, resize):
+    report = dry_validate(chw_set, contract, tmp_path, params, resize=resize)
     assert report["ok"], report["errors"]
     assert report["checks"]["dry_run"]["status"] == "pass"
     assert report["checks"]["dry_run"]["frames"] == 3 * 4  # first, middle and last frame of each episode
@@ -101,7 +101,7 @@ def test_a_data_path_that_hands_the_policy_the_next_frame_is_caught(chw_set, con
         return {**item, **{k: v for k, v in later.items() if k.startswith("observation.images.")}}
 
     monkeypatch.setattr(ArmOnlyDataset, "__getitem__", next_frames_images)
-    (error,) = dry_run_errors(dry_validate(chw_set, contract, tmp_path, params, cache=False))
+    (error,) = dry_run_errors(dry_validate(chw_set, contract, tmp_path, params))
     assert "differs from the video's own frame" in error["message"] and error["episode"] == 0, error
 
 

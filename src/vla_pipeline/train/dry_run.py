@@ -7,8 +7,9 @@ The sample is the first, middle and last frame of every used episode on small da
 
 * through the decode path (``data.make_episode_dataset`` without a cache: LeRobot's dataset),
 * through the frame-cache path (the cache's own build, restricted to the sampled rows, read back by
-  ``FrameCacheSource``), unless ``frame_cache.enable`` is false,
-* independently, by PyAV, straight from the video file at ``from_timestamp + frame_index / fps``.
+  ``FrameCacheSource``), whatever ``frame_cache.enable`` says,
+* independently: by PyAV straight from the video file at ``from_timestamp + frame_index / fps``, or by
+  PIL from the data file for a camera stored as images.
 
 The checks: every camera tensor is float32 ``[3, H, W]`` in [0, 1] with the (H, W) that
 ``data.features`` reads from info.json; the decoded frame equals the independent decode (same
@@ -52,13 +53,13 @@ CHECK = "dry_run"
 
 @dataclass(frozen=True)
 class DryRunConfig:
-    """The run the dry run rehearses: its policy (chunk, prompt length, normalization, resolution) and
-    whether it reads frames through the cache (and at which resolution)."""
+    """The run the dry run rehearses: its policy (chunk, prompt length, normalization, resolution) and the
+    resolution its frame cache stores. Both data paths are read whatever ``frame_cache.enable`` says: a
+    run, or an experiment, may switch it."""
 
     policy: PolicyConfig
     dims: ModelDims  # the tiny model's dims, vision.image_size = the run's resolution
     cache_resolution: tuple[int, int] | None  # frame_cache.resize: the policy's resolution; None: native
-    cache: bool = True  # frame_cache.enable
     max_episodes: int = 12
 
     @classmethod
@@ -67,13 +68,13 @@ class DryRunConfig:
         run's resolution, also for a full-size run."""
         policy = PolicyConfig.from_params(param(p, "policy"))
         return cls.shaped_like(policy, ModelDims.from_dict(param(p, "policy.dims")),
-                               cache=param(p, "frame_cache.enable", bool), resize=param(p, "frame_cache.resize", bool))
+                               resize=param(p, "frame_cache.resize", bool))
 
     @classmethod
-    def shaped_like(cls, policy: PolicyConfig, tiny: ModelDims, *, cache: bool = True, resize: bool = True) -> DryRunConfig:
+    def shaped_like(cls, policy: PolicyConfig, tiny: ModelDims, *, resize: bool = True) -> DryRunConfig:
         resolution = compute_image_resolution(policy)
         dims = dataclasses.replace(tiny, vision=dataclasses.replace(tiny.vision, image_size=resolution[0]))
-        return cls(policy=policy, dims=dims, cache_resolution=resolution if resize else None, cache=cache)
+        return cls(policy=policy, dims=dims, cache_resolution=resolution if resize else None)
 
     @classmethod
     def full_size(cls, chunk_size: int = PolicyConfig.chunk_size) -> DryRunConfig:
@@ -87,7 +88,7 @@ class DryRunConfig:
 def make_dry_run_check(cfg: DryRunConfig) -> Callable:
     """The check validation runs last (``validate.run.validate_dataset(..., dry_run=...)``)."""
 
-    def check_dry_run(view, out) -> None:
+    def check_dry_run(view, out) -> dict | None:
         started = time.perf_counter()
         try:
             n = run_dry_run(view, cfg)
@@ -137,12 +138,10 @@ def run_dry_run(view, cfg: DryRunConfig) -> int:
         for row, item in zip(wanted, decoded, strict=True):
             _check_item(sample, row, item, "decode path", None)
             _check_independent(sample, row, item)
-        cached = None
-        if cfg.cache:
-            cache = _build_cache(sample, Path(tmp) / "cache", episodes, wanted)
-            cached = _read(sample, episodes, wanted, cache, "the frame-cache path")
-            for row, item in zip(wanted, cached, strict=True):
-                _check_item(sample, row, item, "frame-cache path", cfg.cache_resolution)
+        cache = _build_cache(sample, Path(tmp) / "cache", episodes, wanted)
+        cached = _read(sample, episodes, wanted, cache, "the frame-cache path")
+        for row, item in zip(wanted, cached, strict=True):
+            _check_item(sample, row, item, "frame-cache path", cfg.cache_resolution)
         run_step_rehearsal(sample, decoded, cached, Path(tmp))
     return len(wanted)
 

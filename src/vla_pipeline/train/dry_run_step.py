@@ -86,7 +86,7 @@ def _collate(items: list[dict]) -> dict:
     return torch.utils.data.default_collate(items)
 
 
-def run_step_rehearsal(sample, decoded: list[dict], cached: list[dict] | None, tmp: Path) -> None:
+def run_step_rehearsal(sample, decoded: list[dict], cached: list[dict], tmp: Path) -> None:
     """A tiny Pi0.5 with the run's cameras, resolution, chunk and state/action sizes: LeRobot's preprocessor
     on the sampled batch, the images as the model sees them (both paths agree), then forward and backward."""
     view, cfg, c = sample.view, sample.cfg, sample.view.contract
@@ -102,8 +102,7 @@ def run_step_rehearsal(sample, decoded: list[dict], cached: list[dict] | None, t
         try:
             batch = prepare(_collate(decoded))
             images = _model_images(policy, batch, compute_image_resolution(policy_cfg))
-            if cached is not None:
-                _compare_paths(images, _model_images(policy, prepare(_collate(cached)), None), decoded)
+            _compare_paths(images, _model_images(policy, prepare(_collate(cached)), None), decoded)
             loss = Pi05Loss(policy)(batch)
             loss.backward()
         except VlaError:
