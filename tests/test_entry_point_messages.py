@@ -197,6 +197,15 @@ def test_every_reader_refuses_a_failed_report_or_another_contract(demo_dataset, 
         assert rc == 1 and err.startswith(f"error: validation report {report} was made against an earlier version "
                                           f"of {contract} (the file changed since)"), (argv, err)
     assert not (tmp_path / "frame_cache").exists()
+    contract.write_text(CONTRACT.read_text())  # the report holds again; the run names another contract file
+    other = tmp_path / "other.yaml"
+    other.write_text(CONTRACT.read_text().replace("max_action_jump: 30", "max_action_jump: 20"))
+    params = write_params(tmp_path, demo_dataset, other, report)
+    for argv in (["norms", "--params", params], ["frame-cache", "--params", params], ["train", "--params", params]):
+        rc, out, err = run(capsys, *argv)
+        assert rc == 1 and err.startswith(f"error: validation report {report} was made against another contract "
+                                          f"({contract}) than {other}"), (argv, err)
+    assert not (tmp_path / "frame_cache").exists()
 
 
 # ----------------------------------------------------------------------------- validate's last line

@@ -15,6 +15,7 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 
 from vla_pipeline import __version__
 from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.features import vector_dims
 from vla_pipeline.data.tables import feature_names, load_info, load_rows_by_index
 from vla_pipeline.data.validation_report import load_report
 from vla_pipeline.errors import ConfigError
@@ -171,7 +172,7 @@ def compute_norm_stats(cfg: NormsConfig) -> tuple[dict, dict]:
     excluded = excluded or ()
     contract = load_contract(cfg.contract_path)
     info = load_info(cfg.dataset_root)
-    dims = {k: info["features"][k]["shape"][0] for k in (contract.action_key, contract.state_key)}
+    dims = vector_dims(info, (contract.action_key, contract.state_key))
     rows = load_rows_by_index(cfg.dataset_root, dims)  # float64, in global index order
     episodes = sorted(set(np.unique(rows["episode_index"]).tolist()) - set(excluded))
     split = compute_split(episodes, cfg.val_fraction, cfg.seed, list(cfg.val_episodes) or None)

@@ -137,7 +137,9 @@ def test_data_without_the_required_columns_is_not_loaded(tmp_path) -> None:
     out = Findings()
     view, loaded = load_view(_cfg(root, contract, tmp_path), out)
     assert FRAMES not in loaded and view.frames is not None
-    assert out.errors == [Finding("data_files", "data parquet lacks columns ['frame_index', 'timestamp']")]
+    (error,) = out.errors
+    assert error.check == "data_files" and error.value == ["frame_index", "timestamp"]
+    assert error.message.startswith("data parquet lacks columns ['frame_index', 'timestamp'], which LeRobot's loader")
 
 
 # ----------------------------------------------------------------------------- running the checks

@@ -174,7 +174,8 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
     only a manifest saying so, so the stage still has its output."""
     out = Path(cfg.out_dir)
     if cfg.exclude_episodes is None:
-        cfg = dataclasses.replace(cfg, exclude_episodes=read_recorded_exclusions(cfg.report_path))
+        cfg = dataclasses.replace(cfg, exclude_episodes=read_recorded_exclusions(
+            cfg.report_path, cfg.dataset_root, cfg.contract_path))
     if cfg.enable and cfg.store is not None:
         _build(out, lambda tmp: _save_shared(cfg))
     else:
@@ -182,24 +183,18 @@ def save_frame_cache(cfg: FrameCacheConfig) -> Path:
     return out
 
 
-def read_recorded_exclusions(report_path: Path | None, dataset_root: Path | None = None,
-                             contract_path: Path | None = None) -> tuple[int, ...]:
+def read_recorded_exclusions(report_path: Path | None, dataset_root: Path, contract_path: Path) -> tuple[int, ...]:
     """The episodes the validation report says were excluded (``dataset.exclude_episodes`` is read by the
     validate stage only; the report carries it to the stages after it), read through the one checked
     read-back: a failed report, or one of another dataset version or contract, is refused (nothing is
-    decoded, no store entry is made). Without ``dataset_root``/``contract_path``, against those the
-    report names (refused when they changed since it was made)."""
-    from vla_pipeline.data.validation_report import load_report, load_report_as_recorded
+    decoded, no store entry is made)."""
+    from vla_pipeline.data.validation_report import load_report
 
     path = Path(report_path) if report_path is not None else None
     if path is None or not path.is_file():
         raise TrainInputError(f"validation report {path} not found: the frame cache leaves out the episodes it "
                               f"excluded; run `dvc repro validate` (or `vla validate`) first")
-    if dataset_root is None or contract_path is None:
-        report = load_report_as_recorded(path)
-    else:
-        report = load_report(path, dataset_root, contract_path)
-    return tuple(report["excluded_episodes"])
+    return tuple(load_report(path, dataset_root, contract_path)["excluded_episodes"])
 
 
 def _build(out: Path, fill) -> dict:

@@ -82,20 +82,6 @@ def load_report(path: Path, dataset_root: Path, contract_path: Path | None = Non
     return report
 
 
-def load_report_as_recorded(path: Path) -> dict:
-    """:func:`load_report` against the dataset and contract the report names itself: refused when it
-    failed, or when either has changed since it was made (for a reader that is not told which it uses)."""
-    report = read_report_json(path)
-    root = report.get("dataset_root")
-    contract = report.get("contract")
-    if not root or not contract:
-        raise ValidationError(f"validation report {path} does not name its dataset and contract; {RERUN}")
-    if not Path(contract).is_file():
-        raise ValidationError(f"validation report {path} was made against contract {contract}, which is gone; "
-                              f"{RERUN} with the contract the run uses")
-    return load_report(path, Path(root), Path(contract))
-
-
 def require_same_exclusions(report: dict, path: Path, exclude_episodes) -> None:
     """The report was made with these ``dataset.exclude_episodes`` (those a later stage worked with)."""
     if report.get("excluded_episodes") != sorted(set(exclude_episodes)):
