@@ -154,3 +154,11 @@ def test_the_repository_params_run_the_dry_run_in_the_validate_stage():
     import yaml
 
     assert yaml.safe_load((REPO / "params.yaml").read_text())["validate"]["dry_run"] is True
+
+
+def test_a_run_with_another_tokenizer_is_not_held_to_the_local_tokenizers_prompt_length(params):
+    p = copy.deepcopy(params)
+    p["policy"].update(tokenizer="google/paligemma-3b-pt-224", tokenizer_max_length=16)
+    assert DryRunConfig.from_params(p).policy.tokenizer_max_length >= 200  # LeRobot's default window
+    p["policy"]["tokenizer"] = "local"
+    assert DryRunConfig.from_params(p).policy.tokenizer_max_length == 16  # the run's own tokenizer: its window

@@ -72,6 +72,12 @@ class DryRunConfig:
 
     @classmethod
     def shaped_like(cls, policy: PolicyConfig, tiny: ModelDims, *, resize: bool = True) -> DryRunConfig:
+        """The dry run of ``policy``'s run through ``tiny`` at its resolution. The step uses the local tokenizer:
+        with another one (PaliGemma's) the prompt's length is not the run's, so the window is widened to
+        LeRobot's default and the prompt check is left to the train stage's guard."""
+        if policy.tokenizer != "local":
+            length = max(policy.tokenizer_max_length, PI05Config().tokenizer_max_length)
+            policy = dataclasses.replace(policy, tokenizer_max_length=length)
         resolution = compute_image_resolution(policy)
         dims = dataclasses.replace(tiny, vision=dataclasses.replace(tiny.vision, image_size=resolution[0]))
         return cls(policy=policy, dims=dims, cache_resolution=resolution if resize else None)
