@@ -99,13 +99,13 @@ def _write_meta(source: Source, view: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- statistics
-def _column_array(column: pa.ChunkedArray, shape: list[int]) -> np.ndarray:
-    """A data column as (rows, *shape) (vectors) or (rows,) (scalars), in its stored dtype."""
-    array = column.combine_chunks()
+def _column_array(column: pa.ChunkedArray) -> np.ndarray:
+    """A data column as (rows, *dims) (vectors: dims from the nested lists themselves) or (rows,) (scalars)."""
+    array, dims = column.combine_chunks(), []
     while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
-        array = array.flatten()
-    values = array.to_numpy(zero_copy_only=False)
-    return values if len(values) == len(column) else values.reshape(len(column), *shape)
+        outer, array = len(array), array.flatten()
+        dims.append(len(array) // max(outer, 1))
+    return array.to_numpy(zero_copy_only=False).reshape(len(column), *dims)
 
 
 def _decoded_sample(e: Episode, key: str, dtype: str, table: pa.Table) -> np.ndarray:
@@ -140,8 +140,7 @@ def episode_stats(e: Episode, table: pa.Table, features: dict, keys: list[str]) 
     camera frames sampled and reduced per channel to (3, 1, 1) in [0, 1], as it does for image paths)."""
     from lerobot.datasets.compute_stats import compute_episode_stats, get_feature_stats
 
-    vectors = {k: _column_array(table[k], features[k]["shape"]) for k in keys
-               if features[k]["dtype"] not in CAMERA_DTYPES}
+    vectors = {k: _column_array(table[k]) for k in keys if features[k]["dtype"] not in CAMERA_DTYPES}
     stats = compute_episode_stats(vectors, features)
     for key in (k for k in keys if features[k]["dtype"] in CAMERA_DTYPES):
         sample = get_feature_stats(_decoded_sample(e, key, features[key]["dtype"], table), axis=(0, 2, 3), keepdims=True)
@@ -160,8 +159,11 @@ def _write_stats(source: Source, view: Path, info: dict) -> None:
     keys = [k for k, f in features.items() if f.get("dtype") != "string"]
     present = [s for ep in source.stats.values() for s in ep.values() if isinstance(s, dict)]
     names = set(present[0]) if present else None
+    from tqdm import tqdm
+
     rows = []
-    for e in source.episodes:
+    complete = all(k in source.stats.get(e.index, {}) for e in source.episodes for k in keys)
+    for e in tqdm(source.episodes, desc="statistics (LeRobot's compute_stats)", unit="ep", disable=complete):
         have = {k: v for k, v in source.stats.get(e.index, {}).items() if k in keys}
         lacking = [k for k in keys if k not in have]
         if lacking:
