@@ -31,6 +31,7 @@ from vla_pipeline.data.convert import (
     format_conversion_hint,
 )
 from vla_pipeline.data.convert_tasks import resolve_tasks
+from vla_pipeline.data.features import video_keys
 
 EPISODES_JSONL, TASKS_JSONL, STATS_JSONL = LEGACY_FILES
 EPISODE_FILE = re.compile(r"episode_(\d+)\.(parquet|mp4)")
@@ -76,7 +77,7 @@ class Source:
 
     @property
     def video_keys(self) -> list[str]:
-        return [k for k, f in self.info["features"].items() if f.get("dtype") == "video"]
+        return video_keys(self.info, self.info["features"])
 
     @property
     def total_frames(self) -> int:
@@ -223,7 +224,8 @@ def _scan_episode(episode: Episode, fps: int, errors: list[str]) -> None:
 
 def _check_columns(source: Source) -> None:
     """Declared columns that are missing (``index``/``task_index`` are added) and undeclared ones."""
-    declared = [k for k, f in source.info["features"].items() if f.get("dtype") != "video"]
+    videos = set(source.video_keys)
+    declared = [k for k in source.info["features"] if k not in videos]
     missing: dict[str, list[int]] = {}
     undeclared: dict[str, list[int]] = {}
     for e in source.episodes:

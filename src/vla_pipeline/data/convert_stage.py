@@ -28,11 +28,11 @@ from vla_pipeline.data.convert_source import (
     Episode,
     Source,
 )
+from vla_pipeline.data.tables import CAMERA_DTYPES
 
 INDEX_FEATURE = {"dtype": "int64", "shape": [1], "names": None}  # LeRobot's DEFAULT_FEATURES entry
 V21_DATA = "data/chunk-{chunk:03d}/episode_{episode:06d}.parquet"
 V21_VIDEO = "videos/chunk-{chunk:03d}/{key}/episode_{episode:06d}.mp4"
-CAMERA_DTYPES = ("video", "image")
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
