@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
+from vla_pipeline.quiet import quiet_third_party
 from vla_pipeline.train.dry_run import DryRunConfig, make_dry_run_check
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.run import validate_dataset
@@ -43,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    quiet_third_party()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     base = DemoConfig.from_params(params)
     with tempfile.TemporaryDirectory() as tmp:
