@@ -84,13 +84,16 @@ def test_a_declaration_unlike_the_videos_is_named_with_declared_and_observed(chw
     assert "Traceback" not in error["message"]
 
 
-def test_a_camera_lerobot_would_misread_fails_the_dry_run_with_its_reading(chw_set, contract, tmp_path, params):
+def test_a_camera_lerobot_would_misread_is_refused_with_its_reading(chw_set, contract, tmp_path, params):
     root = tmp_path / "misread"
     shutil.copytree(chw_set, root)
     edit_info(root, lambda info: info["features"][FRONT].__setitem__("names", ["height", "width", "channels"]))
     report = dry_validate(root, contract, tmp_path, params)
-    (error,) = dry_run_errors(report)
-    assert FRONT in error["message"] and "LeRobot reads it as channel-last: C=32, H=3, W=24" in error["message"], error["message"]
+    (error,) = report["errors"]  # named by its own check; the dry run, which needs it, is skipped
+    assert error["check"] == "camera_features" and error["value"] == [3, 24, 32], error
+    assert FRONT in error["message"] and "LeRobot reads it as channel-last: C=32, H=3, W=24" in error["message"], error
+    assert report["checks"]["dry_run"] == {"status": "skipped", "needs": ["camera_features"], "errors": 0,
+                                           "warnings": 0}
 
 
 def test_a_data_path_that_hands_the_policy_the_next_frame_is_caught(chw_set, contract, tmp_path, params, monkeypatch):

@@ -66,6 +66,7 @@ CHECKS: list[Check] = [
     Check("sequence_length", checks_vectors.check_sequence_length, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("finite", checks_vectors.check_finite, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("ranges", checks_vectors.check_ranges, (INFO, FRAMES), ("codebase", *SHAPES)),
+    Check("camera_features", videos.check_camera_features, after=("codebase", "contract_keys")),
     Check("videos", videos.check_videos, (INFO, EPISODES), ("codebase", "contract_keys")),
     Check("images", videos.check_images, (INFO, FRAMES), ("codebase", "contract_keys")),
     # warnings only

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_pipeline.data.features import camera_storage, declared_codec
+from vla_pipeline.data.features import (
+    FeatureError,
+    camera_storage,
+    declared_codec,
+    declared_shape,
+    read_camera,
+)
 from vla_pipeline.validate.findings import Findings, View
 
 DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -86,6 +92,16 @@ def list_episode_videos(v: View, out: Findings) -> list[EpisodeVideo]:
             rel = Path(template.format(video_key=key, chunk_index=int(meta[cols[0]][i]), file_index=int(meta[cols[1]][i])))
             found.append(EpisodeVideo(camera, key, i, e, rel))
     return found
+
+
+def check_camera_features(v: View, out: Findings) -> None:
+    """Each contract camera's declaration is one LeRobot reads as the frames are (``data.features``): three
+    positive sizes, names that say the layout, 3 channels; else the declaration and LeRobot's reading."""
+    for key in v.contract.cameras.values():
+        try:
+            read_camera(v.info, key)
+        except FeatureError as e:
+            out.error("camera_features", str(e), key=key, value=declared_shape(v.info, key))
 
 
 def check_images(v: View, out: Findings) -> None:
