@@ -40,3 +40,4 @@ def test_validation_names_the_cause_or_the_run_works(index, tmp_path, monkeypatc
     assert dry_run["status"] == "pass" and dry_run["frames"] == 3 * 4, f"{where}: {dry_run}"
     metrics = json.loads((tmp_path / "run" / "eval" / "best" / "metrics.json").read_text())
     assert metrics["n_executed_steps"] > 0, where
+    assert (tmp_path / "run" / "eval" / "best" / "videos").is_dir(), "dvc.yaml's evaluate output, evaluate.videos false"

@@ -39,6 +39,7 @@ def save_media(tracker, out: Path, dataset, preds: Predictions, table: list[dict
     joints = list(contract.joints)
     roles = compute_media_roles(table)
     shapes = media_frame_shapes(dataset, roles["best"]) if videos else {}
+    (out / "videos").mkdir(parents=True, exist_ok=True)  # a DVC output of the evaluate stage, empty without videos
     # one figure for every episode: drawn once per episode for its PNG and every frame of its video
     with tempfile.TemporaryDirectory() as tmp, EpisodeFigure(shapes, joints, contract.units) as figure:
         for which, ep in roles.items():
