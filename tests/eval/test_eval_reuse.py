@@ -107,6 +107,18 @@ def test_last_reuses_best_when_the_best_is_the_last(tiny_run, stage_params, infe
     assert (out / "last/live/plots/custom/episodes.json").is_file()
 
 
+def test_without_videos_both_evaluations_leave_their_empty_videos_output(stage_params, inference_calls) -> None:
+    """dvc.yaml declares <out>/<key>/videos as an output: `dvc repro` fails when it is missing, also when
+    evaluate@last reuses evaluate@best's results."""
+    stage_params["evaluate"]["videos"] = False
+    _stage("best", stage_params)
+    _stage("last", stage_params)
+    assert len(inference_calls) == 1  # last reused best
+    out = Path(stage_params["evaluate"]["out_dir"])
+    for which in ("best", "last"):
+        assert (out / which / "videos").is_dir() and not any((out / which / "videos").iterdir()), which
+
+
 def test_last_evaluates_when_its_settings_differ(tiny_run, stage_params, inference_calls, capsys) -> None:
     _stage("best", stage_params)
     stage_params["evaluate"]["noise_seed"] = 1  # as if evaluate@best were from before the change

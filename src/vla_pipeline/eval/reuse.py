@@ -72,9 +72,11 @@ def reuse_evaluation(cfg: EvaluateConfig, source: Path, protocol: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for name in REUSED_FILES:
         shutil.copyfile(source / name, out / name)
+    shutil.rmtree(out / "videos", ignore_errors=True)
     if cfg.videos:
-        shutil.rmtree(out / "videos", ignore_errors=True)
         shutil.copytree(source / "videos", out / "videos")
+    else:  # the evaluate stage's DVC output, empty without videos (as a computed evaluation leaves it)
+        (out / "videos").mkdir()
     protocol = {**protocol, "config": config_doc(cfg), "reused_from": str(source)}
     (out / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
     metrics = json.loads((out / "metrics.json").read_text())
