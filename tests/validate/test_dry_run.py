@@ -149,6 +149,8 @@ def test_vla_validate_ends_with_the_dry_run_and_says_how_long_it_took(chw_set, c
     assert main(["validate", str(chw_set), "--contract", str(contract), "--report", str(report)]) == 0
     checks = json.loads(report.read_text())["checks"]
     assert list(checks)[-1] == "dry_run" and checks["dry_run"]["status"] == "pass" and checks["dry_run"]["seconds"] > 0
+    assert "dry run: 12 sampled frames read through the decode and frame-cache paths equal the source" in (
+        capsys.readouterr().out)
     assert main(["validate", str(chw_set), "--contract", str(contract), "--report", str(report), "--no-dry-run"]) == 0
     assert "dry_run" not in json.loads(report.read_text())["checks"]
 

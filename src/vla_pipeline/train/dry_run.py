@@ -49,6 +49,7 @@ from vla_pipeline.train.dry_run_step import DryRunError, decode_frame_independen
 CODEC_TOLERANCE = 3 / 255  # |decode path - independent decode| per pixel: the same FFmpeg decoder, colour conversion
 SAMPLE_POSITIONS = (0.0, 0.5, 1.0)  # first, middle and last frame of a sampled episode
 CHECK = "dry_run"
+LEROBOT_PROMPT_LENGTH = PI05Config.__dataclass_fields__["tokenizer_max_length"].default  # LeRobot's Pi0.5 default
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class DryRunConfig:
         with another one (PaliGemma's) the prompt's length is not the run's, so the window is widened to
         LeRobot's default and the prompt check is left to the train stage's guard."""
         if policy.tokenizer != "local":
-            length = max(policy.tokenizer_max_length, PI05Config().tokenizer_max_length)
+            length = max(policy.tokenizer_max_length, LEROBOT_PROMPT_LENGTH)
             policy = dataclasses.replace(policy, tokenizer_max_length=length)
         resolution = compute_image_resolution(policy)
         dims = dataclasses.replace(tiny, vision=dataclasses.replace(tiny.vision, image_size=resolution[0]))
@@ -87,7 +88,7 @@ class DryRunConfig:
         """Without a params file (``vla validate DATASET --contract C``): a full-size run's shape (LeRobot's
         defaults, 224x224 images, the frame cache on), through the reference tiny dims."""
         policy = dataclasses.replace(PolicyConfig(), chunk_size=chunk_size, n_action_steps=chunk_size,
-                                     tokenizer_max_length=PI05Config().tokenizer_max_length)
+                                     tokenizer_max_length=LEROBOT_PROMPT_LENGTH)
         return cls.shaped_like(policy, load_reference_dims())
 
 
