@@ -70,7 +70,7 @@ def test_refuses_failed_validation(params, tiny_run, tmp_path) -> None:
     report.write_text(json.dumps({"ok": False}))
     save_norm_stats(NormsConfig(tiny_run.dataset, CONTRACT, tmp_path / "norms"))
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, validation_report=report)
-    with pytest.raises(ValidationError, match="dataset failed"):
+    with pytest.raises(ValidationError, match=r"failed validation \(no error recorded\)"):
         train(cfg)
 
 
