@@ -141,21 +141,28 @@ class Outcome:
 
 def run_variant(v: Variant, work: Path, *, cache: bool, monkeypatch) -> Outcome:
     """convert (v2.1) -> contract init -> validate (with its dry run) -> norms, frame_cache, train, evaluate."""
+    root = write_variant(work / ("recorded" if v.version == "v2.1" else "ds"), v)
+    return run_user_path(root, work, v2_1=v.version == "v2.1", joints="right.*" if v.bimanual else None, cache=cache,
+                         monkeypatch=monkeypatch)
+
+
+def run_user_path(root: Path, work: Path, *, v2_1: bool, joints: str | None, cache: bool, monkeypatch,
+                  exclude: tuple[int, ...] = ()) -> Outcome:
+    """What a user does with a recording at ``root``: ``vla convert`` (a v2.1 one), ``vla contract init``
+    (``--joints``), then the stages as DVC runs them, excluding ``exclude``."""
     from pipeline import STAGES, load_stage, make_params
     from vla_pipeline.cli import main
     from vla_pipeline.errors import VlaError
 
-    root = write_variant(work / ("recorded" if v.version == "v2.1" else "ds"), v)
-    if v.version == "v2.1":
+    if v2_1:
         converted = work / "ds"
         if main(["convert", str(root), "--out", str(converted)]) != 0:
             return Outcome("vla convert refused", None)
         root = converted
     contract = work / "contract.yaml"
-    joints = ["--joints", "right.*"] if v.bimanual else []
-    if main(["contract", "init", str(root), "--out", str(contract), *joints]) != 0:
+    if main(["contract", "init", str(root), "--out", str(contract), *(["--joints", joints] if joints else [])]) != 0:
         return Outcome("vla contract init refused", None)
-    params = make_params(root, work / "run", cache, [], contract=contract)
+    params = make_params(root, work / "run", cache, list(exclude), contract=contract)
     params["evaluate"]["videos"] = False
     done = []
     try:
