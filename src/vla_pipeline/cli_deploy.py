@@ -8,7 +8,7 @@ from pathlib import Path
 
 def cmd_serve(args) -> int:
     from vla_pipeline.checkpoint.io import compute_checkpoint_id
-    from vla_pipeline.deploy.server import ServeConfig, make_server
+    from vla_pipeline.deploy.server import ServeConfig, format_address, make_server
 
     cfg = ServeConfig(Path(args.checkpoint), host=args.host, port=args.port, device=args.device, expose=args.expose,
                       pick=args.pick, contract=Path(args.contract) if args.contract else None,
@@ -16,9 +16,10 @@ def cmd_serve(args) -> int:
     server, servicer = make_server(cfg)
     ckpt_id = (compute_checkpoint_id(servicer.deployed.ckpt) or str(servicer.deployed.ckpt.directory))[:12]
     server.start()
-    print(f"serving {servicer.deployed.ckpt.directory} (checkpoint id {ckpt_id}) on {cfg.host}:{servicer.config.port}, "
+    address = format_address(cfg.host, servicer.config.port)
+    print(f"serving {servicer.deployed.ckpt.directory} (checkpoint id {ckpt_id}) on {address}, "
           f"device {cfg.device}, contract '{servicer.deployed.contract.name}'\nrobot side: vla lerobot async-client "
-          f"--server_address={cfg.host}:{servicer.config.port} --policy_type=pi05 --pretrained_name_or_path={ckpt_id} "
+          f"--server_address={address} --policy_type=pi05 --pretrained_name_or_path={ckpt_id} "
           f"--actions_per_chunk={servicer.deployed.config.chunk_size} --robot.type=... --task='...'", flush=True)
     try:
         server.wait_for_termination()

@@ -231,6 +231,21 @@ def test_binding_beyond_localhost_needs_expose(tiny_run):
     assert ServeConfig(tiny_run.train, host="0.0.0.0", expose=True).expose
 
 
+def test_the_ipv6_loopback_binds_and_serves(tiny_run):
+    """--host ::1 binds [::1] (it failed as '::1:8080', which gRPC cannot parse) and a client reaches it."""
+    from vla_pipeline.deploy.server import format_address
+
+    assert format_address("::1", 8080) == "[::1]:8080" and format_address("127.0.0.1", 8080) == "127.0.0.1:8080"
+    server, servicer = make_server(ServeConfig(tiny_run.train, host="::1", port=0))
+    server.start()
+    try:
+        channel = grpc.insecure_channel(f"[::1]:{servicer.config.port}")
+        services_pb2_grpc.AsyncInferenceStub(channel).Ready(services_pb2.Empty(), timeout=30)
+        channel.close()
+    finally:
+        server.stop(grace=0)
+
+
 def test_the_in_process_policy_gives_robot_actions_a_chunk_at_a_time(served, tiny_run):
     from vla_pipeline.deploy.policy import DeployedPolicy
     from vla_pipeline.deploy.replay import ReplayRobot

@@ -192,6 +192,11 @@ def served_names(cfg: ServeConfig, deployed: DeployedPolicy) -> set[str]:
     return names
 
 
+def format_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC and LeRobot's client take it: an IPv6 address in brackets (``[::1]:8080``)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def make_server(cfg: ServeConfig) -> tuple[grpc.Server, VlaPolicyServer]:
     """Load the checkpoint and build the gRPC server (not started); the port 0 picks a free one."""
     deployed = DeployedPolicy.load(cfg.checkpoint, device=cfg.device, pick=cfg.pick, contract=cfg.contract,
@@ -203,9 +208,9 @@ def make_server(cfg: ServeConfig) -> tuple[grpc.Server, VlaPolicyServer]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
     services_pb2_grpc.add_AsyncInferenceServicer_to_server(servicer, server)
     try:
-        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        port = server.add_insecure_port(format_address(cfg.host, cfg.port))
     except RuntimeError as e:
-        raise ConfigError(f"cannot bind {cfg.host}:{cfg.port} ({e}): is another server on that port? Pick another "
+        raise ConfigError(f"cannot bind {format_address(cfg.host, cfg.port)} ({e}): is another server on that port? Pick another "
                           f"--port") from e
     servicer.config.port = port
     return server, servicer
