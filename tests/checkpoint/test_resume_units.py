@@ -27,6 +27,7 @@ from vla_pipeline.checkpoint.layout import (
     CHECKPOINTS_DIR,
     LAST_FILE,
     RUN_STATE_FILE,
+    SET_ASIDE_DIR,
     TRAINING_STATE_DIR,
     list_checkpoints,
     read_run_state,
@@ -34,11 +35,11 @@ from vla_pipeline.checkpoint.layout import (
 )
 from vla_pipeline.checkpoint.resume import (
     check_resumed_stats,
-    discard,
     load_state,
     plan_resume,
     restore_rng,
     save_state,
+    set_aside,
 )
 from vla_pipeline.errors import CheckpointError, TrainInputError
 from vla_pipeline.norms import make_processor_stats
@@ -131,15 +132,38 @@ def test_resume_falls_back_past_unusable_checkpoints(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert f"WARNING: checkpoint {flipped} is unusable: " in err and "does not match its sha256" in err
     assert f"WARNING: checkpoint {torn} is unusable: {torn} has no manifest.json" in err
-    assert err.count("falling back to the previous one") == 2
+    assert err.count("it is set aside; falling back to the previous one") == 2
 
 
-def test_checkpoints_of_another_run_are_replaced(tmp_path, capsys) -> None:
+def test_when_every_checkpoint_is_unusable_none_is_deleted(tmp_path, capsys) -> None:
+    """Both checkpoints corrupt: a new run starts, saying so once (not 'falling back' to nothing), and both
+    are moved aside whole, not deleted."""
+    older, newer = _checkpoint(tmp_path, 100), _checkpoint(tmp_path, 200)
+    for step_dir in (older, newer):
+        (step_dir / TRAINING_STATE_DIR / RUN_STATE_FILE).write_text('{"run_key": "x", "step": 999}')
+    plan = plan_resume(tmp_path, "k", "auto")
+    err = capsys.readouterr().err
+    assert plan.checkpoint is None and plan.discard == [newer, older]
+    assert err.count("falling back to the previous one") == 1 and "no usable checkpoint is left: a new run starts" in err
+    before = {p.relative_to(tmp_path / CHECKPOINTS_DIR): p.read_bytes() for p in (tmp_path / CHECKPOINTS_DIR).rglob("*")
+              if p.is_file()}
+    moved = set_aside(tmp_path, plan.discard)
+    assert not list_checkpoints(tmp_path) and [m.parent.parent.name for m in moved] == [SET_ASIDE_DIR] * 2
+    after = {p.relative_to(m.parent): p.read_bytes() for m in moved for p in m.rglob("*") if p.is_file()}
+    assert after == before  # every byte kept
+    assert capsys.readouterr().out.count("set aside ") == 2
+
+
+def test_checkpoints_of_another_run_are_set_aside_with_how_to_start_from_them(tmp_path, capsys) -> None:
     steps = [_checkpoint(tmp_path, 200, "other"), _checkpoint(tmp_path, 100, "k")]
     plan = plan_resume(tmp_path, "k", "auto")
     assert plan.checkpoint is None and plan.discard == steps  # the newest decides: the older one is not resumed
-    assert capsys.readouterr().out == (f"{tmp_path} holds checkpoints of another run (config, data, code or versions "
-                                       f"differ); starting a new run that replaces them\n")
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path} holds checkpoints of another run (config, data, code or versions differ); "
+                          f"starting a new run, they are set aside. To go on from that run's weights")
+    pretrained = out.split("policy.pretrained: ")[1].strip()
+    set_aside(tmp_path, plan.discard)
+    assert Path(pretrained).parent.name == "000200" and Path(pretrained).parent.is_dir()  # the path it names exists
 
 
 def test_resume_never_and_nothing_to_resume(tmp_path, capsys) -> None:
@@ -149,20 +173,21 @@ def test_resume_never_and_nothing_to_resume(tmp_path, capsys) -> None:
     leftover.mkdir()
     plan = plan_resume(tmp_path, "k", "never")
     assert plan.checkpoint is None and plan.discard == [leftover, *steps]
-    assert capsys.readouterr().out == f"train.resume=never: starting a new run; replacing 2 checkpoint(s) in {tmp_path}\n"
+    assert capsys.readouterr().out == (f"train.resume=never: starting a new run; the 2 checkpoint(s) in {tmp_path} are "
+                                       f"set aside\n")
     torn = [_checkpoint(tmp_path / "b", 100, manifest=False)]
     assert plan_resume(tmp_path / "b", "k", "auto").discard == torn  # no usable checkpoint: start anew
 
 
-def test_discard_removes_the_pointers_with_the_last_checkpoint(tmp_path) -> None:
+def test_set_aside_moves_the_pointers_out_with_the_last_checkpoint(tmp_path) -> None:
     a, b = _checkpoint(tmp_path, 100), _checkpoint(tmp_path, 200)
     for name in (LAST_FILE, BEST_FILE):
         write_pointer(tmp_path, name, b)
-    discard(tmp_path, [b, tmp_path / "never-existed"])
+    set_aside(tmp_path, [b, tmp_path / "never-existed"])
     assert not b.exists() and (tmp_path / LAST_FILE).is_file() and (tmp_path / BEST_FILE).is_file()
-    discard(tmp_path, [a])
-    assert not (tmp_path / LAST_FILE).exists() and not (tmp_path / BEST_FILE).exists()
-    discard(tmp_path, [])  # nothing left, no pointers: nothing to do
+    (moved,) = set_aside(tmp_path, [a])
+    assert not (tmp_path / LAST_FILE).exists() and not (tmp_path / BEST_FILE).exists() and moved.is_dir()
+    set_aside(tmp_path, [])  # nothing left, no pointers: nothing to do
 
 
 # ----------------------------------------------------------------------------- training state

@@ -106,6 +106,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(params, tiny_run, refe
     assert "unusable" in result.stderr and "truncated" in result.stderr and "falling back" in result.stderr
     assert f"resuming from {tmp_path / 'train' / 'checkpoints' / f'{STEPS - 2:06d}'}" in result.stdout
     assert not (tmp_path / "train" / "checkpoints" / "000099.tmp").exists()
+    assert list((tmp_path / "train" / "set_aside").glob("*/000099.tmp")), "the unfinished save is set aside, not deleted"
+    assert list((tmp_path / "train" / "set_aside").glob(f"*/{STEPS:06d}")), "the corrupt checkpoint is kept"
     _assert_identical(_final_state(reference), _final_state(tmp_path))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from vla_pipeline.errors import CheckpointError
 
 CHECKPOINTS_DIR = "checkpoints"  # <run>/checkpoints/<step:06d>/
+SET_ASIDE_DIR = "set_aside"  # <run>/set_aside/<when>/<step>: checkpoints a new or resumed run does not use, kept
 PRETRAINED_DIR = "pretrained_model"
 TOKENIZER_DIR = "tokenizer"
 CONTRACT_FILE = "contract.yaml"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from vla_pipeline.checkpoint.layout import (
     PRETRAINED_DIR,
     RAW_WEIGHTS_FILE,
     RUN_STATE_FILE,
+    SET_ASIDE_DIR,
     TRAINING_STATE_DIR,
     list_checkpoints,
     read_pointer,
@@ -120,40 +122,64 @@ def load_state(step_dir: Path, policy, optimizer, scheduler, rank: int, *, raw: 
 @dataclass(frozen=True)
 class ResumePlan:
     checkpoint: Path | None  # None: start a new run
-    discard: list[Path]  # step directories (and leftovers) the new or resumed run replaces
+    discard: list[Path]  # step directories (and leftovers) the new or resumed run does not use: set aside
 
 
 def plan_resume(run_dir: Path, run_key: str, mode: str) -> ResumePlan:
     """Which checkpoint to continue from: the newest complete one of this run. Incomplete or corrupt
-    ones are reported and skipped; checkpoints of another run (other config, data, code) are replaced."""
+    ones are reported and set aside; so are checkpoints of another run (other config, data, code), with
+    how to start from their weights. Nothing is deleted (:func:`set_aside`)."""
     run_dir = Path(run_dir)
     leftovers = [p for p in (run_dir / CHECKPOINTS_DIR).glob("*.tmp")] if (run_dir / CHECKPOINTS_DIR).is_dir() else []
     steps = list_checkpoints(run_dir)
     if mode == "never" or not steps:
         if steps:
-            print(f"train.resume=never: starting a new run; replacing {len(steps)} checkpoint(s) in {run_dir}")
+            print(f"train.resume=never: starting a new run; the {len(steps)} checkpoint(s) in {run_dir} are set aside")
         return ResumePlan(None, leftovers + steps)
     newer: list[Path] = []
-    for step_dir in steps:
+    for i, step_dir in enumerate(steps):
         problem = verify_checkpoint(step_dir)
         if problem is None:
             key = read_run_state(step_dir).get("run_key")
             if key == run_key:
                 return ResumePlan(step_dir, leftovers + newer)
-            print(f"{run_dir} holds checkpoints of another run (config, data, code or versions differ); "
-                  f"starting a new run that replaces them")
+            print(f"{run_dir} holds checkpoints of another run (config, data, code or versions differ); starting a "
+                  f"new run, they are set aside. To go on from that run's weights (more steps, another lr), set "
+                  f"policy.pretrained: {set_aside_path(run_dir, step_dir) / PRETRAINED_DIR}")
             return ResumePlan(None, leftovers + steps)
-        warn_loudly(f"checkpoint {step_dir} is unusable: {problem}; falling back to the previous one")
+        then = "falling back to the previous one" if i + 1 < len(steps) else "no usable checkpoint is left: a new run starts"
+        warn_loudly(f"checkpoint {step_dir} is unusable: {problem}; it is set aside; {then}")
         newer.append(step_dir)
     return ResumePlan(None, leftovers + steps)
 
 
-def discard(run_dir: Path, paths: list[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+def set_aside_path(run_dir: Path, path: Path) -> Path:
+    """Where :func:`set_aside` moves ``path``: ``<run>/set_aside/<this run's start>/<name>``."""
+    return Path(run_dir) / SET_ASIDE_DIR / _SET_ASIDE_STAMP / Path(path).name
+
+
+_SET_ASIDE_STAMP = time.strftime("%Y%m%d-%H%M%S")  # one folder per process: what one start set aside
+
+
+def set_aside(run_dir: Path, paths: list[Path]) -> list[Path]:
+    """Move ``paths`` (checkpoints the run does not use, saves a kill left unfinished) out of the run's
+    checkpoints into ``<run>/set_aside/``, each with a line saying where; never delete them. The run's
+    pointers go with its last checkpoint. Returns the new locations."""
+    moved = []
+    for path in (Path(p) for p in paths):
+        if not path.exists():
+            continue
+        dest = set_aside_path(run_dir, path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest = dest.with_name(f"{dest.name}.{len(list(dest.parent.glob(dest.name + '*')))}")
+        shutil.move(str(path), str(dest))
+        print(f"set aside {path} -> {dest} (kept; delete it yourself once it is not needed)")
+        moved.append(dest)
     if not list_checkpoints(run_dir):
         for name in (LAST_FILE, BEST_FILE):
             (Path(run_dir) / name).unlink(missing_ok=True)
+    return moved
 
 
 def repair_pointers(run_dir: Path, step_dir: Path, run_state: dict) -> None:

@@ -23,13 +23,13 @@ from vla_pipeline.checkpoint.layout import ADAPTER_DIR, BEST_FILE, LAST_FILE, PR
 from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
 from vla_pipeline.checkpoint.resume import (
     check_resumed_stats,
-    discard,
     load_state,
     plan_resume,
     repair_pointers,
     restore_rng,
     save_raw_weights,
     save_state,
+    set_aside,
 )
 from vla_pipeline.checkpoint.run_place import RunPlace, move_aside
 from vla_pipeline.data.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
@@ -157,7 +157,7 @@ class Trainer:
         plan = plan_resume(run_dir, self.run_key, self.cfg.resume)
         accelerator.wait_for_everyone()
         if self.is_main:
-            discard(run_dir, plan.discard)
+            set_aside(run_dir, plan.discard)
         accelerator.wait_for_everyone()
         if plan.checkpoint is None:
             return
