@@ -23,7 +23,7 @@ from vla_pipeline.model.processors import make_processors
 from vla_pipeline.model.tokenizer import make_local_tokenizer
 from vla_pipeline.norms import compute_feature_stats, make_processor_stats
 from vla_pipeline.train.batch import BatchPreparer
-from vla_pipeline.validate.videos import DEFAULT_VIDEO_PATH
+from vla_pipeline.validate.videos import DEFAULT_VIDEO_PATH, grab_frames
 
 PATH_AGREEMENT = 2 * (0.5 / 255) + 1e-5  # decode vs cache after LeRobot's preprocessing ([-1, 1]: twice the rounding)
 
@@ -54,20 +54,14 @@ def decode_frame_independently(view, camera, where: tuple[int, int, int]) -> np.
     rel = (view.info.get("video_path") or DEFAULT_VIDEO_PATH).format(
         video_key=key, chunk_index=int(meta[f"videos/{key}/chunk_index"][i]),
         file_index=int(meta[f"videos/{key}/file_index"][i]))
-    t = float(meta[f"videos/{key}/from_timestamp"][i]) + frame / float(view.info["fps"])
     fps = float(view.info["fps"])
+    t = float(meta[f"videos/{key}/from_timestamp"][i]) + frame / fps
     with av.open(str(Path(view.root) / rel)) as container:
-        stream = container.streams.video[0]
-        container.seek(max(int((t - 1.0) / stream.time_base), 0), stream=stream, backward=True)
-        picked = None
-        for decoded in container.decode(stream):
-            if decoded.time is not None and decoded.time > t + 0.5 / fps:
-                break
-            picked = decoded
+        (picked,) = grab_frames(container, container.streams.video[0], [t], fps, "rgb24")
     if picked is None:
         raise DryRunError(f"episode {episode}, frame {frame}: no frame of {rel} decodes at {t:.3f}s",
-                            episode=episode, frame=frame, key=key)
-    return picked.to_ndarray(format="rgb24")
+                          episode=episode, frame=frame, key=key)
+    return picked
 
 
 def _stats(view, joints: dict[str, list[int]]) -> dict:

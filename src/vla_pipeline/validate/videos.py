@@ -200,8 +200,9 @@ def _check_codecs(v: View, out: Findings, codecs: dict[str, set[str]]) -> None:
                      f"correct features.{key}.info.video.codec", key=key, value=sorted(found), expected=claimed)
 
 
-def _grab_luma(container, stream, times: list[float], fps: float) -> list[np.ndarray | None]:
-    """The luma plane of the frame shown at each of ``times`` (seconds in the file), one seek each."""
+def grab_frames(container, stream, times: list[float], fps: float, fmt: str = "gray") -> list[np.ndarray | None]:
+    """The frame shown at each of ``times`` (seconds in the file) as an array in PyAV's ``fmt`` (``gray``: the
+    luma plane; ``rgb24``: H x W x 3), one seek each; None where nothing decodes."""
     frames = []
     for t in times:
         container.seek(max(int(t / stream.time_base), 0), stream=stream, backward=True)
@@ -210,7 +211,7 @@ def _grab_luma(container, stream, times: list[float], fps: float) -> list[np.nda
             picked = frame
             if frame.time is not None and frame.time >= t - 0.5 / fps:
                 break
-        frames.append(None if picked is None else picked.to_ndarray(format="gray").astype(np.float32))
+        frames.append(None if picked is None else picked.to_ndarray(format=fmt))
     return frames
 
 
@@ -235,7 +236,8 @@ def check_camera_streams(v: View, out: Findings) -> None:
 def _check_stream(v: View, out: Findings, container, ev: EpisodeVideo) -> None:
     start, length = float(v.episodes[f"videos/{ev.key}/from_timestamp"][ev.row]), int(v.episodes["length"][ev.row])
     times = [start + round(s * (length - 1)) * v.dt for s in STREAM_SAMPLES]
-    luma = [f for f in _grab_luma(container, container.streams.video[0], times, 1 / v.dt) if f is not None]
+    luma = [f.astype(np.float32) for f in grab_frames(container, container.streams.video[0], times, 1 / v.dt)
+            if f is not None]
     if not luma:
         return
     where = f"episode {ev.episode}: camera '{ev.camera}' ({ev.path})"
