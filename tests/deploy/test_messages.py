@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import pickle
 import signal
@@ -334,3 +335,26 @@ def test_numpy_1_names_and_every_array_and_tensor_layout_come_through_as_pickle_
             else:
                 assert np.asarray(got[k]).dtype.str == np.asarray(v).dtype.str and np.array_equal(got[k], v), k
                 assert np.asarray(got[k]).flags.f_contiguous == np.asarray(v).flags.f_contiguous, k
+
+
+def test_dict_keys_are_strings_and_colliding_int_keys_stay_cheap():
+    """Ints that hash alike make building a dict quadratic; LeRobot's messages key dicts by str."""
+    data = observation(x={(2**61 - 1) * i: 0 for i in range(4900)})
+    start = time.perf_counter()
+    with pytest.raises(RefusedMessageError, match="not a str"):
+        load_message(data, TimedObservation)
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.slow
+def test_the_fuzzer_finds_no_crash_hang_or_memory_overrun(tmp_path):
+    """benchmarks/fuzz_messages.py for 24 s (docs/deploy.md has a 10-minute run)."""
+    out = tmp_path / "fuzz.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fuzz_messages.py"), "--minutes", "0.4", "--seed", "7",
+                          "--out", str(out)], capture_output=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, (run.stdout.decode() + run.stderr.decode())[-4000:]
+    summary = json.loads(out.read_text())
+    assert summary["crashes"] == 0 and summary["cases"] > 500, summary
+    assert set(summary["by_generator"]) == {"programs", "mutations", "attacks"}
+    assert summary["peak_worker_rss_mb"] < summary["max_rss_mb"]

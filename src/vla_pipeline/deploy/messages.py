@@ -17,9 +17,8 @@ allow-list, and what it hands out cannot be turned against the server:
 * a tensor's storage (``torch.save`` bytes) is parsed here, never ``torch.load``-ed (which allocates
   the size the bytes declare); a tensor view lies inside it, with no zero or negative strides;
 * :class:`MessageLimits` bounds, before anything runs, a message's size, opcodes, values (a shared one
-  counted at each use), nesting and array bytes; over a limit, :class:`OverLimitError`.
-
-Refusals are short (under 200 characters) and never echo the payload: the server logs them.
+  counted at each use), nesting and array bytes; over a limit, :class:`OverLimitError`. Refusals are
+  short (under 200 characters) and never echo the payload: the server logs them.
 """
 
 from __future__ import annotations
@@ -59,9 +58,9 @@ class MessageLimits:
 
     #: the pickle as received: four 1080p RGB camera frames (6.2 MB each) and the state fit
     max_message_bytes: int = 64 * MIB
-    #: pickle opcodes: a real observation or policy config has a few hundred
-    max_opcodes: int = 20_000
-    #: values in the message (keys, items, arrays, tensors), a shared one counted at each use
+    #: pickle opcodes: real messages have about 200; 10_000 ints that collide in a dict take 0.1 s
+    max_opcodes: int = 10_000
+    #: values in the message (items, arrays, tensors), a shared one counted at each use
     max_nodes: int = 20_000
     #: nesting of containers (a policy config's feature names are 5 deep)
     max_depth: int = 20
@@ -114,9 +113,7 @@ class _Budget:
                                  f"(MessageLimits.max_array_bytes); refused")
 
 
-class _Sealed:
-    """An object a message can hold but not BUILD."""
-
+class _Sealed:  # an object a message can hold but not BUILD
     __slots__ = ()
 
     def __setstate__(self, state):
@@ -124,9 +121,7 @@ class _Sealed:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Call(_Sealed):
-    """What a name that may be called resolves to."""
-
+class _Call(_Sealed):  # what a name that may be called resolves to
     fn: object
 
     def __call__(self, *args, **kwargs):
@@ -355,8 +350,10 @@ class _Cleaner:
             return value
         if kind is _Array or kind is _Tensor:
             return value.array if kind is _Array else value.tensor
-        if kind is dict or kind is collections.OrderedDict:
-            return kind((self(k, depth + 1), self(v, depth + 1)) for k, v in value.items())
+        if kind is dict or kind is collections.OrderedDict:  # str keys: int keys can collide (quadratic)
+            if not all(type(k) is str for k in value):
+                raise RefusedMessageError("the message has a dict key that is not a str; refused")
+            return kind((k, self(v, depth + 1)) for k, v in value.items())
         if kind is list or kind is tuple:
             return kind(self(v, depth + 1) for v in value)
         if isinstance(value, np.generic) and value.dtype.kind in "biufc":
@@ -365,9 +362,9 @@ class _Cleaner:
 
 
 def _describe(e: Exception) -> str:
-    try:
+    try:  # str() of what the message put in the error can itself fail
         return _clip(f"{type(e).__name__}: {e}", 100)
-    except Exception:  # noqa: BLE001  (str() of what the message put in the error can itself fail)
+    except Exception:  # noqa: BLE001
         return type(e).__name__
 
 
