@@ -263,7 +263,7 @@ def test_build_on_a_tensor_cannot_set_its_view():
     """``Tensor.__setstate__`` with four items calls ``set_``: any size and stride on any storage."""
     storage = storage_of(torch.arange(8.0))
     tensor = Built(REBUILD_TENSOR, (storage, 0, (8,), (1,), False, OrderedDict()), (storage, 0, (8000, 8000, 3), (0, 0, 0)))
-    with pytest.raises(RefusedMessageError, match="state of a Tensor"):
+    with pytest.raises(RefusedMessageError, match="state of a tensor"):
         load_message(observation(state=tensor), TimedObservation)
 
 
@@ -358,3 +358,15 @@ def test_the_fuzzer_finds_no_crash_hang_or_memory_overrun(tmp_path):
     assert summary["crashes"] == 0 and summary["cases"] > 500, summary
     assert set(summary["by_generator"]) == {"programs", "mutations", "attacks"}
     assert summary["peak_worker_rss_mb"] < summary["max_rss_mb"]
+
+
+def test_an_ordered_dict_from_arguments_and_bools_other_than_0_and_1_are_refused():
+    """``OrderedDict(shared)`` copies one memoised dict per call (pickle itself fills one with SETITEMS);
+    a bool is the byte 0 or 1."""
+    shared = {f"k{i}": 0 for i in range(100)}
+    with pytest.raises(RefusedMessageError, match="OrderedDict with arguments"):
+        load_message(observation(x=[Payload(OrderedDict, shared) for _ in range(3)]), TimedObservation)
+    assert load_message(observation(x=OrderedDict(shared)), TimedObservation).observation["x"] == shared
+    mask = Built(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (2,), np.dtype("b1"), False, b"\x00\x02"))
+    with pytest.raises(RefusedMessageError, match="other bytes than 0 and 1"):
+        load_message(observation(mask=mask), TimedObservation)

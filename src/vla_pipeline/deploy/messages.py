@@ -83,26 +83,29 @@ def _clip(text: str, limit: int = 190) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _bools(is_bool: bool, data) -> None:  # numpy's and torch's bools are the bytes 0 and 1, nothing else
+    if is_bool and bytes(data).translate(None, b"\x00\x01"):
+        raise RefusedMessageError("the message gives a bool array, scalar or tensor other bytes than 0 and 1; refused")
+
+
 def _ints(values, what: str, bound: int = 2**48) -> tuple[int, ...]:
     if type(values) is not tuple or not all(type(v) is int and 0 <= v < bound for v in values):
         raise RefusedMessageError(f"the message gives {what} that are not small non-negative integers; refused")
     return values
 
 
-def scan_opcodes(stream, max_opcodes: int) -> None:
+def scan_opcodes(stream, max_opcodes: int, limit: str = "MessageLimits.max_opcodes") -> None:
     """Walk a pickle's opcodes up to its STOP without running them: at most ``max_opcodes``, and memo
     indices in order (``LONG_BINPUT 2**31`` alone makes the unpickler allocate 16 GiB of memo)."""
     for count, (op, arg, _) in enumerate(pickletools.genops(stream), start=1):
         if count > max_opcodes:
-            raise OverLimitError(f"the message has over {max_opcodes} pickle opcodes (MessageLimits.max_opcodes); refused")
+            raise OverLimitError(f"the message has over {max_opcodes} pickle opcodes ({limit}); refused")
         if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= arg <= count:
             raise RefusedMessageError("the message stores a value at a memo index out of order; refused")
 
 
 @dataclasses.dataclass
-class _Budget:
-    """The bytes a message's arrays and tensors have taken so far."""
-
+class _Budget:  # the bytes a message's arrays and tensors have taken so far
     limit: int
     used: int = 0
 
@@ -115,9 +118,10 @@ class _Budget:
 
 class _Sealed:  # an object a message can hold but not BUILD
     __slots__ = ()
+    what = "function"
 
     def __setstate__(self, state):
-        raise RefusedMessageError(f"the message sets the state of a {type(self).__name__.strip('_')}; refused")
+        raise RefusedMessageError(f"the message sets the state of a {self.what}; refused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,26 +136,22 @@ _PLAIN_CODE = re.compile(r"[biufc][0-9]{1,2}")
 
 
 class _Dtype:
-    """What ``numpy.dtype(code, align, copy)`` gives a message: a plain numeric dtype's code and byte
-    order. BUILD may set the byte order only (numpy's state with no subarray, names or fields)."""
+    """What ``numpy.dtype(code, align, copy)`` gives a message: holds a plain numeric dtype the message
+    cannot reach. BUILD may set its byte order only (numpy's state with no subarray, names or fields)."""
 
-    __slots__ = ("code", "order")
+    __slots__ = ("dtype",)
 
     def __init__(self, code, align=False, copy=False):
         if type(code) is not str or not _PLAIN_CODE.fullmatch(code) or np.dtype(code).str[1:] != code:
             raise RefusedMessageError("the message asks for a numpy dtype other than bool, int, float, complex; refused")
-        self.code, self.order = code, "="
+        self.dtype = np.dtype(code)
 
     def __setstate__(self, state):
         if not (type(state) is tuple and len(state) == 8 and type(state[0]) is int and state[0] == 3
                 and type(state[1]) is str and state[1] in ("<", ">", "|", "=")
                 and all(s is None for s in state[2:5])):
             raise RefusedMessageError("the message gives a numpy dtype fields, a subarray or an unknown state; refused")
-        self.order = state[1]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self.code).newbyteorder(self.order)
+        self.dtype = self.dtype.newbyteorder(state[1])
 
 
 class _Array:
@@ -175,21 +175,18 @@ class _Array:
             raise RefusedMessageError(f"the message declares a {_clip(str(shape), 40)} {dtype} array with "
                                       f"{len(raw)} bytes of data; refused")
         self.budget.take(len(raw))
+        _bools(dtype.kind == "b", raw)
         array = np.ndarray.__new__(np.ndarray, (0,), dtype)
         array.__setstate__((1, shape, dtype, fortran, raw))
         self.array = array
 
 
 @dataclasses.dataclass(frozen=True)
-class _Storage(_Sealed):
-    typed: torch.storage.TypedStorage
-    numel: int
-    itemsize: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor(_Sealed):
-    tensor: torch.Tensor
+class _Held(_Sealed):  # a tensor or its storage: BUILD is refused (Tensor.__setstate__ calls set_)
+    what = "tensor or storage"
+    value: object
+    numel: int = 0
+    itemsize: int = 0
 
 
 _STORAGE_DTYPES = {f"{n}Storage": getattr(torch, d) for n, d in (
@@ -212,11 +209,11 @@ class _StorageHeader(pickle.Unpickler):
 
 def _header_pickle(data: bytes, f: io.BytesIO):
     start = f.tell()
-    scan_opcodes(f, 64)
+    scan_opcodes(f, 64, "in a tensor storage's header")
     return _StorageHeader(io.BytesIO(data[start:f.tell()])).load()
 
 
-def _load_storage(budget: _Budget, data) -> _Storage:
+def _load_storage(budget: _Budget, data) -> _Held:
     """``torch.storage._load_from_bytes``: one storage as ``torch.save`` writes it (legacy format: magic
     number, protocol, system info, the storage's persistent id, its key, then numel and the bytes)."""
     if type(data) is not bytes:
@@ -238,16 +235,18 @@ def _load_storage(budget: _Budget, data) -> _Storage:
         raise RefusedMessageError(f"the message declares a tensor storage of {nbytes} bytes with "
                                   f"{max(len(raw) - 8, 0)} bytes of data; refused")
     budget.take(nbytes)
+    _bools(dtype == torch.bool, raw[8:])
     untyped = torch.frombuffer(bytearray(raw[8:]), dtype=torch.uint8).untyped_storage() if nbytes else \
         torch.UntypedStorage(0)
-    return _Storage(torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True), numel, itemsize)
+    return _Held(torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True), numel, itemsize)
 
 
-def _rebuild_tensor(budget: _Budget, storage, offset, size, stride, *flags) -> _Tensor:
+def _rebuild_tensor(budget: _Budget, storage, offset, size, stride, *flags) -> _Held:
     """``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)``: a view
     that lies inside its storage, no zero or negative stride, no more elements than the storage holds
     (overlapping views would multiply it), no backward hooks or metadata."""
-    if type(storage) is not _Storage or len(flags) != 2 or type(flags[0]) is not bool:
+    if type(storage) is not _Held or type(storage.value) is not torch.storage.TypedStorage or len(flags) != 2 \
+            or type(flags[0]) is not bool:
         raise RefusedMessageError("the message rebuilds a tensor other than as torch pickles one; refused")
     if type(flags[1]) is not collections.OrderedDict or flags[1]:
         raise RefusedMessageError("the message gives a tensor backward hooks; refused")
@@ -261,23 +260,28 @@ def _rebuild_tensor(budget: _Budget, storage, offset, size, stride, *flags) -> _
         raise RefusedMessageError(f"the message declares a tensor view of {numel} elements ending at {end} "
                                   f"on a storage of {storage.numel}; refused")
     budget.take(numel * storage.itemsize)
-    return _Tensor(torch._utils._rebuild_tensor_v2(storage.typed, offset, size, stride, flags[0],
-                                                   collections.OrderedDict()))
+    return _Held(torch._utils._rebuild_tensor_v2(storage.value, offset, size, stride, flags[0],
+                                                 collections.OrderedDict()))
 
 
 def _reconstruct(budget: _Budget, array_type, subtype, shape, dtype) -> _Array:
     """numpy's ``_reconstruct(ndarray, (0,), b'b')``: the array's shape and data come with BUILD."""
-    if subtype is not array_type:
-        raise RefusedMessageError("the message rebuilds an array as something else than numpy.ndarray; refused")
-    if shape != (0,) or type(shape) is not tuple or type(shape[0]) is not int:
-        raise RefusedMessageError("the message rebuilds an array with a shape numpy never pickles; refused")
+    if subtype is not array_type or shape != (0,) or type(shape) is not tuple or type(shape[0]) is not int:
+        raise RefusedMessageError("the message rebuilds an array other than as numpy pickles one; refused")
     return _Array(budget)
 
 
 def _scalar(dtype, data=None, *rest):
     if type(dtype) is not _Dtype or type(data) is not bytes or rest or len(data) != dtype.dtype.itemsize:
         raise RefusedMessageError("the message builds a numpy scalar numpy does not pickle; refused")
+    _bools(dtype.dtype.kind == "b", data)
     return importlib.import_module(NUMPY_CORE[np.lib.NumpyVersion(np.__version__) < "2.0.0"]).scalar(dtype.dtype, data)
+
+
+def _ordered_dict(*args, **kwargs) -> collections.OrderedDict:
+    if args or kwargs:  # pickle gives the items with SETITEMS; from arguments, a shared dict is copied each time
+        raise RefusedMessageError("the message calls OrderedDict with arguments; refused")
+    return collections.OrderedDict()
 
 
 def _refuse_ndarray(*args, **kwargs):
@@ -292,8 +296,7 @@ def _message_class(base: type) -> type:
     def __setstate__(self, state=unset):  # noqa: N807
         if state is unset:  # BUILD on the class: getattr(cls, "__setstate__")(state)
             raise RefusedMessageError(f"the message sets attributes on LeRobot's class {base.__name__}; refused")
-        if type(self) is not cls or type(state) is not dict or not all(type(k) is str and k in names
-                                                                       for k in state):
+        if type(self) is not cls or type(state) is not dict or not names.issuperset(state):
             raise RefusedMessageError(f"the message sets other than a {base.__name__}'s fields; refused")
         self.__dict__.update(state)
 
@@ -312,7 +315,7 @@ def _fresh_table(budget: _Budget) -> dict[tuple[str, str], object]:
     table |= {("numpy", "ndarray"): array_type, ("numpy", "dtype"): _Call(_Dtype),
               ("torch._utils", "_rebuild_tensor_v2"): _Call(functools.partial(_rebuild_tensor, budget)),
               ("torch.storage", "_load_from_bytes"): _Call(functools.partial(_load_storage, budget)),
-              ("collections", "OrderedDict"): collections.OrderedDict}
+              ("collections", "OrderedDict"): _Call(_ordered_dict)}
     return table
 
 
@@ -326,9 +329,6 @@ class MessageUnpickler(pickle.Unpickler):
             return self.table[(module, name)]
         raise RefusedMessageError(f"the message names {_clip(module + '.' + name, 60)!r}, which LeRobot's "
                                   f"async-inference protocol never sends; refused (docs/deploy.md: Security)")
-
-
-_LEAVES = (bool, int, float, str, bytes)
 
 
 class _Cleaner:
@@ -346,10 +346,10 @@ class _Cleaner:
         if depth > self.limits.max_depth:
             raise OverLimitError(f"the message nests over {self.limits.max_depth} levels (MessageLimits.max_depth); refused")
         kind = type(value)
-        if value is None or kind in _LEAVES:
+        if value is None or kind in (bool, int, float, str, bytes):
             return value
-        if kind is _Array or kind is _Tensor:
-            return value.array if kind is _Array else value.tensor
+        if kind is _Array or (kind is _Held and type(value.value) is torch.Tensor):
+            return value.array if kind is _Array else value.value
         if kind is dict or kind is collections.OrderedDict:  # str keys: int keys can collide (quadratic)
             if not all(type(k) is str for k in value):
                 raise RefusedMessageError("the message has a dict key that is not a str; refused")
