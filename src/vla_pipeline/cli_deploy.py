@@ -9,10 +9,13 @@ from pathlib import Path
 def cmd_serve(args) -> int:
     from vla_pipeline.checkpoint.io import compute_checkpoint_id
     from vla_pipeline.deploy.server import ServeConfig, format_address, make_server
+    from vla_pipeline.deploy.session import SessionLimits
 
     cfg = ServeConfig(Path(args.checkpoint), host=args.host, port=args.port, device=args.device, expose=args.expose,
                       pick=args.pick, contract=Path(args.contract) if args.contract else None,
-                      noise_seed=args.noise_seed, similarity_atol=args.similarity_atol, fps=args.fps)
+                      noise_seed=args.noise_seed, similarity_atol=args.similarity_atol, fps=args.fps,
+                      limits=SessionLimits() if args.session_timeout is None else
+                      SessionLimits(session_timeout_s=args.session_timeout))
     server, servicer = make_server(cfg)
     ckpt_id = (compute_checkpoint_id(servicer.deployed.ckpt) or str(servicer.deployed.ckpt.directory))[:12]
     server.start()
@@ -51,6 +54,9 @@ def add_serve(sub) -> None:
                    help="skip an observation whose state is within this distance of the last one served "
                         "(LeRobot's fixed 1.0); 0: never skip")
     s.add_argument("--fps", type=int, default=30, help="the robot's control rate (times the chunk's actions)")
+    s.add_argument("--session-timeout", type=float, default=None,
+                   help="seconds of silence after which the robot client that sent Ready loses the session and "
+                        "another client may start one (default 5; docs/deploy.md: Security)")
     s.set_defaults(func=cmd_serve)
 
 

@@ -28,6 +28,7 @@ from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.lerobot import make_dataset
 from vla_pipeline.deploy.config_replay import ReplayRobotConfig
 from vla_pipeline.deploy.server import ServeConfig, make_server
+from vla_pipeline.deploy.session import SessionLimits
 from vla_pipeline.errors import ConfigError, ContractError
 from vla_pipeline.eval.inference import predict_episodes
 
@@ -38,7 +39,8 @@ NOISE_SEED = 7
 
 @pytest.fixture(scope="module")
 def served(tiny_run):
-    server, servicer = make_server(ServeConfig(tiny_run.train, port=0, noise_seed=NOISE_SEED, similarity_atol=0))
+    server, servicer = make_server(ServeConfig(tiny_run.train, port=0, noise_seed=NOISE_SEED, similarity_atol=0,
+                                               limits=SessionLimits(session_timeout_s=1.0)))
     server.start()
     yield servicer
     server.stop(grace=0)
@@ -127,6 +129,18 @@ def stub(servicer):
     return services_pb2_grpc.AsyncInferenceStub(channel)
 
 
+def ready(s, wait_s: float = 5.0):
+    """Ready, retried while the replay robot's session (a client before this one) is still live."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return s.Ready(services_pb2.Empty(), timeout=30)
+        except grpc.RpcError as e:
+            if "holds the session" not in (e.details() or "") or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def policy_setup(servicer, names, name=None) -> services_pb2.PolicySetup:
     features = {"observation.state": {"dtype": "float32", "shape": (len(names),), "names": names},
                 "observation.images.front": {"dtype": "image", "shape": (32, 40, 3)},
@@ -145,18 +159,18 @@ LEKIWI = ["arm_shoulder_pan.pos", "arm_shoulder_lift.pos", "arm_elbow_flex.pos",
 ])
 def test_a_robot_with_a_missing_or_extra_joint_is_refused_with_the_difference(served, names, expected):
     s = stub(served)
-    s.Ready(services_pb2.Empty())
+    ready(s)
     with pytest.raises(grpc.RpcError) as e:
         s.SendPolicyInstructions(policy_setup(served, names))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert expected in e.value.details()
-    s.Ready(services_pb2.Empty())
+    ready(s)
     s.SendPolicyInstructions(policy_setup(served, LEKIWI))  # the right robot still connects
 
 
 def test_a_client_naming_another_policy_is_refused(served):
     s = stub(served)
-    s.Ready(services_pb2.Empty())
+    ready(s)
     with pytest.raises(grpc.RpcError) as e:
         s.SendPolicyInstructions(policy_setup(served, LEKIWI, name="lerobot/pi05_base"))
     assert "this server serves only pi05" in e.value.details()
@@ -176,12 +190,12 @@ class Planted:
 def test_a_message_naming_a_class_outside_the_allow_list_is_refused_and_never_run(served, tmp_path):
     planted = tmp_path / "planted"
     s = stub(served)
-    s.Ready(services_pb2.Empty())
+    ready(s)
     with pytest.raises(grpc.RpcError) as e:
         s.SendPolicyInstructions(services_pb2.PolicySetup(data=pickle.dumps(Planted(planted))))
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "io.open" in e.value.details() and "io.open" in served.refused[-1]
-    s.Ready(services_pb2.Empty())
+    ready(s)
     s.SendPolicyInstructions(policy_setup(served, LEKIWI))
     observation = TimedObservation(time.time(), 0, {"task": Planted(planted)}, must_go=True)
     with pytest.raises(grpc.RpcError) as e:
@@ -198,7 +212,7 @@ def send_observation(s, observation):
 def test_an_observation_the_policy_cannot_run_on_is_refused_to_the_client_not_logged_away(served):
     """LeRobot's GetActions turns any error into an empty reply: the robot would just stand still."""
     s = stub(served)
-    s.Ready(services_pb2.Empty())
+    ready(s)
     s.SendPolicyInstructions(policy_setup(served, LEKIWI))
     image = np.zeros((32, 40, 3), np.uint8)
     full = {**dict.fromkeys(LEKIWI, 0.0), "front": image, "wrist": image, "task": "pick"}

@@ -21,6 +21,7 @@ saved processors and frozen stats, so the numbers are the ones ``vla evaluate`` 
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,21 +86,27 @@ class DeployedPolicy:
         return {f"{prefix}{name}": key.removeprefix(prefix) for name, key in self.contract.cameras.items()}
 
     def check_observation(self, observation: Mapping, task: str | None) -> None:
-        """Refuse an observation the policy cannot run on, saying what is missing."""
-        if not task:
-            raise ContractError("the observation has no task: give the instruction the policy was trained with "
-                                "(LeRobot's robot client: --task=\"...\")")
+        """Refuse an observation the policy cannot run on, saying what is wrong: missing joints or
+        cameras, a task that is not text, a state that is not a finite number near the contract's
+        range, an image that is not HxWx3 uint8 (or floats in [0, 1])."""
+        if not isinstance(observation, Mapping):
+            raise ContractError(f"the observation is a {type(observation).__name__}, not a dict of joint values "
+                                f"and camera images")
+        check_task(task)
         missing = [j for j in self.contract.joints if j not in observation]
         missing += [cam for cam in self.camera_keys().values() if cam not in observation]
         if missing:
             raise ContractError(f"the robot's observation has no {missing} (contract '{self.contract.name}' needs "
                                 f"joints {list(self.contract.joints)} and cameras {list(self.camera_keys().values())}); "
-                                f"it has {sorted(map(str, observation))}")
+                                f"it has {_short_list(observation)}")
+        for joint in self.contract.joints:
+            check_state_value(joint, observation[joint], self.contract.ranges.get(joint))
         for cam in self.camera_keys().values():
-            shape = np.shape(observation[cam])
-            if len(shape) != 3 or shape[-1] != 3:
-                raise ContractError(f"camera {cam!r}: an image must be HxWx3 (what LeRobot's cameras return), got "
-                                    f"shape {shape}")
+            check_image(cam, observation[cam])
+        for key in (EPISODE_KEY, FRAME_KEY):  # a replay robot's frame: it seeds the noise
+            value = observation.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+                raise ContractError(f"{key} must be a non-negative integer, got {type(value).__name__}")
 
     def make_batch(self, observation: Mapping, task: str) -> dict:
         """A robot observation -> the batch of one that the checkpoint's preprocessor takes."""
@@ -144,6 +151,72 @@ class DeployedPolicy:
     def reset(self) -> None:
         self.queue.clear()
         self.chunks = 0
+
+
+MAX_TASK_CHARS = 1000
+MAX_IMAGE_SIDE = 4096
+#: a state farther than this many contract ranges outside the range is in other units (or garbage)
+STATE_RANGE_MARGIN = 1.0
+UNRANGED_STATE_LIMIT = 1e6
+
+
+def check_task(task) -> None:
+    if task is None or task == "":
+        raise ContractError("the observation has no task: give the instruction the policy was trained with "
+                            "(LeRobot's robot client: --task=\"...\")")
+    if not isinstance(task, str):
+        raise ContractError(f"the task is a {type(task).__name__}; it must be the instruction as text")
+    if len(task) > MAX_TASK_CHARS:
+        raise ContractError(f"the task has {len(task)} characters (at most {MAX_TASK_CHARS})")
+
+
+def check_state_value(joint: str, value, joint_range: tuple[float, float] | None) -> None:
+    """A joint's value: one real number (Python or numpy, or a 0-d array/tensor), finite, and not far
+    outside the contract's range (a value 1e30, or raw servo ticks for a joint in degrees)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    kind = np.asarray(value).dtype.kind if isinstance(value, (np.ndarray, np.generic)) else None
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or kind in ("i", "u", "f")) \
+            or np.ndim(value) != 0:
+        raise ContractError(f"joint {joint!r}: the value is a {type(value).__name__} "
+                            f"{getattr(value, 'dtype', '')}; it must be one number")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ContractError(f"joint {joint!r} is {value}; nothing is predicted from a non-finite state")
+    if joint_range is None:
+        lo, hi = -UNRANGED_STATE_LIMIT, UNRANGED_STATE_LIMIT
+    else:
+        margin = STATE_RANGE_MARGIN * (joint_range[1] - joint_range[0])
+        lo, hi = joint_range[0] - margin, joint_range[1] + margin
+    if not lo <= value <= hi:
+        raise ContractError(f"joint {joint!r} is {value:g}, far outside the contract's range {joint_range} "
+                            f"(other units? a calibration offset?); refused")
+
+
+def check_image(camera: str, image) -> None:
+    """A camera image as LeRobot's cameras give it: an HxWx3 uint8 array, or floats in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise ContractError(f"camera {camera!r}: the image is a {type(image).__name__}, not an array")
+    shape = image.shape
+    if len(shape) != 3 or shape[-1] != 3 or not (0 < shape[0] <= MAX_IMAGE_SIDE and 0 < shape[1] <= MAX_IMAGE_SIDE):
+        raise ContractError(f"camera {camera!r}: an image must be HxWx3 (what LeRobot's cameras return), with "
+                            f"sides 1..{MAX_IMAGE_SIDE}; got shape {shape}")
+    if image.dtype == np.uint8:
+        return
+    if image.dtype.kind != "f":
+        raise ContractError(f"camera {camera!r}: images of dtype {image.dtype} are refused; send uint8 (0..255, "
+                            f"as LeRobot's cameras give) or floats in [0, 1]")
+    lo, hi = float(image.min()), float(image.max())
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= 1.0):
+        raise ContractError(f"camera {camera!r}: float pixels must lie in [0, 1], these span [{lo:g}, {hi:g}] "
+                            f"(0..255 floats? send uint8)")
+
+
+def _short_list(observation: Mapping, limit: int = 20) -> str:
+    names = sorted(str(k)[:40] for k in itertools.islice(observation, 200))
+    return f"{names[:limit]}{f' and {len(observation) - limit} more' if len(observation) > limit else ''}"
 
 
 def _to_policy_image(image, shape: Sequence[int]) -> torch.Tensor:

@@ -9,6 +9,13 @@ timing), so LeRobot's ``robot_client`` connects unchanged. What differs, and why
 * client messages are unpickled with the allow-list of :mod:`~vla_pipeline.deploy.messages`;
 * the robot is checked against the contract when it connects (names, cameras), and every action
   goes through the arm-only adapter, so the client receives the robot's full action vector;
+* one robot session at a time, owned by the client that sent ``Ready``; its action order is fixed at
+  connect and checked on every chunk, and its server state (FPS tracker, queues) is its own
+  (:mod:`~vla_pipeline.deploy.session`);
+* an observation is bounded while it arrives (chunks, bytes, time) and validated before it enters
+  LeRobot's queue (types, finite values, image dtype and range, timestep), so a bad one is refused to
+  the client (``INVALID_ARGUMENT``) instead of an empty ``GetActions`` that leaves the robot still;
+* refusals are logged as counts and short reasons, never payloads;
 * the observation-similarity filter (LeRobot's fixed ``atol=1`` in joint space, which leaves some
   setups with one chunk, lerobot #2356) is a flag;
 * it binds to localhost unless told otherwise.
@@ -34,12 +41,28 @@ from lerobot.async_inference.helpers import (
 )
 from lerobot.async_inference.policy_server import PolicyServer
 from lerobot.transport import services_pb2, services_pb2_grpc
-from lerobot.transport.utils import receive_bytes_in_chunks
 from lerobot.utils.constants import OBS_IMAGES, OBS_STATE
 
 from vla_pipeline.checkpoint.io import compute_checkpoint_id
-from vla_pipeline.deploy.messages import RefusedMessageError, load_message
+from vla_pipeline.deploy.messages import (
+    DEFAULT_LIMITS,
+    MessageLimits,
+    OverLimitError,
+    RefusedMessageError,
+    load_message,
+)
 from vla_pipeline.deploy.policy import EPISODE_KEY, FRAME_KEY, DeployedPolicy
+from vla_pipeline.deploy.session import (
+    MalformedError,
+    NotOwnerError,
+    SessionError,
+    SessionLimits,
+    Sessions,
+    StreamCancelledError,
+    StreamWatch,
+    check_timing,
+    receive_message,
+)
 from vla_pipeline.errors import ConfigError, VlaError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -59,6 +82,8 @@ class ServeConfig:
     fps: int = 30
     inference_latency: float = 0.0
     obs_queue_timeout: float = 2.0
+    limits: SessionLimits = SessionLimits()
+    message_limits: MessageLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         if self.host not in LOOPBACK and not self.expose:
@@ -79,46 +104,101 @@ class ServedChunk:
 
 class VlaPolicyServer(PolicyServer):
     def __init__(self, config: PolicyServerConfig, deployed: DeployedPolicy, served_as: set[str],
-                 similarity_atol: float = 1.0):
+                 serve: ServeConfig):
         super().__init__(config)
         self.deployed = deployed
         self.served_as = served_as  # the names a client may give for this checkpoint
-        self.similarity_atol = similarity_atol
+        self.similarity_atol = serve.similarity_atol
+        self.message_limits = serve.message_limits
+        self.limits = serve.limits
+        self.sessions = Sessions(serve.limits)
+        self.watch = StreamWatch(serve.limits)
         self.policy = deployed.ckpt.policy
         self.policy_type = "pi05"
-        self.robot_names: tuple[str, ...] = ()
         self.served: collections.deque[ServedChunk] = collections.deque(maxlen=1000)  # the newest chunks served
-        self.refused: collections.deque[str] = collections.deque(maxlen=100)  # what was refused, newest last
+        self.refused: collections.deque[str] = collections.deque(maxlen=100)  # short reasons, newest last
+        self.refusals: collections.Counter[str] = collections.Counter()  # gRPC status -> refusals
+
+    @property
+    def robot_names(self) -> tuple[str, ...]:
+        session = self.sessions.current
+        return session.names if session is not None and session.names is not None else ()
 
     def _refuse(self, context, code, message: str):
-        self.refused.append(message)
-        self.logger.error(f"refused {context.peer()}: {message}")
-        context.abort(code, message)
+        """Abort the call with ``code``; the log keeps a count and the reason cut short, never a payload."""
+        reason = message if len(message) <= MAX_REASON_CHARS else message[: MAX_REASON_CHARS - 3] + "..."
+        self.refusals[code.name] += 1
+        self.refused.append(reason)
+        self.logger.error(f"refused {context.peer()[:60]} ({code.name}): {reason}")
+        context.abort(code, reason)
 
-    def SendPolicyInstructions(self, request, context):  # noqa: N802  (LeRobot's gRPC method name)
-        if not self.running:
-            self.logger.warning("Server is not running. Ignoring policy instructions.")
-            return services_pb2.Empty()
+    def Ready(self, request, context):  # noqa: N802  (LeRobot's gRPC method name)
         try:
-            spec = load_message(request.data, RemotePolicyConfig)
-            self._check_policy(spec)
-            self._check_cameras(spec.lerobot_features)
-            # LeRobot's robots name their actions as their state (SO-100/101, LeKiwi); the client sends no action names
-            names = spec.lerobot_features.get(OBS_STATE, {}).get("names") or []
-            self.deployed.connect(names)  # last: a refused robot leaves the served one as it was
+            self.sessions.start(context.peer())
+        except SessionError as e:
+            return self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        self._reset_server()  # LeRobot's: the observation queue and predicted timesteps
+        self.shutdown_event.clear()
+        self.fps_tracker.reset()
+        self.last_processed_obs = None
+        self.deployed.adapter = None
+        self.deployed.reset()
+        self.logger.info(f"client {context.peer()} started the robot session")
+        return services_pb2.Empty()
+
+    def SendPolicyInstructions(self, request, context):  # noqa: N802
+        try:
+            with self.sessions.call(context.peer(), "policy instructions") as session:
+                spec = load_message(request.data, RemotePolicyConfig, self.message_limits)
+                names = check_policy_spec(spec)
+                self._check_policy(spec)
+                self._check_cameras(spec.lerobot_features)
+                self.sessions.check_order(session, names)
+                self.deployed.connect(names)  # last: a refused robot leaves the served one as it was
+                session.names = names
         except VlaError as e:
-            code = grpc.StatusCode.PERMISSION_DENIED if isinstance(e, RefusedMessageError) else grpc.StatusCode.FAILED_PRECONDITION
-            return self._refuse(context, code, str(e))
+            return self._refuse(context, status_of(e, grpc.StatusCode.FAILED_PRECONDITION), str(e))
         if spec.device != self.deployed.ckpt.policy.config.device:
             self.logger.info(f"the client asks for device {spec.device}; this server runs on "
                              f"{self.deployed.ckpt.policy.config.device} (vla serve --device)")
-        self.robot_names = tuple(names)
-        self.last_processed_obs = None
         self.lerobot_features = spec.lerobot_features
         self.actions_per_chunk = min(spec.actions_per_chunk, self.deployed.config.chunk_size)
         self.logger.info(f"client {context.peer()} connected: robot actions {list(names)}, "
                          f"{self.actions_per_chunk} actions per chunk, holds {self.deployed.contract.hold}")
         return services_pb2.Empty()
+
+    def SendObservations(self, request_iterator, context):  # noqa: N802
+        try:
+            with self.sessions.call(context.peer(), "observations") as session:
+                observation = self._receive_observation(request_iterator, context, session)
+                if session.names is None or self.deployed.adapter is None:
+                    raise SessionError("no robot connected: the client sends its policy instructions first")
+                # here, not in GetActions: LeRobot's GetActions turns any error into silence on the robot's side
+                check_timing(observation)
+                raw = observation.get_observation()
+                self.deployed.check_observation(raw, raw.get("task") if isinstance(raw, dict) else None)
+                self.fps_tracker.calculate_fps_metrics(observation.get_timestamp())
+                if not self._enqueue_observation(observation):
+                    self.logger.debug(f"Observation #{observation.get_timestep()} has been filtered out")
+        except VlaError as e:
+            return self._refuse(context, status_of(e, grpc.StatusCode.INVALID_ARGUMENT), str(e))
+        return services_pb2.Empty()
+
+    def _receive_observation(self, request_iterator, context, session) -> TimedObservation:
+        with self.sessions.stream(session), self.watch.watch(context) as entry:
+            try:
+                data = receive_message(request_iterator, entry, self.limits.max_chunks,
+                                       self.message_limits.max_message_bytes)
+            except grpc.RpcError as e:  # the watchdog cancelled a stalled stream, or the client went away
+                raise StreamCancelledError(f"observation stream cancelled: {entry[3] or 'by the client'}") from e
+        return load_message(data, TimedObservation, self.message_limits)
+
+    def GetActions(self, request, context):  # noqa: N802
+        try:
+            with self.sessions.call(context.peer(), "action requests"):
+                return super().GetActions(request, context)
+        except SessionError as e:
+            return self._refuse(context, status_of(e, grpc.StatusCode.PERMISSION_DENIED), str(e))
 
     def _check_policy(self, spec: RemotePolicyConfig) -> None:
         if spec.policy_type != "pi05" or spec.pretrained_name_or_path not in self.served_as:
@@ -134,25 +214,6 @@ class VlaPolicyServer(PolicyServer):
             raise ConfigError(f"the robot has no camera {missing}; contract '{self.deployed.contract.name}' needs "
                               f"{sorted(self.deployed.camera_keys().values())}, the robot has {sorted(sent)}")
 
-    def SendObservations(self, request_iterator, context):  # noqa: N802
-        data = receive_bytes_in_chunks(request_iterator, None, self.shutdown_event, self.logger)
-        try:
-            observation = load_message(data, TimedObservation)
-        except RefusedMessageError as e:
-            return self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, str(e))
-        if self.deployed.adapter is None:
-            return self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
-                                "no robot connected: the client sends its policy instructions first")
-        try:  # here, not in GetActions: LeRobot's GetActions turns any error into silence on the robot's side
-            raw = observation.get_observation()
-            self.deployed.check_observation(raw, raw.get("task"))
-        except VlaError as e:
-            return self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        self.fps_tracker.calculate_fps_metrics(observation.get_timestamp())
-        if not self._enqueue_observation(observation):
-            self.logger.debug(f"Observation #{observation.get_timestep()} has been filtered out")
-        return services_pb2.Empty()
-
     def _obs_sanity_checks(self, obs: TimedObservation, previous_obs: TimedObservation) -> bool:
         with self._predicted_timesteps_lock:
             if obs.get_timestep() in self._predicted_timesteps:
@@ -166,6 +227,9 @@ class VlaPolicyServer(PolicyServer):
         chunk = self.deployed.predict_chunk(raw)[: self.actions_per_chunk]
         clamped_before = sum(self.deployed.adapter.clamped.values())
         robot_actions = self.deployed.to_robot_actions(chunk, raw)
+        names = self.robot_names
+        if not names or any(tuple(a) != names for a in robot_actions):  # the order fixed at connect, every chunk
+            raise SessionError(f"the chunk's action order is not the session's {list(names)}; nothing is sent")
         self.last_processed_obs = observation_t
         self.served.append(ServedChunk(observation_t.get_timestep(), _int_or_none(raw.get(EPISODE_KEY)),
                                        _int_or_none(raw.get(FRAME_KEY)), chunk, robot_actions))
@@ -175,6 +239,41 @@ class VlaPolicyServer(PolicyServer):
                          f"{1000 * (time.perf_counter() - start):.1f} ms")
         vectors = [torch.tensor([a[n] for n in self.robot_names], dtype=torch.float32) for a in robot_actions]
         return self._time_action_chunk(observation_t.get_timestamp(), vectors, observation_t.get_timestep())
+
+
+MAX_REASON_CHARS = 300
+
+
+def status_of(error: VlaError, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The gRPC status a refusal reaches the client with."""
+    for kind, code in ((OverLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                       (NotOwnerError, grpc.StatusCode.PERMISSION_DENIED),
+                       (SessionError, grpc.StatusCode.FAILED_PRECONDITION),
+                       (StreamCancelledError, grpc.StatusCode.CANCELLED),
+                       (MalformedError, grpc.StatusCode.INVALID_ARGUMENT),
+                       (RefusedMessageError, grpc.StatusCode.PERMISSION_DENIED)):
+        if isinstance(error, kind):
+            return code
+    return default
+
+
+def check_policy_spec(spec: RemotePolicyConfig) -> tuple[str, ...]:
+    """The policy instructions' types (they come from the network); returns the robot's action names."""
+    features = spec.lerobot_features
+    if not isinstance(features, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in features.items()):
+        raise MalformedError("lerobot_features must map feature names to dicts; refused")
+    # LeRobot's robots name their actions as their state (SO-100/101, LeKiwi); the client sends no action names
+    names = features.get(OBS_STATE, {}).get("names") or []
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and len(n) <= 200 for n in names) \
+            or len(names) > 1000:
+        raise MalformedError(f"{OBS_STATE}'s names must be a list of joint names; refused")
+    if not isinstance(spec.actions_per_chunk, int) or isinstance(spec.actions_per_chunk, bool) \
+            or spec.actions_per_chunk < 1:
+        raise MalformedError(f"actions_per_chunk must be a positive integer, got "
+                                  f"{type(spec.actions_per_chunk).__name__}; refused")
+    if not all(isinstance(v, str) for v in (spec.policy_type, spec.pretrained_name_or_path, spec.device)):
+        raise MalformedError("policy_type, pretrained_name_or_path and device must be text; refused")
+    return tuple(names)
 
 
 def _int_or_none(value) -> int | None:
@@ -203,9 +302,11 @@ def make_server(cfg: ServeConfig) -> tuple[grpc.Server, VlaPolicyServer]:
                                    noise_seed=cfg.noise_seed)
     lerobot_cfg = PolicyServerConfig(host=cfg.host, port=cfg.port or 8080, fps=cfg.fps,
                                      inference_latency=cfg.inference_latency, obs_queue_timeout=cfg.obs_queue_timeout)
-    servicer = VlaPolicyServer(lerobot_cfg, deployed, served_names(cfg, deployed), cfg.similarity_atol)
-    # no SO_REUSEPORT: a second server on the same port is an error, not a silent share of the traffic
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
+    servicer = VlaPolicyServer(lerobot_cfg, deployed, served_names(cfg, deployed), cfg)
+    # no SO_REUSEPORT: a second server on the same port is an error, not a silent share of the traffic; a
+    # chunk over the limit is refused by gRPC before it is buffered
+    options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", cfg.limits.grpc_message_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
     services_pb2_grpc.add_AsyncInferenceServicer_to_server(servicer, server)
     try:
         port = server.add_insecure_port(format_address(cfg.host, cfg.port))
