@@ -3,7 +3,9 @@ arm-only adapter; a record loop with the replay robot runs our checkpoint as LeR
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -88,3 +90,52 @@ def test_record_refuses_a_checkpoint_whose_weights_fail_strict_loading(tiny_run,
     out = record(pretrained, tiny_run.dataset, 0, tmp_path / "rec")
     assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
     assert "1 missing keys" in out.stderr and dropped in out.stderr and "Traceback" not in out.stderr
+
+
+def test_lerobots_pipeline_loader_takes_a_verified_checkpoint_and_allowed_steps_only(tiny_run, tmp_path):
+    """`vla lerobot`'s ``DataProcessorPipeline.from_pretrained``: our checkpoint is verified (a file added
+    after the save is refused), and a directory without our manifest (third-party) still builds no step
+    outside the allow-list: the planted command does not run."""
+    from lerobot.processor.pipeline import DataProcessorPipeline
+
+    from vla_pipeline.deploy.lerobot_tools import _checked_pipeline
+    from vla_pipeline.errors import CheckpointError
+
+    load = _checked_pipeline(DataProcessorPipeline.from_pretrained.__func__)
+    pretrained = tmp_path / "pretrained_model"
+    shutil.copytree(pretrained_dir_of(resolve_checkpoint(tiny_run.train, "last")), pretrained)
+    (pretrained / "extra.txt").write_text("added")
+    with pytest.raises(CheckpointError, match=f"^refusing to load the processors of {pretrained}: "
+                                              f"{pretrained / 'extra.txt'} is not in"):
+        load(DataProcessorPipeline, str(pretrained), "policy_preprocessor.json")
+    (pretrained / "extra.txt").unlink()
+    pipeline = load(DataProcessorPipeline, str(pretrained), "policy_preprocessor.json")
+    tokenizer = next(s for s in pipeline.steps if type(s).__name__ == "TokenizerProcessorStep")
+    assert tokenizer.tokenizer_name == str(pretrained / "tokenizer")
+    planted = tmp_path / "planted"
+    config = pretrained / "policy_postprocessor.json"
+    doc = json.loads(config.read_text())
+    doc["steps"].append({"class": "subprocess.Popen", "config": {"args": ["touch", str(planted)]}})
+    config.write_text(json.dumps(doc))
+    (pretrained / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match=r"policy_postprocessor.json: step 2 names a class to import"):
+        load(DataProcessorPipeline, str(pretrained), "policy_postprocessor.json")
+    time.sleep(0.5)
+    assert not planted.exists()
+
+
+def test_record_refuses_processors_that_name_a_class_without_running_them(tiny_run, tmp_path):
+    """Through the installed patches, in LeRobot's own record tool: the policy loads (weights from elsewhere,
+    no manifest), its processors do not."""
+    pretrained = tmp_path / "pretrained_model"
+    shutil.copytree(pretrained_dir_of(resolve_checkpoint(tiny_run.train, "last")), pretrained)
+    planted = tmp_path / "planted"
+    config = pretrained / "policy_preprocessor.json"
+    doc = json.loads(config.read_text())
+    doc["steps"].insert(0, {"class": "subprocess.Popen", "config": {"args": ["touch", str(planted)]}})
+    config.write_text(json.dumps(doc))
+    (pretrained / "manifest.json").unlink()
+    out = record(pretrained, tiny_run.dataset, 0, tmp_path / "rec")
+    assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
+    assert "policy_preprocessor.json: step 0 names a class to import, 'subprocess.Popen'" in out.stderr
+    assert "Traceback" not in out.stderr and not planted.exists()

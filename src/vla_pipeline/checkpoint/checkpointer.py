@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vla_pipeline.checkpoint.io import write_manifest
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
     CHECKPOINTS_DIR,
@@ -19,6 +18,7 @@ from vla_pipeline.checkpoint.layout import (
     list_checkpoints,
     write_pointer,
 )
+from vla_pipeline.checkpoint.manifest import write_manifest
 
 
 @dataclass

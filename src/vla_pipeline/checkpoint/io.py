@@ -4,7 +4,6 @@ the tiny model's dims, the tokenizer, the contract, the frozen stats and the res
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from safetensors.torch import load_file
 
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
-    CHECKPOINT_MANIFEST_FILE,
     CHECKPOINT_SPLIT_FILE,
     CHECKPOINT_STATS_FILE,
     CONTRACT_FILE,
@@ -34,15 +32,18 @@ from vla_pipeline.checkpoint.layout import (
     VERSIONS_FILE,
     find_last,
     read_run_state,
-    write_atomic,
 )
+from vla_pipeline.checkpoint.manifest import (
+    compute_files_id,
+    require_verified,
+    verify_checkpoint,  # noqa: F401  (io's API: tests and callers import it from here)
+    write_manifest,  # noqa: F401
+)
+from vla_pipeline.checkpoint.processor_steps import install_processor_guard
 from vla_pipeline.errors import CheckpointError
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.dims import load_dims, save_dims
-from vla_pipeline.provenance import (
-    collect_versions,
-    sha256_file,
-)
+from vla_pipeline.provenance import collect_versions
 
 
 @dataclass
@@ -54,6 +55,7 @@ class LoadedCheckpoint:
     train_config: dict
     norm_stats: dict
     split: dict | None  # train/val episodes (None: a checkpoint from before splits were saved)
+    files: dict | None = None  # the manifest entries of ``directory`` as loading verified them (the checkpoint id)
 
 
 def save_pretrained_model(
@@ -95,60 +97,6 @@ def save_state_dict(state: dict, path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path), metadata={"format": "pt"})
 
 
-def write_manifest(directory: Path) -> None:
-    """Size and sha256 of every file; written last, so a checkpoint without it is incomplete. A
-    ``pretrained_model/`` inside gets its own manifest too (the same hashes), so the policy directory
-    verifies on its own wherever it is copied."""
-    directory = Path(directory)
-    manifest = _hash_files(directory)
-    inner = directory / PRETRAINED_DIR
-    if inner.is_dir():
-        prefix = f"{PRETRAINED_DIR}/"
-        sub = {name[len(prefix):]: entry for name, entry in manifest.items() if name.startswith(prefix)}
-        write_atomic(inner / CHECKPOINT_MANIFEST_FILE, json.dumps(sub, indent=1))
-        manifest[f"{prefix}{CHECKPOINT_MANIFEST_FILE}"] = _hash_entry(inner / CHECKPOINT_MANIFEST_FILE)
-    write_atomic(directory / CHECKPOINT_MANIFEST_FILE, json.dumps(dict(sorted(manifest.items())), indent=1))
-
-
-def _hash_files(directory: Path) -> dict[str, dict]:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CHECKPOINT_MANIFEST_FILE)
-    return {p.relative_to(directory).as_posix(): _hash_entry(p) for p in files}
-
-
-def _hash_entry(path: Path) -> dict:
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def verify_checkpoint(directory: Path) -> str | None:
-    """``None`` if every file of the manifest is there with its size and hash; else what is wrong."""
-    path = Path(directory) / CHECKPOINT_MANIFEST_FILE
-    if not path.is_file():
-        return f"{directory} has no {CHECKPOINT_MANIFEST_FILE} (a save that did not finish)"
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return f"{path} is not valid JSON"
-    for name, entry in manifest.items():
-        f = Path(directory) / name
-        if not f.is_file():
-            return f"{f} is missing"
-        if f.stat().st_size != entry["size"]:
-            return f"{f} has {f.stat().st_size} bytes, the manifest says {entry['size']} (truncated?)"
-        if sha256_file(f) != entry["sha256"]:
-            return f"{f} does not match its sha256 in the manifest (corrupt)"
-    return None
-
-
-def require_verified(directory: Path, use: str) -> None:
-    """Refuse a checkpoint directory whose files do not match its manifest, naming the file."""
-    problem = verify_checkpoint(directory)
-    if problem is not None:
-        raise CheckpointError(
-            f"refusing to {use}: {problem}. The checkpoint was damaged after it was saved (disk, copy or edit); "
-            f"restore it (`dvc checkout artifacts/train`, or copy it again) or pick another checkpoint"
-        )
-
-
 def load_state_strict(policy, state: dict, source: Path | str) -> dict[str, int]:
     """Load ``state`` into ``policy``; hard-fail on any missing, unexpected or mis-shaped tensor
     (LeRobot 0.4.2's ``from_pretrained`` prints and returns random weights instead)."""
@@ -183,6 +131,7 @@ def _is_tied_to_loaded(params: dict, key: str, loaded: dict) -> bool:
 
 
 def _pipeline(directory: Path, name: str, overrides: dict, **kwargs) -> PolicyProcessorPipeline:
+    install_processor_guard()  # LeRobot builds no step the allow-list does not name, whatever the file says now
     return PolicyProcessorPipeline.from_pretrained(
         str(directory), config_filename=f"{name}.json", overrides=overrides, **kwargs
     )
@@ -191,11 +140,14 @@ def _pipeline(directory: Path, name: str, overrides: dict, **kwargs) -> PolicyPr
 def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     """Policy and its own saved processors from a checkpoint (``.../pretrained_model`` or its parent)."""
     directory = Path(directory)
+    if (directory / PRETRAINED_DIR).is_symlink():
+        raise CheckpointError(f"{directory / PRETRAINED_DIR} is a symbolic link: a checkpoint holds regular files only; "
+                              f"load the directory it points to, or copy the checkpoint without links (`cp -rL`)")
     if (directory / PRETRAINED_DIR).is_dir():
         directory = directory / PRETRAINED_DIR
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory} is not a pretrained_model directory (no config.json)")
-    require_verified(directory, "load this checkpoint")
+    files = require_verified(directory, "load this checkpoint")
     config = PreTrainedConfig.from_pretrained(str(directory))
     config.device = device
     policy = make_pi05_policy(config, load_dims(directory))
@@ -214,6 +166,7 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
         train_config=json.loads((directory / TRAIN_CONFIG_FILE).read_text()),
         norm_stats=json.loads((directory / CHECKPOINT_STATS_FILE).read_text()),
         split=json.loads((directory / CHECKPOINT_SPLIT_FILE).read_text()) if (directory / CHECKPOINT_SPLIT_FILE).is_file() else None,
+        files=files,
     )
 
 
@@ -241,8 +194,12 @@ def pretrained_dir_of(ckpt: LoadedCheckpoint | Path) -> Path:
     return Path(ckpt) / PRETRAINED_DIR if (Path(ckpt) / PRETRAINED_DIR).is_dir() else Path(ckpt)
 
 
-def compute_checkpoint_id(checkpoint: LoadedCheckpoint | Path) -> str | None:
-    """sha256 of the checkpoint's ``manifest.json`` (the size and sha256 of every file of the step
-    directory): the same value means the same checkpoint. None for a bare pretrained_model."""
-    manifest = pretrained_dir_of(checkpoint).parent / CHECKPOINT_MANIFEST_FILE
-    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+def compute_checkpoint_id(checkpoint: LoadedCheckpoint | Path) -> str:
+    """The checkpoint id: sha256 over ``<sha256>  <path>`` of every file of its ``pretrained_model``
+    (weights, config, processors, tokenizer, contract, stats; sorted by path), from the hashes that
+    verification computed of the files themselves (those ``load_checkpoint`` checked, or verified now): the
+    same id means the same policy files, any changed byte another id. A checkpoint that does not verify
+    has none (CheckpointError)."""
+    if isinstance(checkpoint, LoadedCheckpoint) and checkpoint.files is not None:
+        return compute_files_id(checkpoint.files)
+    return compute_files_id(require_verified(pretrained_dir_of(checkpoint), "identify this checkpoint"))

@@ -35,6 +35,21 @@ RAW_WEIGHTS_FILE = "raw_weights.safetensors"  # training_state/: the trainable w
 LIVE_DIR = "live"
 
 
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file (not a link) of at most ``limit`` bytes: a checkpoint's JSON
+    is read whole only after its size is known."""
+    path = Path(path)
+    if path.is_symlink():
+        raise CheckpointError(f"{path} is a symbolic link: a checkpoint holds regular files only")
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found (or not a regular file)")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CheckpointError(f"{path} is larger than the {limit} bytes such a file may have (not a file we wrote)")
+    return data
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     tmp.write_text(text)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from vla_pipeline.checkpoint.io import load_state_strict, require_verified
+from vla_pipeline.checkpoint.io import load_state_strict
 from vla_pipeline.checkpoint.layout import CHECKPOINT_MANIFEST_FILE, PRETRAINED_DIR
+from vla_pipeline.checkpoint.manifest import require_verified
 from vla_pipeline.errors import CheckpointError
 
 WEIGHTS = "model.safetensors"
@@ -57,7 +58,9 @@ def _download(repo_id: str) -> Path:
 def load_pretrained_weights(policy, source: str) -> dict[str, int]:
     """Load pretrained Pi0.5 weights into ``policy`` (LeRobot's own key fixes, then a strict load)."""
     path = resolve_weights_file(source)
-    if (path.parent / CHECKPOINT_MANIFEST_FILE).is_file():  # one of our checkpoints: its files must match their hashes
+    manifest = path.parent / CHECKPOINT_MANIFEST_FILE
+    local = Path(source).expanduser().exists()  # a hub download (a cache of links) is checked by the hub client
+    if local and (manifest.exists() or manifest.is_symlink()):  # one of our checkpoints: it must verify (manifest.py)
         require_verified(path.parent, f"start from {path}")
     state = load_file(str(path))
     state = policy._fix_pytorch_state_dict_keys(state, policy.config)  # LeRobot's openpi key renames

@@ -22,7 +22,7 @@ from lerobot.utils.random_utils import deserialize_rng_state, load_rng_state, se
 from lerobot.utils.train_utils import load_training_state, save_training_state
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint.io import load_policy_weights, verify_checkpoint
+from vla_pipeline.checkpoint.io import load_policy_weights
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
     CHECKPOINTS_DIR,
@@ -37,6 +37,7 @@ from vla_pipeline.checkpoint.layout import (
     read_run_state,
     write_pointer,
 )
+from vla_pipeline.checkpoint.manifest import verify_checkpoint
 from vla_pipeline.errors import CheckpointError, TrainInputError, warn_loudly
 from vla_pipeline.norms import make_processor_stats
 

@@ -7,6 +7,9 @@ Installed before the tool is imported:
 * ``PI05Policy.from_pretrained`` is the strict loader: a checkpoint of ours is checked against its
   manifest and built at its own size (``vla_model_dims.json``); any Pi0.5 weights must fill every
   tensor or the tool stops with the counts (LeRobot's loader returns random weights instead);
+* a pipeline config (``policy_preprocessor.json``, ...) is refused unless every step is one of the
+  LeRobot registry steps our checkpoints use, before LeRobot imports anything it names; a checkpoint of
+  ours is checked against its manifest before its processors load;
 * a checkpoint's processors read the tokenizer saved beside them (``pretrained_model/tokenizer``);
 * ``lerobot-record`` with one of our policies runs it arm-only: the state is the contract's joints,
   taken by name, and each action goes through the contract's adapter (held values, ranges);
@@ -20,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
-import json
 import sys
 from pathlib import Path
 
@@ -77,18 +79,21 @@ def run_tool(argv: list[str]) -> int:
 
 
 def install_lerobot_patches() -> None:
-    """The strict loader, the tokenizer beside the checkpoint, the robots the async client takes."""
+    """The strict loader, the processor checks, the tokenizer beside the checkpoint, the robots the async
+    client takes."""
     from lerobot.async_inference import constants
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
     from lerobot.processor.pipeline import DataProcessorPipeline
 
     import vla_pipeline.deploy.config_replay  # noqa: F401  (registers --robot.type=vla_replay)
+    from vla_pipeline.checkpoint.processor_steps import install_processor_guard
 
     with contextlib.suppress(ImportError):
         import lerobot.robots.lekiwi  # noqa: F401  (registers lekiwi_client for the async client)
     PI05Policy.from_pretrained = classmethod(strict_from_pretrained)
-    if not getattr(DataProcessorPipeline.from_pretrained, "vla_tokenizer_beside", False):
-        DataProcessorPipeline.from_pretrained = classmethod(_with_tokenizer_beside(DataProcessorPipeline.from_pretrained.__func__))
+    install_processor_guard()
+    if not getattr(DataProcessorPipeline.from_pretrained, "vla_checked_pipeline", False):
+        DataProcessorPipeline.from_pretrained = classmethod(_checked_pipeline(DataProcessorPipeline.from_pretrained.__func__))
     constants.SUPPORTED_ROBOTS.extend(r for r in EXTRA_CLIENT_ROBOTS if r not in constants.SUPPORTED_ROBOTS)
     _require_action_order()
 
@@ -144,25 +149,29 @@ def strict_from_pretrained(cls, pretrained_name_or_path, *, config=None, **kwarg
     return policy
 
 
-def _with_tokenizer_beside(original):
-    from vla_pipeline.checkpoint.layout import TOKENIZER_DIR
+def _checked_pipeline(original):
+    """LeRobot's ``DataProcessorPipeline.from_pretrained``: a directory with our manifest is verified first
+    (every file listed, regular files, sizes and hashes; the weights, which a pipeline does not read, by
+    size), its config read through the allow-list, and its tokenizer step given the tokenizer beside it."""
+    from vla_pipeline.checkpoint.layout import CHECKPOINT_MANIFEST_FILE, TOKENIZER_DIR
+    from vla_pipeline.checkpoint.manifest import require_verified
+    from vla_pipeline.checkpoint.pretrained import WEIGHTS
+    from vla_pipeline.checkpoint.processor_steps import read_processor_config
 
     def from_pretrained(cls, pretrained_model_name_or_path, config_filename, *args, overrides=None, **kwargs):
         directory = Path(str(pretrained_model_name_or_path))
         overrides = dict(overrides or {})
-        if (directory / TOKENIZER_DIR).is_dir() and _has_step(directory / config_filename, "tokenizer_processor"):
-            step = dict(overrides.get("tokenizer_processor") or {})
-            overrides["tokenizer_processor"] = {**step, "tokenizer_name": str(directory / TOKENIZER_DIR)}
+        if directory.is_dir():
+            if (directory / CHECKPOINT_MANIFEST_FILE).exists() or (directory / CHECKPOINT_MANIFEST_FILE).is_symlink():
+                require_verified(directory, f"load the processors of {directory}", not_read=(WEIGHTS,))
+            steps = read_processor_config(directory / config_filename)["steps"]
+            if (directory / TOKENIZER_DIR).is_dir() and any(s["registry_name"] == "tokenizer_processor" for s in steps):
+                step = dict(overrides.get("tokenizer_processor") or {})
+                overrides["tokenizer_processor"] = {**step, "tokenizer_name": str(directory / TOKENIZER_DIR)}
         return original(cls, pretrained_model_name_or_path, config_filename, *args, overrides=overrides, **kwargs)
 
-    from_pretrained.vla_tokenizer_beside = True
+    from_pretrained.vla_checked_pipeline = True
     return from_pretrained
-
-
-def _has_step(config_file: Path, registry_name: str) -> bool:
-    if not config_file.is_file():
-        return False
-    return any(s.get("registry_name") == registry_name for s in json.loads(config_file.read_text()).get("steps", []))
 
 
 class RecordAdapter:
