@@ -17,6 +17,7 @@ import pytest
 
 import vla_pipeline.eval.reuse as reuse
 import vla_pipeline.eval.run as ev
+from vla_pipeline.checkpoint.io import write_manifest
 from vla_pipeline.eval.config import EvaluateConfig
 from vla_pipeline.eval.reuse import find_reusable
 from vla_pipeline.eval.run import evaluate
@@ -175,14 +176,16 @@ def test_another_or_changed_checkpoint_is_not_reused(evaluated, tmp_path) -> Non
     protocol, why = find_reusable(EvaluateConfig(copy_dir / "pretrained_model", cfg.dataset_root, cfg.out_dir,
                                                  stride=2, videos=True), source)
     assert protocol is None and "it evaluated" in why
-    manifest = step_dir / "manifest.json"
-    original = manifest.read_bytes()
+    versions = cfg.checkpoint / "versions.json"
+    original = versions.read_bytes()
     try:
-        manifest.write_bytes(original.replace(b'"size"', b'"size" ', 1))  # a re-saved checkpoint of the same step
+        versions.write_bytes(original + b"\n")  # a re-saved checkpoint of the same step: other policy files
+        write_manifest(step_dir)
         protocol, why = find_reusable(cfg, source)
-        assert protocol is None and "manifest.json" in why
+        assert protocol is None and "checkpoint's id" in why
     finally:
-        manifest.write_bytes(original)
+        versions.write_bytes(original)
+        write_manifest(step_dir)
     assert find_reusable(cfg, source)[0] is not None
 
 

@@ -64,7 +64,7 @@ def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, spli
         "stride": stride, "chunk_size": config.chunk_size, "n_action_steps": config.n_action_steps,
         "num_inference_steps": config.num_inference_steps, "noise_seed": cfg.noise_seed,
         "saturation_margin": cfg.saturation_margin, "rank_episodes_by": RANK_KEY,
-        "checkpoint_manifest_sha256": compute_checkpoint_id(ckpt), "code_sha256": compute_source_hash(),
+        "checkpoint_id": compute_checkpoint_id(ckpt), "code_sha256": compute_source_hash(),
         "config": config_doc(cfg),
     }
 

@@ -13,7 +13,7 @@ from vla_pipeline.checkpoint.io import (
     pretrained_dir_of,
     read_checkpoint_state,
 )
-from vla_pipeline.checkpoint.layout import CHECKPOINT_MANIFEST_FILE, CONTRACT_FILE
+from vla_pipeline.checkpoint.layout import CONTRACT_FILE
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.eval.config import EvaluateConfig
 from vla_pipeline.eval.protocol import NOT_PROTOCOL, RANK_KEY, config_doc
@@ -28,7 +28,7 @@ REUSED_FILES = ("metrics.json", "episodes.csv", "predictions.npz")
 
 def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
     """(``source``'s protocol, "") when the evaluation in ``source`` is the one ``cfg`` asks for: the same
-    checkpoint directory and manifest, every protocol setting, this code and the dataset it names, with
+    checkpoint directory and content (its checkpoint id), every protocol setting, this code and the dataset it names, with
     all its outputs present; else (None, why not)."""
     path = source / "protocol.json"
     if not path.is_file():
@@ -42,9 +42,9 @@ def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
     if Path(protocol.get("checkpoint", "")).resolve() != pretrained_dir_of(cfg.checkpoint).resolve():
         return None, f"it evaluated {protocol.get('checkpoint')}, not {pretrained_dir_of(cfg.checkpoint)}"
     checkpoint_id = compute_checkpoint_id(cfg.checkpoint)
-    if checkpoint_id is None or protocol.get("checkpoint_manifest_sha256") != checkpoint_id:
-        return None, (f"the checkpoint's {CHECKPOINT_MANIFEST_FILE} is not the one it evaluated (or either is missing): "
-                      f"the checkpoint changed since")
+    if protocol.get("checkpoint_id") != checkpoint_id:
+        return None, ("the checkpoint's id (the sha256 of its policy files) is not the one it evaluated: the "
+                      "checkpoint changed since")
     if protocol.get("code_sha256") != compute_source_hash():
         return None, "another version of vla_pipeline produced it"
     mine, theirs = config_doc(cfg), protocol.get("config", {})
