@@ -10,10 +10,10 @@ allow-list, and what it hands out cannot be turned against the server:
 * each name resolves to an object made for this one message that refuses pickle's BUILD opcode
   (``__setstate__``, which sets attributes on whatever it is given) or checks its state: LeRobot's
   classes and torch's functions cannot be changed for later messages;
-* ``numpy.dtype`` gives a plain numeric type code (bool, int, uint, float, complex), never a dtype
-  object: numpy's ``dtype.__setstate__`` takes fields at any offset, and a scalar of such a dtype reads
-  far past its bytes (a segfault). Arrays are rebuilt only as numpy pickles them, from exactly the
-  bytes their shape declares; ``numpy.ndarray`` (a raw buffer) cannot be called;
+* ``numpy.dtype`` gives a holder of a plain numeric dtype (bool, int, uint, float, complex) that the
+  message cannot reach: numpy's ``dtype.__setstate__`` takes fields at any offset, and a scalar of
+  such a dtype reads far past its bytes (a segfault). Arrays are rebuilt only as numpy pickles them,
+  from exactly the bytes their shape declares; ``numpy.ndarray`` (a raw buffer) cannot be called;
 * a tensor's storage (``torch.save`` bytes) is parsed here, never ``torch.load``-ed (which allocates
   the size the bytes declare); a tensor view lies inside it, with no zero or negative strides;
 * :class:`MessageLimits` bounds, before anything runs, a message's size, opcodes, values (a shared one
