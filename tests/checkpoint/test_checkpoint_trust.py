@@ -118,11 +118,13 @@ def test_the_loader_guard_refuses_a_class_even_when_verification_is_bypassed(ste
     planted = tmp_path / "planted"
     plant(step / PRETRAINED_DIR, PRE, {"class": "subprocess.Popen", "config": {"args": ["touch", str(planted)]}})
     install_processor_guard()
+    # LeRobot's from_pretrained reads the config through _load_config first (called directly: `vla lerobot`'s
+    # wrapper around from_pretrained, installed by other tests in this process, would verify the manifest first)
     with pytest.raises(CheckpointError, match="step 0 names a class to import"):
-        PolicyProcessorPipeline.from_pretrained(str(step / PRETRAINED_DIR), config_filename=PRE)
+        PolicyProcessorPipeline._load_config(str(step / PRETRAINED_DIR), PRE, {})
     (step / PRETRAINED_DIR / "big.json").write_bytes(b" " * ((1 << 20) + 1))
     with pytest.raises(CheckpointError, match="larger than the 1048576 bytes"):
-        PolicyProcessorPipeline.from_pretrained(str(step / PRETRAINED_DIR), config_filename="big.json")
+        PolicyProcessorPipeline._load_config(str(step / PRETRAINED_DIR), "big.json", {})
     assert not wait_for(planted)
 
 
