@@ -91,7 +91,12 @@ SCHEMA: dict[str, Any] = {
     "demo": {"root": PATH, "repo_id": Key("str"), "num_episodes": _int(lo=2), "min_length": _int(lo=1),
              "max_length": _int(lo=1), "image_height": _int(lo=8), "image_width": _int(lo=8), "fps": _int(lo=1),
              "seed": _int(lo=0)},
-    "validate": {"report": PATH, "decode_samples": _int(lo=0), "dry_run": BOOL},
+    "validate": {"report": PATH, "decode_samples": _int(lo=0), "dry_run": BOOL, "quality": {
+        "still_fraction": _float(lo=0, hi=1), "frozen_state_frames": _int(lo=2), "follow_min_corr": _float(lo=-1, hi=1),
+        "saturation_fraction": _float(lo=0, hi=1, lo_open=True), "glitch_fraction": _float(lo=0, lo_open=True),
+        "wrap_fraction": _float(lo=0, lo_open=True), "idle_seconds": _float(lo=0, lo_open=True),
+        "action_state_fraction": _float(lo=0), "lag_frames": _int(lo=1), "scale_ratio": _float(lo=1, lo_open=True),
+        "duplicate_fraction": _float(lo=0), "drift_fraction": _float(lo=0, lo_open=True)}},
     "norms": {"out_dir": PATH, "val_fraction": _float(lo=0, hi=1, lo_open=True, hi_open=True),
               "split_seed": _int(lo=0), "val_episodes": Key("int_list", null=True)},
     "frame_cache": {"enable": BOOL, "dir": PATH, "resize": BOOL, "num_workers": _int(lo=0)},

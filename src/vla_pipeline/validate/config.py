@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from vla_pipeline.params import int_list, param
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """The behavioural checks' thresholds (``validate.quality`` in params.yaml; docs/validation.md
+    justifies each default). Fractions of a joint's range are of the contract's range for the joint
+    (its robust span in the dataset when the contract declares none)."""
+
+    still_fraction: float = 0.002  # a joint moving less than this fraction of its range in a frame is still
+    frozen_state_frames: int = 10  # state unchanged this many frames in a row while the action moves
+    follow_min_corr: float = 0.3  # the state follows its action with at least this correlation
+    saturation_fraction: float = 0.8  # share of an episode pinned at a contract limit or one value
+    glitch_fraction: float = 0.2  # a one-frame excursion of this fraction of the range, back the next frame
+    wrap_fraction: float = 0.5  # a one-frame jump of this fraction of the range (encoder wraparound)
+    idle_seconds: float = 1.0  # a static lead-in or lead-out longer than this
+    action_state_fraction: float = 0.001  # actions within this of the same frame's state: recorded as the state
+    lag_frames: int = 3  # the action trailing the state by more frames than this
+    scale_ratio: float = 3.0  # an episode's span this many times the others' (or 1/this): other units
+    duplicate_fraction: float = 0.005  # episodes closer than this (mean over joints and time): near duplicates
+    drift_fraction: float = 0.1  # first vs last quarter of the session differing by this
+
+    @classmethod
+    def from_mapping(cls, values: dict | None) -> QualityThresholds:
+        known = {f.name: f.type for f in fields(cls)}
+        values = values or {}
+        return cls(**{k: (int if known[k] == "int" else float)(v) for k, v in values.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -16,6 +42,7 @@ class ValidateConfig:
     exclude_episodes: tuple[int, ...] = ()
     min_episode_length: int = 1  # the policy's chunk size: shorter episodes get a warning
     decode_samples: int = 0  # frames to decode per video file (0: container metadata only)
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
 
     @classmethod
     def from_params(cls, p: dict) -> ValidateConfig:
@@ -26,4 +53,5 @@ class ValidateConfig:
             exclude_episodes=tuple(param(p, "dataset.exclude_episodes", int_list)),
             min_episode_length=param(p, "policy.chunk_size", int),
             decode_samples=param(p, "validate.decode_samples", int),
+            quality=QualityThresholds.from_mapping(param(p, "validate.quality", dict, default={})),
         )

@@ -11,6 +11,7 @@ import numpy as np
 
 from vla_pipeline.data.contract import Contract
 from vla_pipeline.data.tables import Frames, feature_names
+from vla_pipeline.validate.config import QualityThresholds
 
 MAX_OFFENDERS = 5  # lines per check on screen ("... and N more" after them; the JSON report has every one)
 
@@ -27,6 +28,9 @@ class Finding:
     key: str | None = None
     value: Any = None
     expected: Any = None
+    frames: list[int] | None = None  # [first, last] frame of the episode the finding covers
+    suggestion: str | None = None  # "exclude" (the episode) or "trim" (keep frames [first, last] of ``trim``)
+    trim: list[int] | None = None  # with suggestion "trim": the frames to keep
 
 
 @dataclass
@@ -58,6 +62,8 @@ class View:
     decode_samples: int = 0
     exclude_episodes: tuple[int, ...] = ()
     contract_path: Path | None = None
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    cache: dict = field(default_factory=dict)  # what several checks compute once (behaviour.joint_series)
     probes: dict = field(default_factory=dict)  # video path -> VideoProbe | Exception | None (absent)
 
     @property

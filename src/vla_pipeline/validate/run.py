@@ -94,7 +94,8 @@ def load_view(cfg: ValidateConfig, out: Findings) -> tuple[View | None, set[str]
                   f"LeRobotDataset v3.0 root?")
         return None, set()
     view = View(root, info, contract, min_episode_length=cfg.min_episode_length, decode_samples=cfg.decode_samples,
-                exclude_episodes=tuple(cfg.exclude_episodes), contract_path=Path(cfg.contract_path))
+                exclude_episodes=tuple(cfg.exclude_episodes), contract_path=Path(cfg.contract_path),
+                quality=cfg.quality)
     if info.get("codebase_version") != SUPPORTED_CODEBASE:
         return view, {INFO}  # another layout: the codebase check says how to convert; nothing else is read
     dims = {}
