@@ -403,3 +403,36 @@ def test_load_report_refuses_a_missing_failed_stale_or_mismatched_report(tmp_pat
         load_report(path, root, contract, (1,))
     assert str(e.value) == (f"validation report {path} was made with dataset.exclude_episodes [1, 3], not [1]; run "
                             f"`dvc repro validate` (or `vla validate`)")
+
+
+def _frames_view(lengths: dict[int, int]) -> View:
+    episodes = np.concatenate([np.full(n, e) for e, n in lengths.items()])
+    view = View(Path("r"), {}, None, episodes={"episode_index": np.array(list(lengths))})
+    view.frames = Frames(len(episodes), set(), {"episode_index": episodes})
+    return view
+
+
+def test_behavioural_warnings_suggest_exclusions_and_trims_when_confined_to_a_few_episodes(tmp_path) -> None:
+    root, contract = _tabular(tmp_path)
+    out = Findings()
+    out.warn("action_is_state", "copied in 1", episode=1, frames=[0, 99], suggestion="exclude")
+    out.warn("idle_ends", "idle head in 2", episode=2, frames=[0, 39], suggestion="trim", trim=[40, 99])
+    out.warn("idle_ends", "idle tail in 2", episode=2, frames=[80, 99], suggestion="trim", trim=[0, 79])
+    out.warn("static_joints", "static in 3", episode=3)  # no suggestion: not an exclusion
+    report = make_report(_cfg(root, contract, tmp_path), out, {}, _frames_view(dict.fromkeys(range(6), 100)))
+    assert report.ok and report.suggested_exclusions == [1]
+    assert report.suggested_trims == {2: [40, 79]}
+    assert report.episode_quality == {0: 1.0, 1: 0.0, 2: 0.6 * 0.8, 3: 0.9, 4: 1.0, 5: 1.0}
+
+
+def test_a_behavioural_fault_in_most_episodes_is_one_dataset_warning_and_no_exclusion(tmp_path) -> None:
+    root, contract = _tabular(tmp_path)
+    out = Findings()
+    for e in range(4):
+        out.warn("saturation", f"pinned in {e}", episode=e, frames=[0, 9], suggestion="exclude")
+    out.error("finite", "nan in 5", episode=5)
+    report = make_report(_cfg(root, contract, tmp_path), out, {}, _frames_view(dict.fromkeys(range(6), 100)))
+    assert report.suggested_exclusions == [5] and "saturation" in report.dataset_wide
+    assert [(w["check"], w["episode"]) for w in report.warnings] == [("saturation", None)]
+    assert "4 of 6 episodes" in report.warnings[0]["message"]
+    assert report.episode_quality == {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.5, 4: 1.0, 5: 0.0}  # each episode's own findings

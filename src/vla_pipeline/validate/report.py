@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from vla_pipeline.data.tables import format_no_camera
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 from vla_pipeline.validate.config import ValidateConfig
@@ -30,6 +31,8 @@ class Report:
     suggested_exclusions: list[int]  # episodes whose faults are local: what dataset.exclude_episodes could add
     dataset_wide: list[str] = field(default_factory=list)  # checks that fail in all or most episodes
     summary: dict = field(default_factory=dict)
+    suggested_trims: dict[int, list[int]] = field(default_factory=dict)  # episode -> [first, last] frame to keep
+    episode_quality: dict[int, float] = field(default_factory=dict)  # episode -> score in [0, 1] (1: no finding)
 
 
 def count_episodes(view: View | None) -> int | None:
@@ -69,7 +72,11 @@ def make_report(cfg: ValidateConfig, out: Findings, status: dict[str, dict], vie
     n_usable = None if n_episodes is None else n_episodes - len(excluded_set & set(range(n_episodes)))
     summaries, wide = summarize_wide_faults(errors, n_usable)
     errors = summaries + errors
-    suggested = sorted({f.episode for f in errors if f.episode is not None and f.check not in wide})
+    warn_summaries, warn_wide = summarize_wide_faults([f for f in warnings if f.suggestion], n_usable)
+    quality = compute_episode_quality(errors, warnings, episode_lengths(view), excluded_set)  # before the summaries
+    warnings = warn_summaries + [f for f in warnings if f.check not in warn_wide or f.episode is None]
+    suggested = sorted({f.episode for f in errors if f.episode is not None and f.check not in wide}
+                       | {f.episode for f in warnings if f.suggestion == "exclude" and f.episode is not None})
     if n_usable is not None and n_usable - len(suggested) < MIN_EPISODES:
         suggested = []  # excluding them would leave too little: the dataset needs fixing (format_report says so)
     n_err, n_warn = Counter(f.check for f in errors), Counter(f.check for f in warnings)
@@ -93,8 +100,58 @@ def make_report(cfg: ValidateConfig, out: Findings, status: dict[str, dict], vie
         dataset_fingerprint=compute_dataset_fingerprint(root) if root.is_dir() else "",
         checks=table, errors=[asdict(f) for f in errors], warnings=[asdict(f) for f in warnings],
         excluded=[asdict(f) for f in excluded], excluded_episodes=sorted(excluded_set),
-        suggested_exclusions=suggested, dataset_wide=wide, summary=summary,
+        suggested_exclusions=suggested, dataset_wide=wide + warn_wide, summary=summary,
+        suggested_trims=compute_trims(warnings, set(suggested)),
+        episode_quality=quality,
     )
+
+
+def compute_trims(warnings: list[Finding], excluded: set[int]) -> dict[int, list[int]]:
+    """The frames to keep of each episode with an idle head or tail (none for an episode suggested for
+    exclusion): the narrowest keep range its findings give."""
+    trims: dict[int, list[int]] = {}
+    for f in warnings:
+        if f.suggestion == "trim" and f.trim and f.episode is not None and f.episode not in excluded:
+            first, last = trims.get(f.episode, [f.trim[0], f.trim[1]])
+            trims[f.episode] = [max(first, f.trim[0]), min(last, f.trim[1])]
+    return dict(sorted(trims.items()))
+
+
+#: what a finding takes off its episode's quality score (docs/validation.md: Quality score)
+PENALTY_ERROR, PENALTY_EXCLUDE, PENALTY_OTHER = 1.0, 0.5, 0.1
+
+
+def compute_episode_quality(errors: list[Finding], warnings: list[Finding], lengths: dict[int, int],
+                            excluded: set[int]) -> dict[int, float]:
+    """Per episode, the product over its findings of (1 - penalty): an error leaves 0; a warning that
+    suggests excluding the episode takes half, or the share of frames it covers if larger; a trim takes
+    the share of frames it removes; any other warning a tenth. An episode with no finding scores 1;
+    excluded episodes are left out."""
+    score = {e: 1.0 for e in lengths if e not in excluded}
+    for f in errors:
+        if f.episode in score:
+            score[f.episode] = 0.0
+    for f in warnings:
+        if f.episode not in score:
+            continue
+        n = max(1, lengths[f.episode])
+        if f.suggestion == "exclude":
+            covered = (f.frames[1] - f.frames[0] + 1) / n if f.frames else 0.0
+            penalty = max(PENALTY_EXCLUDE, covered)
+        elif f.suggestion == "trim" and f.trim:
+            penalty = 1.0 - (f.trim[1] - f.trim[0] + 1) / n
+        else:
+            penalty = PENALTY_OTHER
+        score[f.episode] *= 1.0 - min(1.0, max(0.0, penalty))
+    return {e: round(v, 4) for e, v in score.items()}
+
+
+def episode_lengths(view: View | None) -> dict[int, int]:
+    """Frames per episode, from the data rows (the episodes table may lack lengths or disagree)."""
+    if view is None or view.frames is None or "episode_index" not in view.frames.scalars:
+        return {}
+    episodes, counts = np.unique(view.frames["episode_index"], return_counts=True)
+    return dict(zip(episodes.tolist(), counts.tolist(), strict=True))
 
 
 def _indent(message: str) -> str:
@@ -131,7 +188,12 @@ def format_report(report: Report | dict, limit: int = MAX_OFFENDERS, where: str 
     if r["suggested_exclusions"]:
         lines.append(f"to train without the episodes whose faults are their own, set in params.yaml  "
                      f"dataset.exclude_episodes: {sorted(set(r['excluded_episodes']) | set(r['suggested_exclusions']))}")
-    elif r["errors"] and any(e["episode"] is not None for e in r["errors"]) and not r["dataset_wide"]:
+    if r.get("suggested_trims"):
+        trims = ", ".join(f"{e}: {a}..{b}" for e, (a, b) in list(r["suggested_trims"].items())[:limit])
+        lines.append(f"idle heads or tails to trim (episode: frames to keep) {trims}"
+                     f"{' ...' if len(r['suggested_trims']) > limit else ''}; `vla trim` writes a trimmed copy")
+    if not r["suggested_exclusions"] and r["errors"] and any(e["episode"] is not None for e in r["errors"]) \
+            and not r["dataset_wide"]:
         lines.append(f"excluding the failing episodes would leave fewer than {MIN_EPISODES}: fix the dataset")
     passed = [n for n, c in r["checks"].items() if c["status"] == "pass"]
     lines.append(f"{'check':<20} {'status':<8} {'errors':>6} {'warnings':>8}")
