@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from vla_pipeline.data.tables import format_no_camera
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint
 from vla_pipeline.validate.config import ValidateConfig
