@@ -152,3 +152,15 @@ def test_wandb_that_fails_to_start_is_retried_then_left_out_with_a_warning(tmp_p
     tracker.close()
     assert "failed to start twice" in capsys.readouterr().err
     assert (tmp_path / "live" / "metrics.json").is_file()
+
+
+def test_the_run_carries_the_validation_reports_quality_score_per_episode(tiny_run):
+    """issue 29: the quality score of every episode reaches the run (a bar per episode, its summary)."""
+    quality = json.loads(tiny_run.report.read_text())["episode_quality"]
+    assert quality and all(0.0 <= q <= 1.0 for q in quality.values())
+    plotted = json.loads((tiny_run.live / "plots" / "custom" / "episode_quality.json").read_text())
+    rows = plotted["episode_quality"] if isinstance(plotted, dict) else plotted
+    assert sorted((str(r["episode"]), r["quality"]) for r in rows) == sorted(quality.items())
+    summary = json.loads((tiny_run.live / "metrics.json").read_text())["data"]
+    assert summary["quality_min"] == min(quality.values())
+    assert summary["n_flagged_episodes"] == sum(q < 1 for q in quality.values())

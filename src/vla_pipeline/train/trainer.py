@@ -34,6 +34,7 @@ from vla_pipeline.checkpoint.resume import (
 from vla_pipeline.checkpoint.run_place import RunPlace, move_aside
 from vla_pipeline.data.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
 from vla_pipeline.data.tables import load_info
+from vla_pipeline.data.validation_report import read_report_json
 from vla_pipeline.errors import ConfigError, UserInterruptError
 from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.compat.attention import attention_kernel
@@ -303,6 +304,19 @@ class Trainer:
                                       "n_train_episodes": len(split["train"])}})
         tracker.log_summary({"resolved": {"lr": self.lr, "steps": cfg.steps, "batch_size": self.global_batch}})
         self.log_preflight()
+        self.log_data_quality()
+
+    def log_data_quality(self) -> None:
+        """The validation report's quality score per episode (docs/validation.md): a bar per episode, and
+        its minimum, mean and the episodes below 1 in the run's summary."""
+        quality = read_report_json(self.cfg.validation_report).get("episode_quality") or {}
+        if not quality:
+            return
+        rows = [{"episode": int(e), "quality": float(q)} for e, q in quality.items()]
+        self.tracker.log_table("episode_quality", rows, x="episode", y="quality")
+        scores = [r["quality"] for r in rows]
+        self.tracker.log_summary({"data": {"quality_min": min(scores), "quality_mean": round(sum(scores) / len(scores), 4),
+                                           "n_flagged_episodes": sum(q < 1 for q in scores)}})
 
     def log_preflight(self) -> None:
         """The preflight report (machine, numerics, memory; docs/preflight.md) beside the run, when there is one."""

@@ -1,0 +1,96 @@
+"""The dataset commands of ``vla``: make-demo, convert, trim and contract init (docs/validation.md,
+docs/datasets.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cmd_make_demo(args) -> int:
+    from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
+
+    print(f"demo dataset: {make_demo_dataset(DemoConfig(root=Path(args.out), num_episodes=args.episodes))}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from vla_pipeline.data.convert_run import convert_v21_to_v30
+
+    out = convert_v21_to_v30(Path(args.src), Path(args.out))
+    print(f"converted {args.src} -> {out} (LeRobot v3.0, loads with LeRobot); next: point dataset.root "
+          f"(params.yaml) at {out} and `dvc add {out}`")
+    return 0
+
+
+def cmd_trim(args) -> int:
+    from vla_pipeline.data.trim import parse_trims, trim_dataset
+    from vla_pipeline.data.validation_report import load_report
+
+    report = load_report(Path(args.report), Path(args.dataset), Path(args.contract) if args.contract else None)
+    keep = parse_trims(report.get("suggested_trims") or {})
+    if not keep:
+        print(f"{args.report} suggests no trims: nothing to do ({args.dataset} is unchanged)")
+        return 0
+    out = trim_dataset(Path(args.dataset), Path(args.out), keep)
+    print(f"trimmed {len(keep)} episodes of {args.dataset} -> {out} (the source is unchanged); next: point "
+          f"dataset.root (params.yaml) at {out}, `dvc add {out}`, and validate it")
+    return 0
+
+
+def cmd_contract_init(args) -> int:
+    from vla_pipeline.data.contract_init.config import InitConfig
+    from vla_pipeline.data.contract_init.starter import init_contract
+
+    cfg = InitConfig(Path(args.dataset), Path(args.out), joints=tuple(args.joints),
+                     cameras=tuple(c for arg in args.cameras for c in arg.split(",") if c),
+                     action_key=args.action, state_key=args.state, name=args.name, margin=args.margin,
+                     force=args.force)
+    starter = init_contract(cfg)
+    print(f"starter contract: {args.out} ({len(starter.joints)} joints of '{starter.action_key}', cameras "
+          f"{list(starter.cameras)}); confirm the lines marked 'guessed: confirm', then: "
+          f"vla validate {args.dataset} --contract {args.out}")
+    for note in starter.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def add_dataset_tools(sub) -> None:
+    s = sub.add_parser("make-demo", help="write the synthetic LeKiwi demo dataset")
+    s.add_argument("out")
+    s.add_argument("--episodes", type=int, default=24)
+    s.set_defaults(func=cmd_make_demo)
+
+    s = sub.add_parser("convert", help="convert a LeRobot v2.1 dataset into a new v3.0 directory (offline; "
+                                       "the source is only read)")
+    s.add_argument("src", help="root of the v2.1 dataset (meta/, data/, videos/)")
+    s.add_argument("--out", required=True, help="new directory for the v3.0 dataset (must not exist)")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("trim", help="write a copy of a dataset with the idle heads and tails its validation report "
+                                    "suggests trimming cut (the source is only read)")
+    s.add_argument("dataset", help="LeRobotDataset v3.0 root the report validated")
+    s.add_argument("--report", required=True, help="its validation report (suggested_trims), e.g. "
+                                                   "artifacts/validation/report.json")
+    s.add_argument("--contract", help="the contract it was validated with (checked against the report)")
+    s.add_argument("--out", required=True, help="new directory for the trimmed dataset (must not exist or be empty)")
+    s.set_defaults(func=cmd_trim)
+
+
+def add_contract(sub) -> None:
+    s = sub.add_parser("contract", help="action contracts: write a starter contract from a dataset")
+    contract_sub = s.add_subparsers(dest="contract_command", required=True)
+    s = contract_sub.add_parser("init", help="write a starter contract from a dataset's info.json and data")
+    s.add_argument("dataset", help="LeRobotDataset v3.0 root (holds meta/info.json)")
+    s.add_argument("--out", required=True, help="contract file to write, e.g. contracts/NAME.yaml")
+    s.add_argument("--joints", action="append", default=[], metavar="PATTERN",
+                   help="joints by name: a glob ('right.*') or a regex ('re:...'), repeatable; default: every "
+                        "name of the action vector")
+    s.add_argument("--cameras", action="append", default=[], metavar="NAME[,NAME]",
+                   help="camera names or keys, in the policy's order, repeatable (default: every camera)")
+    s.add_argument("--action", help="the action vector's key (default: guessed from the key names)")
+    s.add_argument("--state", help="the state vector's key (default: guessed from the key names)")
+    s.add_argument("--name", help="the contract's name (default: the --out file's stem)")
+    s.add_argument("--margin", type=float, default=0.1,
+                   help="ranges: observed min/max widened by this fraction of the span on each side")
+    s.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    s.set_defaults(func=cmd_contract_init)
