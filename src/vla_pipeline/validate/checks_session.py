@@ -1,0 +1,391 @@
+"""Behavioural checks of how a session was recorded (issue 29): the action recorded as the current state,
+the action trailing the state, an episode in other units than the rest, episodes that nearly repeat
+another, and the session drifting from its first quarter to its last. They read the contract's joints of
+action and state (``behaviour.joint_series``), in fractions of each joint's range width, and warn: each
+per-episode finding names the episode, its frames and a joint, and suggests excluding the episode; drift
+is one dataset-level warning per joint. Pure numpy over all frames; Python loops only over findings."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vla_pipeline.validate.behaviour import JointSeries, joint_series
+from vla_pipeline.validate.findings import Findings, View
+
+MIN_MOVING = 10  # moving (frame, joint) pairs an episode needs before its action/state relation is judged
+AS_STATE_SHARE = 0.9  # share of the moving (frame, joint) pairs whose action equals the state: the recorder's bug
+LAG_EXTRA = 4  # lags searched: -K..K with K = 2 * lag_frames + LAG_EXTRA
+LAG_GAIN = 0.5  # the best lag must halve the error of the healthy lags before a lag is blamed
+LAG_SAMPLE = 50_000  # frames the lag search reads at most (every r-th moving frame; shifts stay exact)
+SCALE_MIN_EPISODES = 3  # a median of the episodes needs a majority that agrees
+SCALE_MIN_REFERENCE = 0.01  # a joint whose typical episode sits closer to zero than this share of its range: no scale
+SCALE_MIN_SPREAD = 1e-3  # a joint spreading less than this share of its range (std) does not move
+UNIT_FACTORS = {57.2958: "degrees vs radians", 100.0: "percent vs fraction", 4096 / 360: "encoder ticks vs degrees"}
+UNIT_TOLERANCE = 0.2  # a ratio within this of a unit factor names it
+LONE_FACTORS = (57.2958, 100.0)  # factors about zero: one joint whose level is off by one of them warns alone
+DUP_POINTS = 32  # points each episode's action is resampled to before comparing episodes
+DUP_LENGTH_RATIO = 0.9  # near duplicates have lengths within this ratio
+DUP_RELATIVE = 0.05  # and closer than this share of their motion (mean |action - episode mean|): the same motion
+DUP_CHUNK = 256  # rows of the pairwise distance matrix computed at once
+DRIFT_MIN_EPISODES = 8
+DRIFT_Z = 3.5  # the trend's z-score (Spearman's rho * sqrt(n - 1)) at least: p ~ 0.0005 by chance
+DRIFT_SCATTER = 3.0  # the quarters' medians apart by this many robust sigmas of the episodes within them
+
+
+@dataclass
+class Session:
+    """The series in fractions of each joint's width, with what several checks share."""
+
+    s: JointSeries
+    a: np.ndarray  # (n, J) action / width
+    st: np.ndarray | None  # (n, J) state / width
+    run: np.ndarray  # (n,) the episode run of each row (0..E-1)
+    moving: np.ndarray | None  # (n, J) the state steps by more than still_fraction of the range to the next frame
+    memo: dict = field(default_factory=dict)
+
+
+def _session(v: View) -> Session | None:
+    if "session" in v.cache:
+        return v.cache["session"]
+    s = joint_series(v)
+    sess = None
+    if s is not None and len(s.starts):
+        a = s.action / s.width
+        st = None if s.state is None else s.state / s.width
+        run = np.repeat(np.arange(len(s.starts)), s.lengths)
+        moving = None
+        if st is not None:
+            moving = np.zeros(st.shape, dtype=bool)
+            with np.errstate(invalid="ignore"):
+                moving[:-1] = (np.abs(np.diff(st, axis=0)) > v.quality.still_fraction) & s.same_episode()[:, None]
+        sess = Session(s, a, st, run, moving)
+    v.cache["session"] = sess
+    return sess
+
+
+def _where(s: JointSeries, i: int) -> dict:
+    """The episode, its first frame and its [first, last] frames: where a per-episode finding points."""
+    first, last = int(s.frame[s.starts[i]]), int(s.frame[s.ends[i] - 1])
+    return {"episode": int(s.episodes[i]), "frame": first, "frames": [first, last], "suggestion": "exclude"}
+
+
+def _per_episode(x: np.ndarray, s: JointSeries) -> np.ndarray:
+    """Sums of ``x`` over each episode's rows (E, ...)."""
+    return np.add.reduceat(x, s.starts, axis=0)
+
+
+# ----------------------------------------------------------------------------- 6 action_is_state
+def _as_state(sess: Session, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per episode and joint: the moving frames, those whose action equals the state; and the flagged episodes."""
+    if "as_state" not in sess.memo:
+        with np.errstate(invalid="ignore"):
+            close = np.abs(sess.a - sess.st) <= q.action_state_fraction
+        moving = _per_episode(sess.moving.astype(np.int64), sess.s)
+        same = _per_episode((sess.moving & close).astype(np.int64), sess.s)
+        n_moving, n_same = moving.sum(axis=1), same.sum(axis=1)
+        flagged = (n_moving >= MIN_MOVING) & (n_same >= AS_STATE_SHARE * np.maximum(n_moving, 1))
+        sess.memo["as_state"] = (moving, same, flagged)
+    return sess.memo["as_state"]
+
+
+def check_action_is_state(v: View, out: Findings) -> None:
+    """The action recorded as the current state: while the joints move, a healthy action leads the state
+    (the state reaches it frames later), so the two differ; equal on nearly every moving frame, the
+    recorder saved the observed position as the action and the policy would learn to stand still."""
+    sess = _session(v)
+    if sess is None or sess.st is None:
+        return
+    q, s = v.quality, sess.s
+    moving, same, flagged = _as_state(sess, q)
+    for i in np.nonzero(flagged)[0]:
+        j = int(np.argmax(moving[i]))
+        share = same[i].sum() / moving[i].sum()
+        out.warn("action_is_state", f"episode {s.episodes[i]}: its action equals the same frame's state "
+                 f"(|action - state| <= {q.action_state_fraction:g} of the range) on {same[i].sum()} of "
+                 f"{moving[i].sum()} moving frame-joints ({share:.0%}; joint '{s.joints[j]}': {same[i, j]} of "
+                 f"{moving[i, j]}), where a healthy action leads the state: the recorder saved the observed "
+                 f"position as the action, and the policy would learn to hold still. Exclude the episode",
+                 key=s.joints[j], value=round(float(share), 4), expected=f"< {AS_STATE_SHARE}", **_where(s, i))
+
+
+# ----------------------------------------------------------------------------- 7 action_lag
+def _lag_errors(sess: Session, k_max: int, usable: np.ndarray) -> np.ndarray:
+    """(E, 2K+1) mean |action[t] - state[t + k]| over the episode's moving frames, k = -K..K (NaN: too few)."""
+    s, n = sess.s, len(sess.a)
+    rows = np.nonzero(sess.moving.any(axis=1) & np.isfinite(sess.a).all(axis=1) & usable[sess.run])[0]
+    rows = _thinned(rows, sess.run[rows], max(4 * MIN_MOVING, LAG_SAMPLE // len(s.starts)))
+    errors = np.full((len(s.starts), 2 * k_max + 1), np.nan)
+    if not len(rows):
+        return errors
+    run = sess.run[rows]
+    idx = rows[:, None] + np.arange(-k_max, k_max + 1)[None]
+    ok = (idx >= s.starts[run][:, None]) & (idx < s.ends[run][:, None])
+    idx = np.clip(idx, 0, n - 1)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(sess.a[rows][:, None, :] - sess.st[idx]).mean(axis=2)
+    ok &= np.isfinite(err)
+    first = np.nonzero(np.r_[True, run[1:] != run[:-1]])[0]  # rows are sorted: each episode's rows are a run
+    sums = np.add.reduceat(np.where(ok, err, 0.0), first, axis=0)
+    counts = np.add.reduceat(ok.astype(np.int64), first, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        errors[run[first]] = np.where(counts >= MIN_MOVING, sums / counts, np.nan)
+    return errors
+
+
+def _thinned(rows: np.ndarray, run: np.ndarray, cap: int) -> np.ndarray:
+    """About ``cap`` of each episode's (sorted) rows, evenly spaced: every r-th row of an episode with r * cap."""
+    first = np.nonzero(np.r_[True, run[1:] != run[:-1]])[0]
+    count = np.diff(np.r_[first, len(rows)])
+    rank = np.arange(len(rows)) - np.repeat(first, count)
+    return rows[rank % np.repeat(-(-count // cap), count) == 0]
+
+
+def _lag_verdicts(errors: np.ndarray, k_max: int, lag: int) -> tuple[np.ndarray, np.ndarray, int | None, np.ndarray]:
+    """Each episode's best lag and its error, the dataset's median lag, and why an episode is blamed
+    (0: not, 1: its action trails the state, 2: its lag is off the dataset's)."""
+    filled = np.where(np.isnan(errors), np.inf, errors)
+    judged = np.isfinite(filled).any(axis=1)
+    best = filled.argmin(axis=1) - k_max
+    err_best = filled.min(axis=1)
+    healthy = filled[:, k_max:k_max + lag + 1].min(axis=1)
+    why = np.zeros(len(errors), dtype=np.int64)
+    why[judged & (best < -lag) & (err_best <= LAG_GAIN * healthy) & np.isfinite(healthy)] = 1
+    median = int(np.round(np.median(best[judged]))) if judged.any() else None
+    if median is not None:
+        at_median = filled[:, median + k_max]
+        why[(why == 0) & judged & (np.abs(best - median) > lag) & (err_best <= LAG_GAIN * at_median)
+            & np.isfinite(at_median)] = 2
+    return best, err_best, median, why
+
+
+def check_action_lag(v: View, out: Findings) -> None:
+    """The action trailing the state: a healthy state follows its action (state[t + k] ~ action[t], k ~ 1..3);
+    a recorder that stamps the action late has action[t] ~ state[t - m]. Per episode the lag k in [-K, K]
+    that best matches action and later state; blamed when the action trails by more than lag_frames, or
+    when the episode's lag is off the dataset's median lag by more than lag_frames (recorded otherwise),
+    and only when that lag fits at least twice as well as the healthy ones."""
+    sess = _session(v)
+    if sess is None or sess.st is None:
+        return
+    q, s = v.quality, sess.s
+    k_max = 2 * q.lag_frames + LAG_EXTRA
+    errors = _lag_errors(sess, k_max, ~_as_state(sess, q)[2])  # the recorded-as-state episodes are not lags
+    best, err_best, median, why = _lag_verdicts(errors, k_max, q.lag_frames)
+    for i in np.nonzero(why)[0]:
+        j = int(np.argmax(np.nan_to_num(np.abs(np.diff(sess.a[s.starts[i]:s.ends[i]], axis=0))).sum(axis=0)))
+        what = (f"its action matches the state {-best[i]} frames earlier (action[t] ~ state[t - {-best[i]}]), so it "
+                f"trails the state it should lead (more than {q.lag_frames} frames): the recorder stamps the action "
+                f"late" if why[i] == 1 else
+                f"its action best matches the state {best[i]:+d} frames later, where the dataset's episodes match at "
+                f"{median:+d}: this episode was recorded differently (more than {q.lag_frames} frames off)")
+        out.warn("action_lag", f"episode {s.episodes[i]}: {what}; mean |action - state| {err_best[i]:.2%} of the range "
+                 f"at that lag (joint '{s.joints[j]}' moves most). The policy would learn the wrong timing; exclude "
+                 f"the episode", key=s.joints[j], value=int(best[i]),
+                 expected=f">= {-q.lag_frames}" if why[i] == 1 else median, **_where(s, i))
+
+
+# ----------------------------------------------------------------------------- 8 scale_mismatch
+def _scale_stats(sess: Session) -> np.ndarray:
+    """(3, E, J) each episode's level (mean |action|), spread (std of the action) and jitter (mean |second
+    difference|: the sensor's noise and quantization, in the episode's units whatever its motion), over its
+    finite rows (NaN: under 3)."""
+    s = sess.s
+    ok = np.isfinite(sess.a).all(axis=1)
+    a = np.where(ok[:, None], sess.a, 0.0)
+    n = _per_episode(ok.astype(np.float64), s)[:, None]
+    second = np.zeros(ok.shape)
+    second[1:-1] = ok[:-2] & ok[1:-1] & ok[2:] & s.same_episode()[:-1] & s.same_episode()[1:]
+    jerk = np.zeros_like(a)
+    jerk[1:-1] = np.abs(a[2:] - 2 * a[1:-1] + a[:-2]) * second[1:-1, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = _per_episode(a, s) / n
+        stats = np.stack([_per_episode(np.abs(a), s) / n,
+                          np.sqrt(np.maximum(_per_episode(a * a, s) / n - mean * mean, 0.0)),
+                          _per_episode(jerk, s) / _per_episode(second, s)[:, None]])
+    stats[:, n[:, 0] < 3] = np.nan
+    return stats
+
+
+def _unit_name(ratio: float) -> str:
+    up = ratio if ratio >= 1 else 1 / ratio
+    for f, name in UNIT_FACTORS.items():
+        if abs(up / f - 1) <= UNIT_TOLERANCE:
+            return f" (~{f:.4g}x: {name}?)"
+    return ""
+
+
+def _scale_flags(stats: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E, J) the joints whose level, spread and jitter are all off the episodes' median by more than
+    ``ratio`` in one direction, and their spread ratio; (E,) the episodes in other units."""
+    ref = np.nanmedian(stats, axis=1)  # (3, J)
+    informative = (ref[0] > SCALE_MIN_REFERENCE) & (ref[1] > SCALE_MIN_SPREAD) & (ref[2] > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = stats / ref[:, None]
+        joint = ((r > ratio).all(axis=0) | (r < 1 / ratio).all(axis=0)) & informative & (stats[1] > SCALE_MIN_SPREAD)
+        lone = np.zeros_like(joint)
+        for f in LONE_FACTORS:  # a single joint scaled by a unit factor about zero (the gripper in 0..1)
+            for g in (f, 1 / f):
+                lone |= np.abs(r[0] / g - 1) <= UNIT_TOLERANCE
+    episodes = (joint.sum(axis=1) >= np.ceil(stats.shape[2] / 2)) | (joint & lone).any(axis=1)
+    return joint, r[1], episodes
+
+
+def check_scale_mismatch(v: View, out: Findings) -> None:
+    """An episode in other units than the rest (radians among degrees, 0..1 among percent, degrees among
+    ticks): per joint its level (mean |action|), spread (std) and jitter (mean |second difference|) all off
+    the episodes' medians by more than scale_ratio in one direction, on at least half the contract's joints
+    (a unit setting changes them all), or on one joint by a unit factor about zero (57.3, 100). A small
+    motion shrinks the spread, near zero the level too, but not the sensor's jitter; a unit change all three."""
+    sess = _session(v)
+    if sess is None or len(sess.s.starts) < SCALE_MIN_EPISODES:
+        return
+    s = sess.s
+    stats = _scale_stats(sess)
+    if np.isnan(stats).all(axis=1).any():
+        return
+    joint, r_spread, episodes = _scale_flags(stats, v.quality.scale_ratio)
+    for i in np.nonzero(episodes)[0]:
+        cols = np.nonzero(joint[i])[0]
+        j = int(cols[np.argmax(np.abs(np.log(r_spread[i, cols])))])
+        r = float(r_spread[i, j])
+        listed = ", ".join(f"'{s.joints[c]}' {r_spread[i, c]:.3g}x" for c in cols)
+        out.warn("scale_mismatch", f"episode {s.episodes[i]}: its actions are {r:.3g}x the other episodes' scale "
+                 f"(level, spread and jitter all off by more than {v.quality.scale_ratio:g}x){_unit_name(r)}; joints: "
+                 f"{listed}. An episode in other units teaches the policy a different robot; convert it or exclude "
+                 f"the episode", key=s.joints[j], value=round(r, 4),
+                 expected=[round(1 / v.quality.scale_ratio, 4), v.quality.scale_ratio], **_where(s, i))
+
+
+# ----------------------------------------------------------------------------- 9 near_duplicate_episodes
+def _resampled(sess: Session) -> tuple[np.ndarray, np.ndarray]:
+    """(E, DUP_POINTS * J) each episode's action at evenly spaced frames (zeros where not finite), and how
+    much each moves: the mean |action - its episode mean| (NaN: not compared)."""
+    s = sess.s
+    pick = s.starts[:, None] + np.round(np.linspace(0, 1, DUP_POINTS)[None] * (s.lengths[:, None] - 1)).astype(int)
+    x = sess.a[pick]  # (E, P, J)
+    usable = np.isfinite(x).all(axis=(1, 2))
+    x = np.where(usable[:, None, None], x, 0.0)
+    motion = np.where(usable, np.abs(x - x.mean(axis=1, keepdims=True)).mean(axis=(1, 2)), np.nan)
+    return x.reshape(len(x), -1), motion
+
+
+def _close_pairs(x: np.ndarray, motion: np.ndarray, lengths: np.ndarray, limit: float) -> tuple[np.ndarray, ...]:
+    """Pairs (i < j) of episodes of similar length whose mean |difference| is below ``limit`` and below
+    DUP_RELATIVE of their motion: candidates from the RMS distance by matrix products (mean |d| < limit
+    implies RMS < limit * sqrt(D)), then the exact mean |d| of each candidate."""
+    d = x.shape[1]
+    sq = (x * x).sum(axis=1)
+    pairs_i, pairs_j = [], []
+    for a in range(0, len(x), DUP_CHUNK):
+        rms2 = (sq[a:a + DUP_CHUNK, None] + sq[None] - 2 * x[a:a + DUP_CHUNK] @ x.T) / d
+        i, j = np.nonzero(rms2 < limit * limit * d)
+        i += a
+        keep = i < j
+        pairs_i.append(i[keep])
+        pairs_j.append(j[keep])
+    i, j = np.concatenate(pairs_i), np.concatenate(pairs_j)
+    keep = np.minimum(lengths[i], lengths[j]) >= DUP_LENGTH_RATIO * np.maximum(lengths[i], lengths[j])
+    i, j = i[keep], j[keep]
+    dist = np.abs(x[i] - x[j]).mean(axis=1)
+    with np.errstate(invalid="ignore"):
+        keep = (dist < limit) & (dist <= DUP_RELATIVE * np.minimum(motion[i], motion[j]))
+    return i[keep], j[keep], dist[keep]
+
+
+def check_near_duplicate_episodes(v: View, out: Findings) -> None:
+    """Episodes whose action trajectory nearly repeats an earlier one's (resampled to DUP_POINTS frames,
+    mean |difference| below duplicate_fraction of the range, lengths within 10%): a replayed or re-saved
+    episode that weighs its demonstration twice. Bit-identical ones are duplicate_episodes' finding."""
+    sess = _session(v)
+    if sess is None or len(sess.s.starts) < 2:
+        return
+    s = sess.s
+    x, motion = _resampled(sess)
+    i, j, dist = _close_pairs(x, motion, s.lengths, v.quality.duplicate_fraction)
+    exact = {b for a, b in zip(i[dist == 0].tolist(), j[dist == 0].tolist(), strict=True) if _identical(s, a, b)}
+    reported = set()
+    for a, b, d in sorted(zip(i.tolist(), j.tolist(), dist.tolist(), strict=True), key=lambda p: (p[1], p[0])):
+        if b in reported or b in exact or a in exact:
+            continue
+        reported.add(b)
+        cols = np.abs(x[a] - x[b]).reshape(DUP_POINTS, -1).mean(axis=0)
+        jj = int(np.argmax(cols))
+        out.warn("near_duplicate_episodes", f"episode {s.episodes[b]} nearly repeats episode {s.episodes[a]}: their "
+                 f"actions, resampled to {DUP_POINTS} points, differ by {d:.2%} of the range on average (below "
+                 f"{v.quality.duplicate_fraction:.2%}; most on '{s.joints[jj]}', {cols[jj]:.2%}), lengths "
+                 f"{s.lengths[b]} and {s.lengths[a]}: a replayed or re-saved demonstration weighs twice. Exclude the "
+                 f"episode", key=s.joints[jj], value=int(s.episodes[a]), expected=round(d, 6), **_where(s, b))
+
+
+def _identical(s: JointSeries, a: int, b: int) -> bool:
+    """Bit-identical actions: duplicate_episodes reports them."""
+    return bool(s.lengths[a] == s.lengths[b] and np.array_equal(
+        s.action[s.starts[a]:s.ends[a]], s.action[s.starts[b]:s.ends[b]], equal_nan=True))
+
+
+# ----------------------------------------------------------------------------- 10 drift
+def _quarters(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the last quarter's median minus the first's, and whether that is a drift: a steady trend
+    over all the episodes (Spearman's rank correlation with the order, times sqrt(n - 1): a z-score, at
+    least DRIFT_Z in the difference's direction) that moved the quarters apart by more than DRIFT_SCATTER
+    times the scatter of the episodes within them (robust sigma; random start poses scatter widely)."""
+    q = len(values) // 4
+    first, last = values[:q], values[-q:]
+    diff = np.nanmedian(last, axis=0) - np.nanmedian(first, axis=0)
+    around = np.concatenate([first - np.nanmedian(first, axis=0), last - np.nanmedian(last, axis=0)])
+    scatter = 1.4826 * np.nanmedian(np.abs(around), axis=0)
+    z = np.zeros(values.shape[1])
+    for j in range(values.shape[1]):  # the joints, not the episodes
+        order = np.nonzero(np.isfinite(values[:, j]))[0]
+        if len(order) >= DRIFT_MIN_EPISODES:
+            ranks = np.argsort(np.argsort(values[order, j], kind="stable")).astype(np.float64)
+            rho = np.corrcoef(np.arange(len(order)), ranks)[0, 1] if ranks.std() > 0 else 0.0
+            z[j] = rho * np.sqrt(len(order) - 1)
+    return diff, (z * np.sign(diff) >= DRIFT_Z) & (np.abs(diff) > DRIFT_SCATTER * scatter)
+
+
+def _drift_measures(sess: Session, order: np.ndarray) -> dict[str, np.ndarray]:
+    """(E, J) per episode in index order: the mean offset action - state over the frames where the joint
+    rests (NaN: none; while it moves a healthy action leads the state), and the pose at the episode's start
+    (the state's, else the action's)."""
+    s = sess.s
+    home = (sess.st if sess.st is not None else sess.a)[s.starts][order]
+    if sess.st is None:
+        return {"the pose at the episode's start": home}
+    diff = sess.a - sess.st
+    ok = np.isfinite(diff) & ~sess.moving
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = _per_episode(np.where(ok, diff, 0.0), s) / _per_episode(ok.astype(float), s)
+    return {"the offset action - state at rest": offset[order], "the pose at the episode's start": home}
+
+
+def check_drift(v: View, out: Findings) -> None:
+    """The session drifting: episodes in index order, the last quarter against the first, per joint: the
+    offset action - state where the joint rests (a calibration creeping) and the pose at the episode's
+    start (the robot's home moving). The quarters' medians differing by more than drift_fraction of the
+    range, in a steady trend over all the episodes (rank correlation with the order, z >= DRIFT_Z: not a
+    few odd episodes, not a random mix of tasks or start poses), is one dataset-level warning per joint."""
+    sess = _session(v)
+    if sess is None or len(sess.s.starts) < DRIFT_MIN_EPISODES:
+        return
+    s, limit = sess.s, v.quality.drift_fraction
+    order = np.argsort(s.episodes, kind="stable")
+    q, eps = len(order) // 4, s.episodes[order]
+    found: dict[int, list] = {}
+    for what, values in _drift_measures(sess, order).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a joint with no value in a quarter: NaN, no drift
+            delta, trend = _quarters(values)
+        for j in np.nonzero((np.abs(delta) > limit) & trend)[0]:
+            found.setdefault(int(j), []).append((what, float(delta[j])))
+    for j, seen in sorted(found.items()):
+        said = "; ".join(f"{what} moved by {d * s.width[j]:+.4g} ({d:+.1%} of the range, in a steady trend over "
+                         f"the episodes)" for what, d in seen)
+        out.warn("drift", f"joint '{s.joints[j]}' drifts over the session (episodes {eps[0]}..{eps[q - 1]} vs "
+                 f"{eps[-q]}..{eps[-1]}): {said}, more than {limit:.0%} of the range. A calibration creeping or the "
+                 f"robot's home moving: re-calibrate, or split the session into the parts before and after",
+                 key=s.joints[j], value=round(max((d for _, d in seen), key=abs) * float(s.width[j]), 6),
+                 expected=round(limit * float(s.width[j]), 6))
