@@ -5,7 +5,8 @@ and encoder wraparounds, a static lead-in or lead-out. Each finding is a warning
 frames (frame_index, [first, last]) and the joint, with the numbers seen and a suggestion: exclude the
 episode, or trim it to the frames to keep. Thresholds are ``v.quality`` (validate.quality); fractions are of
 the joint's range width (``JointSeries.width``). Everything is vectorized over all frames; Python loops run
-only over what was found. Non-finite values (check_finite's errors) count as not moving and never as a fault.
+only over what was found, on the joints as (J, n) rows (``_columns``). Non-finite values (check_finite's
+errors) count as not moving and never as a fault.
 """
 
 from __future__ import annotations
@@ -18,12 +19,23 @@ from vla_pipeline.validate.findings import Findings, View
 FROZEN_ACTION_MOVES = 5.0  # x still_fraction: the action's span in each half of a frozen run (1 % of the range)
 FOLLOW_MIN_SPAN = 0.05  # an action spanning less of its range in an episode is not judged by state_follows_action
 MAX_LAG = 5  # frames the state may trail its action by in state_follows_action
+QUIET = np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, which never counts as a fault
 CONSTANT = 1e-12  # a variance this small relative to the mean square: a constant series (its correlation is 0)
 
 
 # ----------------------------------------------------------------------------- helpers
 def _signals(s: JointSeries) -> list[tuple[str, np.ndarray]]:
     return [("action", s.action)] + ([("state", s.state)] if s.state is not None else [])
+
+
+def _columns(v: View, s: JointSeries) -> dict[str, np.ndarray]:
+    """Action and state as contiguous (J, n) arrays, one row per joint, cached on the view: numpy reduces
+    and differences along a contiguous row several times faster than down a column of (n, J)."""
+    cached = v.cache.get("motion_columns")
+    if cached is None or cached[0] is not s:
+        cached = (s, {name: np.ascontiguousarray(x.T) for name, x in _signals(s)})
+        v.cache["motion_columns"] = cached
+    return cached[1]
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,11 +45,11 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _span(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """(k, J) max - min of ``x`` over rows [lo, hi) of each segment (hi > lo), NaN ignored."""
+    """(k, J) max - min of the (J, n) ``x`` over frames [lo, hi) of each segment (hi > lo), NaN ignored."""
     idx = np.stack([lo, hi], axis=1).ravel()
-    if idx[-1] == len(x):  # the last segment runs to the end: reduceat's last index does
+    if idx[-1] == x.shape[1]:  # the last segment runs to the end: reduceat's last index does
         idx = idx[:-1]
-    return (np.fmax.reduceat(x, idx, axis=0) - np.fmin.reduceat(x, idx, axis=0))[::2]
+    return (np.fmax.reduceat(x, idx, axis=1) - np.fmin.reduceat(x, idx, axis=1))[:, ::2].T
 
 
 def _episode_of(s: JointSeries, rows: np.ndarray) -> np.ndarray:
@@ -50,6 +62,7 @@ def _frames(s: JointSeries, first_row: int, last_row: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- frozen state
+@QUIET
 def check_frozen_state(v: View, out: Findings) -> None:
     """Runs of at least ``frozen_state_frames`` frames in which no joint's state changes (every step and the
     run's span within still_fraction of the range) while some joint's action moves by more than
@@ -60,17 +73,17 @@ def check_frozen_state(v: View, out: Findings) -> None:
     s, q = joint_series(v), v.quality
     if s is None or s.state is None or len(s.state) < 2:
         return
-    tol = q.still_fraction * s.width
-    still = (np.abs(np.diff(s.state, axis=0)) <= tol).all(axis=1) & s.same_episode()
-    lo, hi = _runs(still)  # still steps lo..hi-1: rows lo..hi hold one state
+    cols, tol = _columns(v, s), q.still_fraction * s.width
+    still = (np.abs(np.diff(cols["state"], axis=1)) <= tol[:, None]).all(axis=0) & s.same_episode()
+    lo, hi = _runs(still)  # still steps lo..hi-1: frames lo..hi hold one state
     hi = hi + 1
     keep = hi - lo >= max(q.frozen_state_frames, 2)
     lo, hi = lo[keep], hi[keep]
     if not len(lo):
         return
     mid = (lo + hi) // 2
-    moved = np.minimum(_span(s.action, lo, mid + 1), _span(s.action, mid, hi)) / s.width
-    flagged = (_span(s.state, lo, hi) <= tol).all(axis=1) & \
+    moved = np.minimum(_span(cols["action"], lo, mid + 1), _span(cols["action"], mid, hi)) / s.width
+    flagged = (_span(cols["state"], lo, hi) <= tol).all(axis=1) & \
         (moved > FROZEN_ACTION_MOVES * q.still_fraction).any(axis=1)
     lo, hi, moved = lo[flagged], hi[flagged], moved[flagged]
     ep = _episode_of(s, lo)
@@ -83,7 +96,7 @@ def _frozen_finding(v: View, s: JointSeries, out: Findings, i: int, runs: tuple)
     k = int(np.argmax(hi - lo))
     a, b, length = int(lo[k]), int(hi[k]) - 1, int(hi[k] - lo[k])
     j = int(np.argmax(moved[k]))
-    span = float(_span(s.action[:, j:j + 1], lo[k:k + 1], hi[k:k + 1])[0, 0])
+    span = float(np.ptp(_columns(v, s)["action"][j, a:b + 1]))
     start, end = int(s.starts[i]), int(s.ends[i])
     head, tail = lo == start, hi == end
     keep = [int(hi[head].max()) if head.any() else start, int(lo[tail].min()) if tail.any() else end - 1]
@@ -101,93 +114,120 @@ def _frozen_finding(v: View, s: JointSeries, out: Findings, i: int, runs: tuple)
 
 
 # ----------------------------------------------------------------------------- state follows action
+@QUIET
 def check_state_follows_action(v: View, out: Findings) -> None:
-    """Per episode and joint whose action spans more than FOLLOW_MIN_SPAN of its range: the Pearson
-    correlation of the action with the state, the state trailing by 0..MAX_LAG frames (the best lag counts),
-    below ``follow_min_corr``. A state that never moves correlates 0. (A joint that never moves at all is
-    check_static_joints'.)"""
+    """Per episode and joint whose action spans more than FOLLOW_MIN_SPAN of its range, the state does not
+    follow it: both the Pearson correlation of the action with the state, the state trailing by 0..MAX_LAG
+    frames (the best lag counts), and the correlation of the state's steps with its distance to the action
+    (a follower moves toward its target, however far behind it trails: the demo's slow first-order arm on a
+    short episode) stay below ``follow_min_corr``. A state that never moves correlates 0. (A joint whose
+    action never moves is check_static_joints'.)"""
     s, q = joint_series(v), v.quality
     if s is None or s.state is None or not len(s.starts):
         return
-    ok = np.isfinite(s.action).all(axis=1) & np.isfinite(s.state).all(axis=1)
-    span = (np.fmax.reduceat(s.action, s.starts, axis=0) - np.fmin.reduceat(s.action, s.starts, axis=0)) / s.width
-    corr = _correlation(s.action, s.state, ok, s.starts)
+    cols = _columns(v, s)
+    ok = np.isfinite(cols["action"]).all(axis=0) & np.isfinite(cols["state"]).all(axis=0)
+    high, low = np.fmax.reduceat(cols["action"], s.starts, axis=1), np.fmin.reduceat(cols["action"], s.starts, axis=1)
+    span = ((high - low) / s.width[:, None]).T
+    corr = _correlation(cols["action"], cols["state"], ok, s.starts)
     weak = (span > FOLLOW_MIN_SPAN) & (corr < q.follow_min_corr)  # NaN (too few finite frames): not judged
     eps = np.nonzero(weak.any(axis=1))[0]
+    toward = np.full(corr.shape, np.nan)
     if len(eps):
-        best = corr[eps]
         for lag in range(1, MAX_LAG + 1):
-            best = np.fmax(best, _lagged_correlation(s, ok, eps, lag))
-        corr[eps] = best
-        weak[eps] &= best < q.follow_min_corr
+            corr[eps] = np.fmax(corr[eps], _paired_correlation(s, cols, ok, eps, lag))
+        toward[eps] = _paired_correlation(s, cols, ok, eps, 1, toward=True)
+        weak[eps] &= (corr[eps] < q.follow_min_corr) & ~(toward[eps] >= q.follow_min_corr)
     for i, j in zip(*np.nonzero(weak), strict=True):
-        e, joint, a, b = int(s.episodes[i]), s.joints[j], int(s.starts[i]), int(s.ends[i]) - 1
+        e, joint, first, last = int(s.episodes[i]), s.joints[j], int(s.starts[i]), int(s.ends[i]) - 1
         out.warn("state_follows_action", f"episode {e}: the state of '{joint}' does not follow its action: "
-                 f"correlation {corr[i, j]:.2f} at the best lag of 0..{MAX_LAG} frames (at least "
-                 f"{q.follow_min_corr} expected) while the action spans {span[i, j] * s.width[j]:.4g} "
-                 f"({span[i, j]:.0%} of its range) over frames {s.frame[a]}..{s.frame[b]}: a dead or unpowered "
-                 f"follower motor, or a calibration fault; exclude the episode", episode=e, frame=s.frame[a],
-                 key=joint, value=round(float(corr[i, j]), 4), expected=q.follow_min_corr,
-                 frames=_frames(s, a, b), suggestion="exclude")
+                 f"correlation {corr[i, j]:.2f} at the best lag of 0..{MAX_LAG} frames, {toward[i, j]:.2f} between "
+                 f"its steps and its distance to the action (at least {q.follow_min_corr} expected), while the "
+                 f"action spans {span[i, j] * s.width[j]:.4g} ({span[i, j]:.0%} of its range) over frames "
+                 f"{s.frame[first]}..{s.frame[last]}: a dead or unpowered follower motor, or a calibration fault; "
+                 f"exclude the episode", episode=e, frame=s.frame[first], key=joint,
+                 value=round(float(corr[i, j]), 4), expected=q.follow_min_corr, frames=_frames(s, first, last),
+                 suggestion="exclude")
 
 
-def _lagged_correlation(s: JointSeries, ok: np.ndarray, eps: np.ndarray, lag: int) -> np.ndarray:
-    """(len(eps), J) correlation of action[t] with state[t + lag] within each of the episodes ``eps``."""
+def _paired_correlation(s: JointSeries, cols: dict, ok: np.ndarray, eps: np.ndarray, lag: int,
+                        toward: bool = False) -> np.ndarray:
+    """(len(eps), J) correlation, within each of the episodes ``eps``, of action[t] with state[t + lag]; with
+    ``toward``, of action[t] - state[t] with state[t + lag] - state[t]."""
     pairs = np.maximum(s.lengths[eps] - lag, 0)
-    out = np.full((len(eps), s.action.shape[1]), np.nan)
+    out = np.full((len(eps), len(s.joints)), np.nan)
     enough = pairs >= 3
     if not enough.any():
         return out
     pairs = pairs[enough]
     seg = np.cumsum(pairs) - pairs
     rows = np.arange(pairs.sum()) + np.repeat(s.starts[eps][enough] - seg, pairs)
-    out[enough] = _correlation(s.action[rows], s.state[rows + lag], ok[rows] & ok[rows + lag], seg)
+    a, b, later = cols["action"][:, rows], cols["state"][:, rows], cols["state"][:, rows + lag]
+    out[enough] = _correlation(a - b, later - b, ok[rows] & ok[rows + lag], seg) if toward else \
+        _correlation(a, later, ok[rows] & ok[rows + lag], seg)
     return out
 
 
 def _correlation(a: np.ndarray, b: np.ndarray, ok: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """(len(seg), J) Pearson correlation of the columns of ``a`` and ``b`` over the rows of each segment
-    (starting at ``seg``) where ``ok``; 0 where either is constant, NaN with fewer than 3 rows."""
+    """(len(seg), J) Pearson correlation of the rows of the (J, m) ``a`` and ``b`` over the frames of each
+    segment (starting at ``seg``) where ``ok``; 0 where either is constant, NaN with fewer than 3 frames."""
     if not ok.all():
-        a, b = np.where(ok[:, None], a, 0.0), np.where(ok[:, None], b, 0.0)
-    n = np.add.reduceat(ok.astype(np.float64), seg)[:, None]
+        a, b = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
+    n = np.add.reduceat(ok.astype(np.float64), seg)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ma, mb = np.add.reduceat(a, seg, axis=0) / n, np.add.reduceat(b, seg, axis=0) / n
-        aa, bb = np.add.reduceat(a * a, seg, axis=0) / n, np.add.reduceat(b * b, seg, axis=0) / n
+        ma, mb = np.add.reduceat(a, seg, axis=1) / n, np.add.reduceat(b, seg, axis=1) / n
+        aa, bb = np.add.reduceat(a * a, seg, axis=1) / n, np.add.reduceat(b * b, seg, axis=1) / n
         va, vb = aa - ma * ma, bb - mb * mb
-        cov = np.add.reduceat(a * b, seg, axis=0) / n - ma * mb
+        cov = np.add.reduceat(a * b, seg, axis=1) / n - ma * mb
         r = cov / np.sqrt(va * vb)
     r = np.where((va <= CONSTANT * aa) | (vb <= CONSTANT * bb), 0.0, np.clip(r, -1.0, 1.0))
-    r[n[:, 0] < 3] = np.nan
-    return r
+    r[:, n < 3] = np.nan
+    return r.T
 
 
 # ----------------------------------------------------------------------------- saturation
+@QUIET
 def check_saturation(v: View, out: Findings) -> None:
     """Per episode, joint and vector (action, state): at least ``saturation_fraction`` of the frames within
-    still_fraction of the range of a contract limit (or beyond it), or of the dataset's own extreme of the
-    joint when the episode reaches it and moves elsewhere (a value clamped by the calibration, e.g. +-100 of
+    still_fraction of the range of a contract limit (or beyond it), or exactly at the dataset's own extreme of
+    the joint when the episode moves elsewhere too (a value clamped by the calibration, e.g. +-100 of
     LeRobot's normalized ranges, under a contract in degrees). A grasp held at one value is neither: the
-    contract's limits lie beyond what the arm reaches, and a held object stops the gripper above its
-    extreme; only a hold over most of an episode at the extreme itself warns."""
+    contract's limits lie beyond what the arm reaches, and a held object stops the gripper short of its
+    extreme; only a hold over most of an episode at the limit or the extreme itself warns."""
     s, q = joint_series(v), v.quality
     if s is None or not len(s.starts):
         return
     tol = q.still_fraction * s.width
     limits = np.array([v.contract.ranges.get(j, (np.nan, np.nan)) for j in s.joints], dtype=np.float64)
-    for name, x in _signals(s):
-        high, low = np.fmax.reduceat(x, s.starts, axis=0), np.fmin.reduceat(x, s.starts, axis=0)
-        moves = high - low > tol
+    for name, x in _columns(v, s).items():
+        high, low = np.fmax.reduceat(x, s.starts, axis=1), np.fmin.reduceat(x, s.starts, axis=1)
+        moves = high - low > tol[:, None]
         for sign, extreme, limit in ((1.0, high, limits[:, 1]), (-1.0, low, limits[:, 0])):
-            top = np.fmax.reduce(sign * extreme, axis=0)  # the dataset's extreme (NaN: all non-finite)
-            clamped = (sign * extreme >= top - tol) & moves
-            level = np.where(clamped, np.fmin(sign * extreme - tol, sign * limit - tol), sign * limit - tol)
-            pinned = sign * x >= np.repeat(level, s.lengths, axis=0)
-            share = np.add.reduceat(pinned, s.starts, axis=0, dtype=np.int64) / s.lengths[:, None]
-            for i, j in zip(*np.nonzero(share >= q.saturation_fraction), strict=True):
-                at_limit = not np.isnan(limit[j]) and sign * extreme[i, j] >= sign * limit[j] - tol[j]
-                _saturation_finding(v, s, out, (name, i, j, sign), (limit[j] if at_limit else extreme[i, j],
-                                    share[i, j], at_limit, pinned[s.starts[i]:s.ends[i], j]))
+            share, level, clamped = _pinned(v, s, x, (sign, extreme, limit), moves)
+            for j, i in zip(*np.nonzero(share >= q.saturation_fraction), strict=True):
+                cmp = np.equal if clamped[j, i] else np.greater_equal if sign > 0 else np.less_equal
+                _saturation_finding(v, s, out, (name, i, j, sign), (extreme[j, i] if clamped[j, i] else limit[j],
+                                    share[j, i], not clamped[j, i], cmp(x[j, s.starts[i]:s.ends[i]], level[j, i])))
+
+
+def _pinned(v: View, s: JointSeries, x: np.ndarray, side: tuple, moves: np.ndarray) -> tuple:
+    """(J, E) share of each episode's frames within still_fraction of one side's contract limit or beyond
+    (sign 1: high, -1: low) or, where that share is short of saturation_fraction, exactly at the dataset's
+    extreme when the episode sits there and moves elsewhere (a clamp repeats its value to the bit; a held
+    pose drifts, and a grasp stops the gripper short of its extreme); the level counted, and which of them."""
+    (sign, extreme, limit), tol = side, v.quality.still_fraction * s.width
+    cmp = np.greater_equal if sign > 0 else np.less_equal
+    level = np.repeat((limit - sign * tol)[:, None], len(s.starts), axis=1)
+    share = np.zeros(extreme.shape)
+    has = np.nonzero(~np.isnan(limit))[0]
+    if len(has):
+        share[has] = np.add.reduceat(cmp(x[has], level[has, :1]), s.starts, axis=1, dtype=np.int64) / s.lengths
+    top = np.fmax.reduce(sign * extreme, axis=1)  # the dataset's extreme (NaN: all non-finite)
+    clamped = (sign * extreme == top[:, None]) & moves & (share < v.quality.saturation_fraction)
+    for j, i in zip(*np.nonzero(clamped), strict=True):  # the episodes at the dataset's extreme: few
+        level[j, i] = extreme[j, i]
+        share[j, i] = np.count_nonzero(x[j, s.starts[i]:s.ends[i]] == level[j, i]) / s.lengths[i]
+    return share, level, clamped
 
 
 def _saturation_finding(v: View, s: JointSeries, out: Findings, where: tuple, seen: tuple) -> None:
@@ -196,7 +236,7 @@ def _saturation_finding(v: View, s: JointSeries, out: Findings, where: tuple, se
     rows = s.starts[i] + np.nonzero(pinned)[0]
     e, joint, side = int(s.episodes[i]), s.joints[j], "upper" if sign > 0 else "lower"
     what = (f"the contract's {side} limit" if at_limit else
-            f"the {'largest' if sign > 0 else 'smallest'} value of the joint in the dataset (clamped?)")
+            f"exactly the {'largest' if sign > 0 else 'smallest'} value of the joint in the dataset (clamped?)")
     out.warn("saturation", f"episode {e}: {name} '{joint}' is pinned at {value:.4g}, {what}, in {share:.0%} of its "
              f"{s.lengths[i]} frames (frames {s.frame[rows[0]]}..{s.frame[rows[-1]]}; "
              f"{v.quality.saturation_fraction:.0%} warns): a joint held at its limit or clamped by its "
@@ -206,6 +246,7 @@ def _saturation_finding(v: View, s: JointSeries, out: Findings, where: tuple, se
 
 
 # ----------------------------------------------------------------------------- glitches
+@QUIET
 def check_glitches(v: View, out: Findings) -> None:
     """Single-frame glitches (a frame departing from both neighbours by more than ``glitch_fraction`` of the
     range while they agree within it: a spike that comes back) and one-frame jumps of more than
@@ -214,8 +255,9 @@ def check_glitches(v: View, out: Findings) -> None:
     s, q = joint_series(v), v.quality
     if s is None or len(s.action) < 2:
         return
-    events = [_glitch_events(s, x, q.glitch_fraction * s.width, q.wrap_fraction * s.width)
-              for _, x in _signals(s)]
+    same = s.same_episode()
+    events = [_glitch_events(s, x, same, q.glitch_fraction * s.width, q.wrap_fraction * s.width)
+              for x in _columns(v, s).values()]
     events = [(*ev, np.full(len(ev[0]), k)) for k, ev in enumerate(events)]
     row, col, kind, mag, sig = (np.concatenate(z) for z in zip(*events, strict=True))
     if not len(row):
@@ -226,27 +268,28 @@ def check_glitches(v: View, out: Findings) -> None:
         _glitch_finding(v, s, out, (row[sel], col[sel], kind[sel], mag[sel], sig[sel]))
 
 
-def _glitch_events(s: JointSeries, x: np.ndarray, glitch: np.ndarray, wrap: np.ndarray) -> tuple:
-    """(row, joint, kind 0 spike / 1 jump, size as a fraction of the range, signal) of each glitch in ``x``:
-    a spike's row is the odd frame, a jump's the first frame after it."""
-    step = np.abs(np.diff(x, axis=0))  # NaN next to a non-finite value: never above a threshold
-    i, j = np.nonzero(step > glitch)  # candidates, few: the rest is on them only
-    keep = np.isfinite(step[i, j]) & s.same_episode()[i]
-    i, j = i[keep], j[keep]
-    key = i * x.shape[1] + j  # sorted (row-major)
-    nxt = np.searchsorted(key, key + x.shape[1])
-    has_next = nxt < len(key)
-    has_next[has_next] &= key[nxt[has_next]] == key[has_next] + x.shape[1]
-    spike = has_next.copy()
-    spike[has_next] &= np.abs(x[i[has_next] + 2, j[has_next]] - x[i[has_next], j[has_next]]) <= glitch[j[has_next]]
+def _glitch_events(s: JointSeries, x: np.ndarray, same: np.ndarray, glitch: np.ndarray, wrap: np.ndarray) -> tuple:
+    """(frame row, joint, kind 0 spike / 1 jump, size as a fraction of the range) of each glitch in the (J, n)
+    ``x``: a spike's row is the odd frame, a jump's the first frame after it."""
+    step = np.diff(x, axis=1)
+    np.abs(step, out=step)  # NaN next to a non-finite value: never above a threshold
+    j, i = np.nonzero(step > glitch[:, None])  # candidates, few: the rest works on them only
+    keep = np.isfinite(step[j, i]) & same[i]
+    j, i = j[keep], i[keep]
+    key = j * x.shape[1] + i  # sorted (row-major)
+    nxt = np.searchsorted(key, key + 1)
+    has = nxt < len(key)
+    has[has] &= key[nxt[has]] == key[has] + 1  # the next frame's step is a candidate too
+    spike = has.copy()
+    spike[has] &= np.abs(x[j[has], i[has] + 2] - x[j[has], i[has]]) <= glitch[j[has]]
     in_spike = spike.copy()
     in_spike[nxt[spike]] = True  # a spike's step back
-    jump = ~in_spike & (step[i, j] > wrap[j])
+    jump = ~in_spike & (step[j, i] > wrap[j])
     si, sj = i[spike], j[spike]
-    size = np.abs(x[si + 1, sj] - (x[si, sj] + x[si + 2, sj]) / 2) / s.width[sj]
-    rows = np.concatenate([si + 1, i[jump] + 1])
-    return (rows, np.concatenate([sj, j[jump]]), np.repeat([0, 1], [len(si), int(jump.sum())]),
-            np.concatenate([size, step[i[jump], j[jump]] / s.width[j[jump]]]))
+    size = np.abs(x[sj, si + 1] - (x[sj, si] + x[sj, si + 2]) / 2) / s.width[sj]
+    return (np.concatenate([si + 1, i[jump] + 1]), np.concatenate([sj, j[jump]]),
+            np.repeat([0, 1], [len(si), int(jump.sum())]),
+            np.concatenate([size, step[j[jump], i[jump]] / s.width[j[jump]]]))
 
 
 def _glitch_finding(v: View, s: JointSeries, out: Findings, ev: tuple) -> None:
@@ -268,6 +311,7 @@ def _glitch_finding(v: View, s: JointSeries, out: Findings, ev: tuple) -> None:
 
 
 # ----------------------------------------------------------------------------- idle ends
+@QUIET
 def check_idle_ends(v: View, out: Findings) -> None:
     """A static lead-in (lead-out): more than idle_seconds x fps leading (trailing) frames in which no joint
     of the action or the state departs from its first (last) value by more than still_fraction of its range.
