@@ -1,9 +1,8 @@
-"""Behavioural checks of how a session was recorded (issue 29): the action recorded as the current state,
-the action trailing the state, an episode in other units than the rest, episodes that nearly repeat
-another, and the session drifting from its first quarter to its last. They read the contract's joints of
-action and state (``behaviour.joint_series``), in fractions of each joint's range width, and warn: each
-per-episode finding names the episode, its frames and a joint, and suggests excluding the episode; drift
-is one dataset-level warning per joint. Pure numpy over all frames; Python loops only over findings."""
+"""Behavioural checks of how a session was recorded (issue 29): the action recorded as the state, the action
+trailing the state, an episode in other units, episodes nearly repeating another, and the session drifting.
+They read the contract's joints of action and state (``behaviour.joint_series``) in fractions of each joint's
+range width and warn: a per-episode finding names the episode, its frames and a joint and suggests excluding
+the episode; drift is one dataset-level warning per joint. Numpy over all frames; loops only over findings."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ DUP_POINTS = 32  # points each episode's action is resampled to before comparing
 DUP_LENGTH_RATIO = 0.9  # near duplicates have lengths within this ratio
 DUP_RELATIVE = 0.05  # and closer than this share of their motion (mean |action - episode mean|): the same motion
 DUP_CHUNK = 256  # rows of the pairwise distance matrix computed at once
+DUP_PAIRS = 16_384  # candidate pairs whose exact distance is computed at once
 DRIFT_MIN_EPISODES = 8
 DRIFT_Z = 3.5  # the trend's z-score (Spearman's rho * sqrt(n - 1)) at least: p ~ 0.0005 by chance
 DRIFT_SCATTER = 3.0  # the quarters' medians apart by this many robust sigmas of the episodes within them
@@ -37,13 +37,14 @@ DRIFT_SCATTER = 3.0  # the quarters' medians apart by this many robust sigmas of
 
 @dataclass
 class Session:
-    """The series in fractions of each joint's width, with what several checks share."""
+    """The series in fractions of each joint's width (float32, sums in float64) and what checks share."""
 
     s: JointSeries
     a: np.ndarray  # (n, J) action / width
     st: np.ndarray | None  # (n, J) state / width
     run: np.ndarray  # (n,) the episode run of each row (0..E-1)
     moving: np.ndarray | None  # (n, J) the state steps by more than still_fraction of the range to the next frame
+    finite: bool  # every value of a (and st) is finite: the checks skip their masks
     memo: dict = field(default_factory=dict)
 
 
@@ -53,15 +54,17 @@ def _session(v: View) -> Session | None:
     s = joint_series(v)
     sess = None
     if s is not None and len(s.starts):
-        a = s.action / s.width
-        st = None if s.state is None else s.state / s.width
+        a, st = (None if x is None else np.divide(x, s.width, out=np.empty(x.shape, dtype=np.float32),
+                                                  casting="unsafe") for x in (s.action, s.state))
         run = np.repeat(np.arange(len(s.starts)), s.lengths)
         moving = None
         if st is not None:
-            moving = np.zeros(st.shape, dtype=bool)
+            moving, step = np.zeros(st.shape, dtype=bool), np.diff(st, axis=0)
             with np.errstate(invalid="ignore"):
-                moving[:-1] = (np.abs(np.diff(st, axis=0)) > v.quality.still_fraction) & s.same_episode()[:, None]
-        sess = Session(s, a, st, run, moving)
+                np.greater(np.abs(step, out=step), v.quality.still_fraction, out=moving[:-1])
+            moving[s.ends - 1] = False  # the last frame of an episode has no next one in it
+        finite = bool(np.isfinite(a).all() and (st is None or np.isfinite(st).all()))
+        sess = Session(s, a, st, run, moving, finite)
     v.cache["session"] = sess
     return sess
 
@@ -72,19 +75,23 @@ def _where(s: JointSeries, i: int) -> dict:
     return {"episode": int(s.episodes[i]), "frame": first, "frames": [first, last], "suggestion": "exclude"}
 
 
-def _per_episode(x: np.ndarray, s: JointSeries) -> np.ndarray:
-    """Sums of ``x`` over each episode's rows (E, ...)."""
-    return np.add.reduceat(x, s.starts, axis=0)
+def _per_episode(x: np.ndarray, s: JointSeries) -> np.ndarray:  # (E, ...) sums over each episode, in float64
+    return np.add.reduceat(x, s.starts, axis=0, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- 6 action_is_state
+def _offset(sess: Session) -> np.ndarray:
+    """(n, J) action - state (in fractions of the range), computed once."""
+    return sess.memo["offset"] if "offset" in sess.memo else sess.memo.setdefault("offset", sess.a - sess.st)
+
+
 def _as_state(sess: Session, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per episode and joint: the moving frames, those whose action equals the state; and the flagged episodes."""
     if "as_state" not in sess.memo:
         with np.errstate(invalid="ignore"):
-            close = np.abs(sess.a - sess.st) <= q.action_state_fraction
-        moving = _per_episode(sess.moving.astype(np.int64), sess.s)
-        same = _per_episode((sess.moving & close).astype(np.int64), sess.s)
+            same = np.abs(_offset(sess)) <= q.action_state_fraction
+        same &= sess.moving
+        moving, same = _per_episode(sess.moving, sess.s).astype(np.int64), _per_episode(same, sess.s).astype(np.int64)
         n_moving, n_same = moving.sum(axis=1), same.sum(axis=1)
         flagged = (n_moving >= MIN_MOVING) & (n_same >= AS_STATE_SHARE * np.maximum(n_moving, 1))
         sess.memo["as_state"] = (moving, same, flagged)
@@ -92,9 +99,8 @@ def _as_state(sess: Session, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def check_action_is_state(v: View, out: Findings) -> None:
-    """The action recorded as the current state: while the joints move, a healthy action leads the state
-    (the state reaches it frames later), so the two differ; equal on nearly every moving frame, the
-    recorder saved the observed position as the action and the policy would learn to stand still."""
+    """The action recorded as the current state: while the joints move a healthy action leads the state, so
+    the two differ; equal on nearly every moving frame, the recorder saved the observed position instead."""
     sess = _session(v)
     if sess is None or sess.st is None:
         return
@@ -115,7 +121,12 @@ def check_action_is_state(v: View, out: Findings) -> None:
 def _lag_errors(sess: Session, k_max: int, usable: np.ndarray) -> np.ndarray:
     """(E, 2K+1) mean |action[t] - state[t + k]| over the episode's moving frames, k = -K..K (NaN: too few)."""
     s, n = sess.s, len(sess.a)
-    rows = np.nonzero(sess.moving.any(axis=1) & np.isfinite(sess.a).all(axis=1) & usable[sess.run])[0]
+    keep = _any_column(sess.moving)
+    if not sess.finite:
+        keep &= np.isfinite(sess.a).all(axis=1)
+    if not usable.all():
+        keep &= usable[sess.run]
+    rows = np.nonzero(keep)[0]
     rows = _thinned(rows, sess.run[rows], max(4 * MIN_MOVING, LAG_SAMPLE // len(s.starts)))
     errors = np.full((len(s.starts), 2 * k_max + 1), np.nan)
     if not len(rows):
@@ -135,6 +146,11 @@ def _lag_errors(sess: Session, k_max: int, usable: np.ndarray) -> np.ndarray:
     return errors
 
 
+def _any_column(m: np.ndarray) -> np.ndarray:
+    """m.any(axis=1) of an (n, J) bool array, column by column (several times faster for a few columns)."""
+    return np.logical_or.reduce([m[:, j] for j in range(m.shape[1])])
+
+
 def _thinned(rows: np.ndarray, run: np.ndarray, cap: int) -> np.ndarray:
     """About ``cap`` of each episode's (sorted) rows, evenly spaced: every r-th row of an episode with r * cap."""
     first = np.nonzero(np.r_[True, run[1:] != run[:-1]])[0]
@@ -143,7 +159,7 @@ def _thinned(rows: np.ndarray, run: np.ndarray, cap: int) -> np.ndarray:
     return rows[rank % np.repeat(-(-count // cap), count) == 0]
 
 
-def _lag_verdicts(errors: np.ndarray, k_max: int, lag: int) -> tuple[np.ndarray, np.ndarray, int | None, np.ndarray]:
+def _lag_verdicts(errors: np.ndarray, k_max: int, lag: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Each episode's best lag and its error, the dataset's median lag, and why an episode is blamed
     (0: not, 1: its action trails the state, 2: its lag is off the dataset's)."""
     filled = np.where(np.isnan(errors), np.inf, errors)
@@ -151,22 +167,19 @@ def _lag_verdicts(errors: np.ndarray, k_max: int, lag: int) -> tuple[np.ndarray,
     best = filled.argmin(axis=1) - k_max
     err_best = filled.min(axis=1)
     healthy = filled[:, k_max:k_max + lag + 1].min(axis=1)
-    why = np.zeros(len(errors), dtype=np.int64)
-    why[judged & (best < -lag) & (err_best <= LAG_GAIN * healthy) & np.isfinite(healthy)] = 1
-    median = int(np.round(np.median(best[judged]))) if judged.any() else None
-    if median is not None:
-        at_median = filled[:, median + k_max]
-        why[(why == 0) & judged & (np.abs(best - median) > lag) & (err_best <= LAG_GAIN * at_median)
-            & np.isfinite(at_median)] = 2
+    median = int(np.round(np.median(best[judged]))) if judged.any() else 0
+    at_median = filled[:, median + k_max]
+    why = np.where(judged & (best < -lag) & (err_best <= LAG_GAIN * healthy) & np.isfinite(healthy), 1, 0)
+    why[(why == 0) & judged & (np.abs(best - median) > lag) & (err_best <= LAG_GAIN * at_median)
+        & np.isfinite(at_median)] = 2
     return best, err_best, median, why
 
 
 def check_action_lag(v: View, out: Findings) -> None:
-    """The action trailing the state: a healthy state follows its action (state[t + k] ~ action[t], k ~ 1..3);
-    a recorder that stamps the action late has action[t] ~ state[t - m]. Per episode the lag k in [-K, K]
-    that best matches action and later state; blamed when the action trails by more than lag_frames, or
-    when the episode's lag is off the dataset's median lag by more than lag_frames (recorded otherwise),
-    and only when that lag fits at least twice as well as the healthy ones."""
+    """The action trailing the state: a healthy state follows its action (state[t + k] ~ action[t], k ~ 1..3),
+    a late-stamped action has action[t] ~ state[t - m]. Per episode the k in [-K, K] that fits best, blamed
+    when the action trails by more than lag_frames, or the episode's k is off the dataset's median k by more
+    than lag_frames (recorded otherwise), and only when it fits at least twice as well as those."""
     sess = _session(v)
     if sess is None or sess.st is None:
         return
@@ -189,22 +202,23 @@ def check_action_lag(v: View, out: Findings) -> None:
 
 # ----------------------------------------------------------------------------- 8 scale_mismatch
 def _scale_stats(sess: Session) -> np.ndarray:
-    """(3, E, J) each episode's level (mean |action|), spread (std of the action) and jitter (mean |second
-    difference|: the sensor's noise and quantization, in the episode's units whatever its motion), over its
-    finite rows (NaN: under 3)."""
-    s = sess.s
-    ok = np.isfinite(sess.a).all(axis=1)
-    a = np.where(ok[:, None], sess.a, 0.0)
-    n = _per_episode(ok.astype(np.float64), s)[:, None]
-    second = np.zeros(ok.shape)
-    second[1:-1] = ok[:-2] & ok[1:-1] & ok[2:] & s.same_episode()[:-1] & s.same_episode()[1:]
+    """(3, E, J) each episode's level (mean |action|), spread (std) and jitter (mean |second difference|: the
+    sensor's noise and quantization, whatever the motion) over its finite rows (NaN: under 3)."""
+    s, a = sess.s, sess.a
+    ok = np.ones(len(a), dtype=bool) if sess.finite else np.isfinite(a).all(axis=1)
+    a = a if sess.finite else np.where(ok[:, None], a, np.float32(0))
+    centred = ok.copy()  # the rows whose neighbours are in their episode, all three finite
+    centred[s.starts], centred[s.ends - 1] = False, False
+    centred[1:-1] &= ok[:-2] & ok[2:]
     jerk = np.zeros_like(a)
-    jerk[1:-1] = np.abs(a[2:] - 2 * a[1:-1] + a[:-2]) * second[1:-1, None]
+    jerk[1:-1] = np.abs(np.diff(a, 2, axis=0))
+    jerk[~centred] = 0
+    n = _per_episode(ok, s)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = _per_episode(a, s) / n
         stats = np.stack([_per_episode(np.abs(a), s) / n,
                           np.sqrt(np.maximum(_per_episode(a * a, s) / n - mean * mean, 0.0)),
-                          _per_episode(jerk, s) / _per_episode(second, s)[:, None]])
+                          _per_episode(jerk, s) / _per_episode(centred, s)[:, None]])
     stats[:, n[:, 0] < 3] = np.nan
     return stats
 
@@ -234,11 +248,10 @@ def _scale_flags(stats: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarra
 
 
 def check_scale_mismatch(v: View, out: Findings) -> None:
-    """An episode in other units than the rest (radians among degrees, 0..1 among percent, degrees among
-    ticks): per joint its level (mean |action|), spread (std) and jitter (mean |second difference|) all off
-    the episodes' medians by more than scale_ratio in one direction, on at least half the contract's joints
-    (a unit setting changes them all), or on one joint by a unit factor about zero (57.3, 100). A small
-    motion shrinks the spread, near zero the level too, but not the sensor's jitter; a unit change all three."""
+    """An episode in other units (radians among degrees, 0..1 among percent, degrees among ticks): level (mean
+    |action|), spread (std) and jitter (mean |second difference|) all off the episodes' medians by more than
+    scale_ratio one way, on half the contract's joints (a unit setting changes them all) or on one joint with
+    the level off by 57.3 or 100. A small motion near zero shrinks level and spread, not the sensor's jitter."""
     sess = _session(v)
     if sess is None or len(sess.s.starts) < SCALE_MIN_EPISODES:
         return
@@ -262,7 +275,7 @@ def check_scale_mismatch(v: View, out: Findings) -> None:
 # ----------------------------------------------------------------------------- 9 near_duplicate_episodes
 def _resampled(sess: Session) -> tuple[np.ndarray, np.ndarray]:
     """(E, DUP_POINTS * J) each episode's action at evenly spaced frames (zeros where not finite), and how
-    much each moves: the mean |action - its episode mean| (NaN: not compared)."""
+    much it moves: the mean |action - its mean| (NaN: not compared)."""
     s = sess.s
     pick = s.starts[:, None] + np.round(np.linspace(0, 1, DUP_POINTS)[None] * (s.lengths[:, None] - 1)).astype(int)
     x = sess.a[pick]  # (E, P, J)
@@ -273,32 +286,30 @@ def _resampled(sess: Session) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _close_pairs(x: np.ndarray, motion: np.ndarray, lengths: np.ndarray, limit: float) -> tuple[np.ndarray, ...]:
-    """Pairs (i < j) of episodes of similar length whose mean |difference| is below ``limit`` and below
-    DUP_RELATIVE of their motion: candidates from the RMS distance by matrix products (mean |d| < limit
-    implies RMS < limit * sqrt(D)), then the exact mean |d| of each candidate."""
+    """Pairs (i < j) of similar length, mean |difference| below ``limit`` and DUP_RELATIVE of their motion:
+    candidates by matrix products (mean |d| < limit implies RMS < limit * sqrt(D)), then their exact mean |d|."""
     d = x.shape[1]
-    sq = (x * x).sum(axis=1)
-    pairs_i, pairs_j = [], []
+    sq = (x * x).sum(axis=1, dtype=np.float64)
+    found = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))]
     for a in range(0, len(x), DUP_CHUNK):
-        rms2 = (sq[a:a + DUP_CHUNK, None] + sq[None] - 2 * x[a:a + DUP_CHUNK] @ x.T) / d
+        rms2 = (sq[a:a + DUP_CHUNK, None] + sq[None] - 2 * (x[a:a + DUP_CHUNK] @ x.T)) / d
         i, j = np.nonzero(rms2 < limit * limit * d)
         i += a
-        keep = i < j
-        pairs_i.append(i[keep])
-        pairs_j.append(j[keep])
-    i, j = np.concatenate(pairs_i), np.concatenate(pairs_j)
-    keep = np.minimum(lengths[i], lengths[j]) >= DUP_LENGTH_RATIO * np.maximum(lengths[i], lengths[j])
-    i, j = i[keep], j[keep]
-    dist = np.abs(x[i] - x[j]).mean(axis=1)
-    with np.errstate(invalid="ignore"):
-        keep = (dist < limit) & (dist <= DUP_RELATIVE * np.minimum(motion[i], motion[j]))
-    return i[keep], j[keep], dist[keep]
+        keep = (i < j) & (np.minimum(lengths[i], lengths[j]) >= DUP_LENGTH_RATIO * np.maximum(lengths[i], lengths[j]))
+        i, j = i[keep], j[keep]
+        for b in range(0, len(i), DUP_PAIRS):  # the exact distances in bounded memory
+            ib, jb = i[b:b + DUP_PAIRS], j[b:b + DUP_PAIRS]
+            dist = np.abs(x[ib] - x[jb]).mean(axis=1, dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                ok = (dist < limit) & (dist <= DUP_RELATIVE * np.minimum(motion[ib], motion[jb]))
+            found.append((ib[ok], jb[ok], dist[ok]))
+    return tuple(np.concatenate(c) for c in zip(*found, strict=True))
 
 
 def check_near_duplicate_episodes(v: View, out: Findings) -> None:
-    """Episodes whose action trajectory nearly repeats an earlier one's (resampled to DUP_POINTS frames,
-    mean |difference| below duplicate_fraction of the range, lengths within 10%): a replayed or re-saved
-    episode that weighs its demonstration twice. Bit-identical ones are duplicate_episodes' finding."""
+    """An episode whose actions nearly repeat an earlier one's (resampled to DUP_POINTS frames, mean |difference|
+    below duplicate_fraction of the range and DUP_RELATIVE of their motion, lengths within 10%): a replayed or
+    re-saved demonstration weighs twice. Bit-identical ones are duplicate_episodes' finding."""
     sess = _session(v)
     if sess is None or len(sess.s.starts) < 2:
         return
@@ -320,18 +331,15 @@ def check_near_duplicate_episodes(v: View, out: Findings) -> None:
                  f"episode", key=s.joints[jj], value=int(s.episodes[a]), expected=round(d, 6), **_where(s, b))
 
 
-def _identical(s: JointSeries, a: int, b: int) -> bool:
-    """Bit-identical actions: duplicate_episodes reports them."""
+def _identical(s: JointSeries, a: int, b: int) -> bool:  # bit-identical actions: duplicate_episodes'
     return bool(s.lengths[a] == s.lengths[b] and np.array_equal(
         s.action[s.starts[a]:s.ends[a]], s.action[s.starts[b]:s.ends[b]], equal_nan=True))
 
 
 # ----------------------------------------------------------------------------- 10 drift
 def _quarters(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column: the last quarter's median minus the first's, and whether that is a drift: a steady trend
-    over all the episodes (Spearman's rank correlation with the order, times sqrt(n - 1): a z-score, at
-    least DRIFT_Z in the difference's direction) that moved the quarters apart by more than DRIFT_SCATTER
-    times the scatter of the episodes within them (robust sigma; random start poses scatter widely)."""
+    """Per column: the last quarter's median minus the first's, and whether it is a drift: a trend over all the
+    episodes (rank correlation z >= DRIFT_Z) beyond DRIFT_SCATTER robust sigmas of the quarters' episodes."""
     q = len(values) // 4
     first, last = values[:q], values[-q:]
     diff = np.nanmedian(last, axis=0) - np.nanmedian(first, axis=0)
@@ -348,26 +356,25 @@ def _quarters(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _drift_measures(sess: Session, order: np.ndarray) -> dict[str, np.ndarray]:
-    """(E, J) per episode in index order: the mean offset action - state over the frames where the joint
-    rests (NaN: none; while it moves a healthy action leads the state), and the pose at the episode's start
-    (the state's, else the action's)."""
+    """(E, J) per episode in index order: the mean action - state where the joint rests (while it moves the
+    action leads), and the pose at the episode's start (the state's, else the action's)."""
     s = sess.s
     home = (sess.st if sess.st is not None else sess.a)[s.starts][order]
     if sess.st is None:
         return {"the pose at the episode's start": home}
-    diff = sess.a - sess.st
-    ok = np.isfinite(diff) & ~sess.moving
+    rest = ~sess.moving
+    if not sess.finite:
+        rest &= np.isfinite(_offset(sess))
     with np.errstate(invalid="ignore", divide="ignore"):
-        offset = _per_episode(np.where(ok, diff, 0.0), s) / _per_episode(ok.astype(float), s)
+        offset = _per_episode(np.where(rest, _offset(sess), np.float32(0)), s) / _per_episode(rest, s)
     return {"the offset action - state at rest": offset[order], "the pose at the episode's start": home}
 
 
 def check_drift(v: View, out: Findings) -> None:
-    """The session drifting: episodes in index order, the last quarter against the first, per joint: the
-    offset action - state where the joint rests (a calibration creeping) and the pose at the episode's
-    start (the robot's home moving). The quarters' medians differing by more than drift_fraction of the
-    range, in a steady trend over all the episodes (rank correlation with the order, z >= DRIFT_Z: not a
-    few odd episodes, not a random mix of tasks or start poses), is one dataset-level warning per joint."""
+    """The session drifting, per joint: the offset action - state at rest (a calibration creeping) and the
+    pose at the episode's start (the home moving), last quarter of the episodes against the first: more than
+    drift_fraction of the range apart, in a steady trend (Spearman's rho * sqrt(n - 1) >= DRIFT_Z: not a few
+    odd episodes) beyond DRIFT_SCATTER robust sigmas of the quarters' episodes (not random start poses)."""
     sess = _session(v)
     if sess is None or len(sess.s.starts) < DRIFT_MIN_EPISODES:
         return
