@@ -28,7 +28,14 @@ from vla_pipeline.data.tables import (
     load_task_indices,
 )
 from vla_pipeline.errors import ValidationError
-from vla_pipeline.validate import checks_meta, checks_tables, checks_vectors, videos
+from vla_pipeline.validate import (
+    checks_meta,
+    checks_motion,
+    checks_session,
+    checks_tables,
+    checks_vectors,
+    videos,
+)
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.findings import Findings, View
 from vla_pipeline.validate.report import Report, format_report, make_report
@@ -76,6 +83,19 @@ CHECKS: list[Check] = [
     Check("action_jumps", checks_vectors.check_action_jumps, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("calibration", checks_vectors.check_calibration, (INFO, FRAMES), ("codebase", *SHAPES)),
     Check("duplicate_episodes", checks_vectors.check_duplicate_episodes, (INFO, FRAMES), ("codebase", *SHAPES)),
+    # behavioural checks on the contract's joints (warnings with a suggested exclusion or trim)
+    *(Check(name, fn, (INFO, FRAMES), ("codebase", *SHAPES)) for name, fn in (
+        ("frozen_state", checks_motion.check_frozen_state),
+        ("state_follows_action", checks_motion.check_state_follows_action),
+        ("saturation", checks_motion.check_saturation),
+        ("glitches", checks_motion.check_glitches),
+        ("idle_ends", checks_motion.check_idle_ends),
+        ("action_is_state", checks_session.check_action_is_state),
+        ("action_lag", checks_session.check_action_lag),
+        ("scale_mismatch", checks_session.check_scale_mismatch),
+        ("near_duplicate_episodes", checks_session.check_near_duplicate_episodes),
+        ("drift", checks_session.check_drift),
+    )),
 ]
 
 
