@@ -168,8 +168,18 @@ def test_a_state_that_does_not_follow_its_action() -> None:
     assert "the state of 'elbow' does not follow its action: correlation" in found[1].message
 
 
+def delayed(delay: int, seed: int, n: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """A fast elbow oscillation (1.2 Hz) whose state is its action ``delay`` frames earlier, with noise: out
+    of phase at lag 0, and its steps do not point toward the action either; only the lag shows it follows."""
+    t = np.arange(n + delay) / FPS
+    a = np.zeros((n + delay, len(NAMES)))
+    a[:, ELBOW], a[:, GRIPPER] = 30 * np.sin(2 * np.pi * 1.2 * t), 50 + 30 * np.sin(2 * np.pi * 0.2 * t)
+    return a[delay:], a[:n] + np.random.default_rng(seed).normal(0, 0.1, (n, len(NAMES)))
+
+
 def test_state_follows_action_allows_lag_but_not_an_inverted_joint() -> None:
     assert warnings(check_state_follows_action, view_of([healthy(n=60, seed=s, lag=5) for s in range(3)])) == []
+    assert warnings(check_state_follows_action, view_of([delayed(5, seed=s) for s in range(3)])) == []
     episodes = [healthy(n=60, seed=s, lag=2) for s in range(3)]
     _, s = episodes[1]
     s[:, ELBOW] *= -1  # its state's sign inverted by a calibration
@@ -209,6 +219,8 @@ def test_saturation_not_a_grasp_nor_a_value_below_the_share() -> None:
     episodes = [healthy(seed=s, hold=0.75) for s in range(3)]  # action at 0 (the limit) for 75 % + the ramps
     _, s = episodes[0]
     s[:60, GRIPPER] = 100.0  # 60 of 80 frames at the limit: 75 %
+    a, _ = episodes[1]  # the elbow moves to 45, the dataset's largest, and holds there with a drift
+    a[6:, ELBOW] = 45.0 + np.random.default_rng(3).normal(0, 0.05, len(a) - 6)
     found = warnings(check_saturation, view_of(episodes))
     assert found == []
 
