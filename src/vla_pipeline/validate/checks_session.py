@@ -24,7 +24,7 @@ SCALE_MIN_REFERENCE = 0.01  # a joint whose typical episode sits closer to zero 
 SCALE_MIN_SPREAD = 1e-3  # a joint spreading less than this share of its range (std) does not move
 UNIT_FACTORS = {57.2958: "degrees vs radians", 100.0: "percent vs fraction", 4096 / 360: "encoder ticks vs degrees"}
 UNIT_TOLERANCE = 0.2  # a ratio within this of a unit factor names it
-LONE_FACTORS = (57.2958, 100.0)  # factors about zero: one joint whose level is off by one of them warns alone
+LONE_FACTORS = (57.2958, 100.0)  # about zero: one joint off by one (level within 1.5x, spread, jitter 3x) warns alone
 DUP_POINTS = 32  # points each episode's action is resampled to before comparing episodes
 DUP_LENGTH_RATIO = 0.9  # near duplicates have lengths within this ratio
 DUP_RELATIVE = 0.05  # and closer than this share of their motion (mean |action - episode mean|): the same motion
@@ -241,8 +241,8 @@ def _scale_flags(stats: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarra
         joint = ((r > ratio).all(axis=0) | (r < 1 / ratio).all(axis=0)) & informative & (stats[1] > SCALE_MIN_SPREAD)
         lone = np.zeros_like(joint)
         for f in LONE_FACTORS:  # a single joint scaled by a unit factor about zero (the gripper in 0..1)
-            for g in (f, 1 / f):
-                lone |= np.abs(r[0] / g - 1) <= UNIT_TOLERANCE
+            off = np.abs(np.abs(np.log(r)) - np.log(f))  # (3, E, J) how far from the factor, either way
+            lone |= (off[0] <= np.log(1.5)) & (off[1:] <= np.log(3)).all(axis=0)
     episodes = (joint.sum(axis=1) >= np.ceil(stats.shape[2] / 2)) | (joint & lone).any(axis=1)
     return joint, r[1], episodes
 
