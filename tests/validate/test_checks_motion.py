@@ -105,6 +105,9 @@ def test_non_finite_rows_neither_crash_nor_warn(check) -> None:
         a[[0, 20, 21, 50]] = np.nan
         s[[0, 30, 60]] = [np.inf, -np.inf, np.nan][e]
     assert warnings(check, view_of(episodes)) == []
+    a, s = healthy(n=40, seed=9)
+    a[:], s[:] = np.inf, np.nan  # whole episodes, and episodes of one to three frames
+    assert warnings(check, view_of([*three(), (a, s), *(healthy(n=n, seed=n) for n in (1, 2, 3))])) == []
 
 
 def test_no_state_no_finding_of_the_checks_that_need_it() -> None:

@@ -206,8 +206,11 @@ def check_saturation(v: View, out: Findings) -> None:
             share, level, clamped = _pinned(v, s, x, (sign, extreme, limit), moves)
             for j, i in zip(*np.nonzero(share >= q.saturation_fraction), strict=True):
                 cmp = np.equal if clamped[j, i] else np.greater_equal if sign > 0 else np.less_equal
-                _saturation_finding(v, s, out, (name, i, j, sign), (extreme[j, i] if clamped[j, i] else limit[j],
-                                    share[j, i], not clamped[j, i], cmp(x[j, s.starts[i]:s.ends[i]], level[j, i])))
+                seg = x[j, s.starts[i]:s.ends[i]]
+                pinned = cmp(seg, level[j, i]) & np.isfinite(seg)  # +-inf (check_finite's) is no limit
+                if pinned.mean() >= q.saturation_fraction:
+                    _saturation_finding(v, s, out, (name, i, j, sign), (
+                        extreme[j, i] if clamped[j, i] else limit[j], pinned.mean(), not clamped[j, i], pinned))
 
 
 def _pinned(v: View, s: JointSeries, x: np.ndarray, side: tuple, moves: np.ndarray) -> tuple:
