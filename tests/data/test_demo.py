@@ -191,3 +191,18 @@ def test_existing_root_is_replaced(tmp_path: Path) -> None:
 def test_invalid_lengths_rejected() -> None:
     with pytest.raises(ValueError):
         demo.simulate_episodes(DemoConfig(root=Path("unused"), min_length=10, max_length=5))
+
+
+def test_demo_poison_plants_its_fault_into_the_named_episodes_only(tmp_path):
+    """demo.poison (issue 29's dvc exp pair): the fault is in the data of the named episodes, nowhere else."""
+    from conftest import CONTRACT
+    from vla_pipeline.data.contract import load_contract
+
+    cfg = DemoConfig(root=tmp_path / "demo", num_episodes=4, min_length=20, max_length=24, image_height=32,
+                     image_width=40, poison="action_is_state", poison_episodes=(1, 2), contract=CONTRACT)
+    make_demo_dataset(cfg)
+    frames = pd.concat(pd.read_parquet(f) for f in sorted((cfg.root / "data").rglob("*.parquet")))
+    arm = len(load_contract(CONTRACT).joints)
+    for e, rows in frames.groupby("episode_index"):
+        action, state = (np.stack(rows[k].to_numpy())[:, :arm] for k in ("action", "observation.state"))
+        assert np.array_equal(action, state) == (e in (1, 2)), f"episode {e}"

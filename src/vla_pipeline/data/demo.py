@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from vla_pipeline.data.contract import load_contract
+from vla_pipeline.data.faults import plant_fault
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.params import param
+from vla_pipeline.params import int_list, param
 
 if TYPE_CHECKING:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -99,6 +101,10 @@ class DemoConfig:
     image_width: int = 128
     fps: int = 30
     seed: int = 0
+    # a behavioural fault planted into some episodes (data/faults.py), for experiments on what bad data costs
+    poison: str | None = None
+    poison_episodes: tuple[int, ...] = ()
+    contract: Path | None = None  # the contract the planter reads the joints and ranges from
 
     @classmethod
     def from_params(cls, p: dict) -> DemoConfig:
@@ -107,6 +113,9 @@ class DemoConfig:
             root=param(p, "demo.root", Path),
             repo_id=param(p, "demo.repo_id", str),
             **{k: param(p, f"demo.{k}", int) for k in ints},
+            poison=param(p, "demo.poison", default=None),
+            poison_episodes=tuple(param(p, "demo.poison_episodes", int_list, default=[])),
+            contract=param(p, "dataset.contract", Path),
         )
 
 
@@ -307,7 +316,19 @@ def make_demo_dataset(cfg: DemoConfig) -> Path:
     finally:
         dataset.finalize()
     sort_stats_file(root)
+    if cfg.poison:
+        plant_poison(cfg)
     return root
+
+
+def plant_poison(cfg: DemoConfig) -> dict:
+    """Plant ``cfg.poison`` into ``cfg.poison_episodes`` of the freshly written demo (its data files only)."""
+    if cfg.contract is None or not cfg.poison_episodes:
+        raise ConfigError("demo.poison needs demo.poison_episodes and dataset.contract")
+    planted = plant_fault(Path(cfg.root), cfg.poison, cfg.poison_episodes, load_contract(cfg.contract),
+                          np.random.default_rng(cfg.seed))
+    print(f"planted {cfg.poison} into episodes {planted['episodes']} of {cfg.root}")
+    return planted
 
 
 def sort_stats_file(root: Path) -> None:

@@ -90,7 +90,8 @@ SCHEMA: dict[str, Any] = {
     "dataset": {"root": PATH, "contract": PATH, "exclude_episodes": Key("int_list", null=True)},
     "demo": {"root": PATH, "repo_id": Key("str"), "num_episodes": _int(lo=2), "min_length": _int(lo=1),
              "max_length": _int(lo=1), "image_height": _int(lo=8), "image_width": _int(lo=8), "fps": _int(lo=1),
-             "seed": _int(lo=0)},
+             "seed": _int(lo=0), "poison": Key("str", null=True, allowed="null or a fault class of data/faults.py"),
+             "poison_episodes": Key("int_list", null=True)},
     "validate": {"report": PATH, "decode_samples": _int(lo=0), "dry_run": BOOL, "quality": {
         "still_fraction": _float(lo=0, hi=1), "frozen_state_frames": _int(lo=2), "follow_min_corr": _float(lo=-1, hi=1),
         "saturation_fraction": _float(lo=0, hi=1, lo_open=True), "glitch_fraction": _float(lo=0, lo_open=True),
