@@ -266,8 +266,9 @@ def check_glitches(v: View, out: Findings) -> None:
     if not len(row):
         return
     group = _episode_of(s, row) * len(s.joints) + col
-    for g in np.unique(group):
-        sel = np.nonzero(group == g)[0]
+    order = np.argsort(group, kind="stable")
+    _, first = np.unique(group[order], return_index=True)
+    for sel in np.split(order, first[1:]):  # one finding per episode and joint
         _glitch_finding(v, s, out, (row[sel], col[sel], kind[sel], mag[sel], sig[sel]))
 
 
