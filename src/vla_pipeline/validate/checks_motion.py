@@ -4,8 +4,8 @@ its action (a dead follower motor, a calibration), a joint pinned at a limit or 
 and encoder wraparounds, a static lead-in or lead-out. Each finding is a warning naming the episode, its
 frames (frame_index, [first, last]) and the joint, with the numbers seen and a suggestion: exclude the
 episode, or trim it to the frames to keep. Thresholds are ``v.quality`` (validate.quality); fractions are of
-the joint's range width (``JointSeries.width``). Everything is vectorized over all frames; Python loops run
-only over what was found, on the joints as (J, n) rows (``_columns``). Non-finite values (check_finite's
+the joint's range width (``JointSeries.width``). Everything is vectorized over all frames, on the joints as
+(J, n) rows (``_columns``); Python loops run only over what was found. Non-finite values (check_finite's
 errors) count as not moving and never as a fault.
 """
 
@@ -19,7 +19,6 @@ from vla_pipeline.validate.findings import Findings, View
 FROZEN_ACTION_MOVES = 5.0  # x still_fraction: the action's span in each half of a frozen run (1 % of the range)
 FOLLOW_MIN_SPAN = 0.05  # an action spanning less of its range in an episode is not judged by state_follows_action
 MAX_LAG = 5  # frames the state may trail its action by in state_follows_action
-QUIET = np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, which never counts as a fault
 CONSTANT = 1e-12  # a variance this small relative to the mean square: a constant series (its correlation is 0)
 
 
@@ -62,7 +61,7 @@ def _frames(s: JointSeries, first_row: int, last_row: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- frozen state
-@QUIET
+@np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, never a fault
 def check_frozen_state(v: View, out: Findings) -> None:
     """Runs of at least ``frozen_state_frames`` frames in which no joint's state changes (every step and the
     run's span within still_fraction of the range) while some joint's action moves by more than
@@ -114,7 +113,7 @@ def _frozen_finding(v: View, s: JointSeries, out: Findings, i: int, runs: tuple)
 
 
 # ----------------------------------------------------------------------------- state follows action
-@QUIET
+@np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, never a fault
 def check_state_follows_action(v: View, out: Findings) -> None:
     """Per episode and joint whose action spans more than FOLLOW_MIN_SPAN of its range, the state does not
     follow it: both the Pearson correlation of the action with the state, the state trailing by 0..MAX_LAG
@@ -186,7 +185,7 @@ def _correlation(a: np.ndarray, b: np.ndarray, ok: np.ndarray, seg: np.ndarray) 
 
 
 # ----------------------------------------------------------------------------- saturation
-@QUIET
+@np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, never a fault
 def check_saturation(v: View, out: Findings) -> None:
     """Per episode, joint and vector (action, state): at least ``saturation_fraction`` of the frames within
     still_fraction of the range of a contract limit (or beyond it), or exactly at the dataset's own extreme of
@@ -249,7 +248,7 @@ def _saturation_finding(v: View, s: JointSeries, out: Findings, where: tuple, se
 
 
 # ----------------------------------------------------------------------------- glitches
-@QUIET
+@np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, never a fault
 def check_glitches(v: View, out: Findings) -> None:
     """Single-frame glitches (a frame departing from both neighbours by more than ``glitch_fraction`` of the
     range while they agree within it: a spike that comes back) and one-frame jumps of more than
@@ -315,7 +314,7 @@ def _glitch_finding(v: View, s: JointSeries, out: Findings, ev: tuple) -> None:
 
 
 # ----------------------------------------------------------------------------- idle ends
-@QUIET
+@np.errstate(invalid="ignore")  # inf - inf in a non-finite row: NaN, never a fault
 def check_idle_ends(v: View, out: Findings) -> None:
     """A static lead-in (lead-out): more than idle_seconds x fps leading (trailing) frames in which no joint
     of the action or the state departs from its first (last) value by more than still_fraction of its range.
