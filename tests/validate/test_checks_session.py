@@ -126,6 +126,15 @@ def test_action_recorded_as_the_state_is_found() -> None:
     assert found(check_action_lag, view) == []  # the action_is_state episode is not also a lag
 
 
+def test_an_action_recorded_as_the_state_is_not_also_a_lag_off_the_median() -> None:
+    rng = np.random.default_rng(5)
+    actions, states = (list(x) for x in zip(*(follow(rng, motion(rng, 90), lag=6) for _ in range(12)), strict=True))
+    actions[4] = states[4].copy()  # lag 0 against the dataset's 6: action_is_state's finding, not action_lag's
+    view = view_of(actions, states)
+    assert [f.episode for f in found(check_action_is_state, view)] == [4]
+    assert found(check_action_lag, view) == []
+
+
 def test_an_action_leading_by_one_frame_is_not_the_state() -> None:
     rng = np.random.default_rng(4)
     actions, states = zip(*(follow(rng, motion(rng, 80), lag=1) for _ in range(6)), strict=True)
@@ -244,6 +253,15 @@ def test_a_home_pose_moving_is_found_and_a_steady_one_is_not() -> None:
     creep[:, 0] = np.linspace(0, 50, 16)  # the home's pan creeps 25 % of its range
     [f] = found(check_drift, view_of(*homed_session(creep, offset)))
     assert f.key == "j0" and "pose at the episode's start" in f.message and "episodes 0..3 vs 12..15" in f.message
+
+
+def test_start_poses_scattered_widely_are_no_home_drift() -> None:
+    """Random start poses whose mean moves slowly: a trend (z > 3.5), but no home that moved (the quarters'
+    medians apart by about one scatter of their episodes, not DRIFT_SCATTER)."""
+    rng = np.random.default_rng(0)
+    creep, offset = np.zeros((96, 6)), np.zeros((96, 6))
+    creep[:, 0] = np.linspace(0, 60, 96) + rng.uniform(-60, 60, 96)
+    assert found(check_drift, view_of(*homed_session(creep, offset))) == []
 
 
 def test_drift_needs_eight_episodes_and_a_clean_separation() -> None:
