@@ -6,7 +6,7 @@ Builds fixtures for every fault class of ``vla_pipeline.data.faults`` on two dat
   directory if it is absent) with its ``dataset.contract``;
 * ``bimanual``: a real-pattern bimanual recording written by LeRobot's writer (``bi_so101_follower``
   names ``left_*.pos`` / ``right_*.pos``, 12 episodes of 5-9 s): the leader's (action) minimum-jerk
-  reaches between waypoints with dwells and hand tremor, the follower's state trailing the action by 1-3
+  reaches from each arm's home pose between waypoints with dwells and hand tremor, the follower's state trailing the action by 1-3
   frames through a first-order lag with noise, both quantised to 4096 encoder ticks a turn, grippers that
   close on an object and hold it (the state stops at the object while the action squeezes), a short rest
   at both ends; its contract from ``vla contract init`` (observed ranges + 10 %).
@@ -121,6 +121,7 @@ BI_NAMES = tuple(f"{side}_{m}.pos" for side in ("left", "right") for m in BI_MOT
 BI_CAMERAS = ("observation.images.top", "observation.images.right_wrist")
 BI_TASK = "hand the cube from the left gripper to the right one"
 BI_BOX = np.array([[-60, 60], [-70, 40], [-40, 80], [-70, 70], [-100, 100]], dtype=float)  # waypoints (deg)
+BI_VERSION = "3"  # bumped when the recording changes: rebuilt then
 TICK = 360.0 / 4096  # a 12-bit encoder's step, degrees
 
 
@@ -129,10 +130,11 @@ def _min_jerk(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     return a + (b - a) * (10 * tau**3 - 15 * tau**4 + 6 * tau**5)
 
 
-def _leader_arm(rng: np.random.Generator, n: int, fps: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(n, 6) leader positions: a rest, 3-5 minimum-jerk moves between drawn waypoints with dwells, a rest;
-    the gripper open, closed (squeezing) from the first dwell to the last move's start, open again."""
-    rest = rng.uniform(BI_BOX[:, 0] * 0.3, BI_BOX[:, 1] * 0.3)
+def _leader_arm(rng: np.random.Generator, n: int, fps: int, home: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """(n, 6) leader positions: a rest at the session's home pose (within a degree), 3-5 minimum-jerk moves
+    between drawn waypoints with dwells, back home; the gripper open, closed (squeezing) from the first dwell
+    to the last move's start, open again."""
+    rest = home + rng.uniform(-1, 1, len(home))
     k = int(rng.integers(3, 6))
     head, tail = (int(rng.uniform(0.2, 0.5) * fps) for _ in range(2))
     dwell = rng.integers(4, 16, k)
@@ -178,21 +180,21 @@ def _ticks(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def bimanual_episode(rng: np.random.Generator, n: int, fps: int) -> tuple[np.ndarray, np.ndarray]:
+def bimanual_episode(rng: np.random.Generator, n: int, fps: int, homes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 12) action and state of both arms, left then right, each trailing by its own 1-3 frames."""
     actions, states = [], []
-    for _ in ("left", "right"):
-        action, hold = _leader_arm(rng, n, fps)
+    for home in homes:
+        action, hold = _leader_arm(rng, n, fps, home)
         states.append(_ticks(_follower(rng, action, hold, int(rng.integers(1, 4)))))
         actions.append(_ticks(action))
     return np.concatenate(actions, axis=1).astype(np.float32), np.concatenate(states, axis=1).astype(np.float32)
 
 
-def _camera(state: np.ndarray, camera: int, h: int = 24, w: int = 32) -> np.ndarray:
+def _camera(state: np.ndarray, camera: int, t: int, h: int = 24, w: int = 32) -> np.ndarray:
+    """A gradient that moves with time and with the arm (a camera never shows one picture twice in a row)."""
     ys, xs = np.mgrid[0:h, 0:w]
-    shift = int(state[6 * camera] / 4 + state[6 * camera + 1] / 8)
-    stripes = ((xs + ys + shift) % 12 < 6).astype(np.uint8)
-    return stripes[..., None] * np.array([180, 90 + 70 * camera, 60], dtype=np.uint8) + 30
+    level = (4 * xs + 4 * ys + 3 * t + int(state[6 * camera] + state[6 * camera + 1])) % 200 + 30
+    return (level[..., None] * np.array([1.0, 0.5 + 0.3 * camera, 0.3])).astype(np.uint8)
 
 
 def write_bimanual(root: Path, seed: int, episodes: int = 12, fps: int = 30) -> Path:
@@ -208,12 +210,13 @@ def write_bimanual(root: Path, seed: int, episodes: int = 12, fps: int = 30) -> 
                  for k in BI_CAMERAS}
     dataset = LeRobotDataset.create(repo_id="bench/bimanual", fps=fps, root=root, robot_type="bi_so101_follower",
                                     features=features, use_videos=True)
+    homes = rng.uniform(BI_BOX[:, 0] * 0.3, BI_BOX[:, 1] * 0.3, (2, len(BI_BOX)))  # each arm's home pose
     try:
         for n in rng.integers(150, 271, episodes):
-            action, state = bimanual_episode(rng, int(n), fps)
+            action, state = bimanual_episode(rng, int(n), fps, homes)
             for t in range(int(n)):
                 frame = {"observation.state": state[t], "action": action[t], "task": BI_TASK}
-                dataset.add_frame(frame | {k: _camera(state[t], c) for c, k in enumerate(BI_CAMERAS)})
+                dataset.add_frame(frame | {k: _camera(state[t], c, t) for c, k in enumerate(BI_CAMERAS)})
             dataset.save_episode()
     finally:
         dataset.finalize()
@@ -226,10 +229,10 @@ def bimanual_source(fixtures: Path, seed: int) -> tuple[Path, Path]:
     from vla_pipeline.data.contract_init.starter import init_contract
 
     root, contract, stamp = (fixtures / "source" / n for n in ("bimanual", "bimanual.yaml", "bimanual.seed"))
-    if not stamp.is_file() or stamp.read_text() != str(seed) or not contract.is_file():
+    if not stamp.is_file() or stamp.read_text() != f"{seed}:{BI_VERSION}" or not contract.is_file():
         write_bimanual(root, seed)
         init_contract(InitConfig(root, contract, force=True))
-        stamp.write_text(str(seed))
+        stamp.write_text(f"{seed}:{BI_VERSION}")
     return root, contract
 
 

@@ -84,8 +84,7 @@ def _record(lay: Layout, j: int | None, frames: list[int], **extra) -> dict:
 
 # ----------------------------------------------------------------------------- per-episode faults
 def compute_frozen_state(ep: Episode, lay: Layout, rng: np.random.Generator, length: int | None = None):
-    """The whole state holds its value for ``length`` (17..82) frames, away from both ends, where the
-    action moves most (a drawn window among the busier half)."""
+    """The whole state holds for ``length`` (17..82) frames, off both ends, where the action moves (busier half)."""
     n = len(ep.action)
     length = min(int(length or rng.integers(17, 83)), n - 3)
     if length < 2:
@@ -140,8 +139,7 @@ def compute_saturation(ep: Episode, lay: Layout, rng: np.random.Generator, joint
 
 def compute_glitch(ep: Episode, lay: Layout, rng: np.random.Generator, joint: str | None = None,
                    count: int | None = None, where: str = "both"):
-    """1..3 single-frame spikes of 30..50 % of the range on one joint, towards the side the range allows;
-    the next frame is back on the trajectory."""
+    """1..3 single-frame spikes of 30..50 % of the range on one joint, to the side the range allows."""
     n, j, out = len(ep.action), pick_joint(ep, lay, rng, joint), ep.copy()
     count = int(count or rng.integers(1, 4))
     spaced = np.arange(2, n - 2, 3)  # never two spikes in a row, never on the first or last frames
@@ -181,8 +179,7 @@ def compute_wraparound(ep: Episode, lay: Layout, rng: np.random.Generator, joint
 
 def compute_idle_ends(ep: Episode, lay: Layout, rng: np.random.Generator, seconds: float = 1.5,
                       min_motion: int = 10):
-    """The first and last pose (whole vectors) held for ``seconds`` each, as far as ``min_motion`` frames
-    of the episode are left moving."""
+    """The first and last pose (whole vectors) held ``seconds`` each, leaving ``min_motion`` frames moving."""
     n = len(ep.action)
     hold = min(round(seconds * lay.fps), (n - min_motion) // 2)
     if hold < 1:
@@ -214,16 +211,16 @@ def compute_scale_mismatch(ep: Episode, lay: Layout, rng: np.random.Generator, f
 
 def compute_near_duplicate(ep: Episode, source: Episode, lay: Layout, rng: np.random.Generator,
                            noise: float = 0.001):
-    """``source``'s first frames (as many as ``ep`` has) with Gaussian noise of ``noise`` of each
-    contract joint's range on its action and state."""
-    n = len(ep.action)
-    if len(source.action) < n:
-        raise FaultError(f"the source episode has {len(source.action)} frames, fewer than the {n} to replace")
-    out = Episode(source.action[:n].copy(), source.state[:n].copy())
+    """The whole of ``source`` at ``ep``'s length (linearly resampled: as it is when as long) with Gaussian
+    noise of ``noise`` of each contract joint's range on its action and state."""
+    n, m = len(ep.action), len(source.action)
+    at = np.linspace(0.0, m - 1, n)
+    lo, w = np.floor(at).astype(int), (at - np.floor(at))[:, None]
+    out = Episode(*((1 - w) * x[lo] + w * x[np.minimum(lo + 1, m - 1)] for x in (source.action, source.state)))
     for key, cols in (("action", lay.a_cols), ("state", lay.s_cols)):
         arr = getattr(out, key)
         arr[:, cols] = np.clip(arr[:, cols] + rng.normal(0.0, noise, (n, len(cols))) * lay.width, lay.low, lay.high)
-    return out, _record(lay, None, [0, n - 1], noise=noise)
+    return out, _record(lay, None, [0, n - 1], noise=noise, source_frames=m)
 
 
 # ----------------------------------------------------------------------------- the dataset's files
@@ -259,8 +256,7 @@ def _vectors(column: pa.ChunkedArray, dim: int, key: str) -> np.ndarray:
 
 def _like(values: np.ndarray, like: pa.Array) -> pa.Array:
     """``values`` (n, dim) as a list column of ``like``'s type (float32 values stay float32, ints are rounded)."""
-    value_type = like.type.value_type
-    flat = values.reshape(-1)
+    value_type, flat = like.type.value_type, values.reshape(-1)
     flat = np.round(flat) if pa.types.is_integer(value_type) else flat
     child = pa.array(flat.astype(value_type.to_pandas_dtype()), type=value_type)
     if pa.types.is_fixed_size_list(like.type):
@@ -327,15 +323,14 @@ def _per_episode(compute: Callable) -> Planter:
 
 
 def _plant_near_duplicate(s: Session, episodes: list[int], rng: np.random.Generator, options: dict) -> list[dict]:
-    """Each of ``episodes`` replaced by ``source``, else by an episode outside them as long or longer (one
-    of the shortest such)."""
+    """Each of ``episodes`` replaced by ``source``, else by an episode outside them, one of the closest length."""
     options, records = dict(options), []
     source = options.pop("source", None)
     for e in episodes:
-        fits = sorted((len(r), c) for c, r in s.rows.items() if c not in episodes and len(r) >= len(s.rows[e]))
+        fits = sorted((abs(len(r) - len(s.rows[e])), c) for c, r in s.rows.items() if c not in episodes)
         if source is None and not fits:
-            raise FaultError(f"no episode outside {episodes} has the {len(s.rows[e])} frames episode {e} needs")
-        src = int(source) if source is not None else int(rng.choice([c for m, c in fits if m == fits[0][0]]))
+            raise FaultError(f"no episode outside {episodes} to copy")
+        src = int(source) if source is not None else int(rng.choice([c for d, c in fits if d == fits[0][0]]))
         ep, record = compute_near_duplicate(s.episode(e), s.episode(src), s.layout, rng, **options)
         s.put(e, ep)
         records.append({"episode": e, "source": src, **record})
@@ -343,23 +338,25 @@ def _plant_near_duplicate(s: Session, episodes: list[int], rng: np.random.Genera
 
 
 def _plant_drift(s: Session, episodes: list[int], rng: np.random.Generator, options: dict) -> list[dict]:
-    """An offset growing from 0 on the first of ``episodes`` (episode order) to ``fraction`` of the range on
-    the last, on the joint (``joint``, else the one with most room) and side the range leaves room for."""
+    """An offset growing from 0 on the first of ``episodes`` (episode order) to ``fraction`` (0.25) of the
+    range on the last, on ``joint`` (else the joint with most room), up or down, as far as every episode's
+    values stay in range."""
     lay, eps = s.layout, sorted(episodes)
-    rows = np.concatenate([s.rows[e] for e in eps])
-    values = np.concatenate([s.action[rows][:, lay.a_cols], s.state[rows][:, lay.s_cols]])
-    up, down = lay.high - values.max(axis=0), values.min(axis=0) - lay.low
-    room = np.maximum(up, down) / lay.width
-    j = lay.joints.index(options["joint"]) if options.get("joint") else int(np.argmax(room))
-    total = min(options.get("fraction", 0.25) * lay.width[j], 0.95 * max(up[j], down[j]))
-    total *= 1.0 if up[j] >= down[j] else -1.0
+    share = np.arange(len(eps)) / max(len(eps) - 1, 1)
+    both = [np.concatenate([s.action[s.rows[e]][:, lay.a_cols], s.state[s.rows[e]][:, lay.s_cols]]) for e in eps]
+    up = np.array([lay.high - v.max(axis=0) for v in both])[1:] / share[1:, None]  # the largest offset each allows
+    down = np.array([v.min(axis=0) - lay.low for v in both])[1:] / share[1:, None]
+    room = np.maximum(up.min(axis=0, initial=np.inf), down.min(axis=0, initial=np.inf))
+    j = lay.joints.index(options["joint"]) if options.get("joint") else int(np.argmax(room / lay.width))
+    sign = 1.0 if up[:, j].min(initial=np.inf) >= down[:, j].min(initial=np.inf) else -1.0
+    total = sign * min(options.get("fraction", 0.25) * lay.width[j], 0.95 * room[j])
     records = []
-    for e, share in zip(eps, np.arange(len(eps)) / max(len(eps) - 1, 1), strict=True):
+    for e, k in zip(eps, share, strict=True):
         ep = s.episode(e)
         for key in ("action", "state"):
-            _column(ep, lay, key, j)[:] += total * share
+            _column(ep, lay, key, j)[:] += total * k
         s.put(e, ep)
-        records.append({"episode": e, **_record(lay, j, [0, len(ep.action) - 1], offset=round(float(total * share), 4))})
+        records.append({"episode": e, **_record(lay, j, [0, len(ep.action) - 1], offset=round(float(total * k), 4))})
     return records
 
 
