@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from test_checks import make_contract, make_info, make_view
 
+from vla_pipeline.data import faults
 from vla_pipeline.data.contract import load_contract
-from vla_pipeline.data.demo import LEKIWI_NAMES, DemoConfig, simulate_episodes
+from vla_pipeline.data.demo import LEKIWI_NAMES, TASKS, DemoConfig, simulate_episodes
 from vla_pipeline.validate.checks_session import (
     _unit_name,
     check_action_is_state,
@@ -211,6 +212,23 @@ def test_a_near_copy_of_an_earlier_episode_is_found_and_an_exact_copy_left_to_du
     assert f.value == 4 and "nearly repeats episode 4" in f.message
 
 
+def test_the_same_actions_from_other_states_are_no_duplicate() -> None:
+    """The demo's case: a target reached from another start pose (the state differs, the action barely)."""
+    actions, states, rng = session()
+    actions[10] = actions[4] + rng.normal(0, 0.05, actions[4].shape)
+    states[10] = states[4] + np.linspace(0, 1, len(states[4]))[::-1, None] * 20.0  # started 20 away
+    assert found(check_near_duplicate_episodes, view_of(actions, states)) == []
+
+
+def test_without_a_state_near_copies_are_found_and_barely_moving_episodes_are_not() -> None:
+    actions, _, rng = session()
+    actions[10] = actions[4] + rng.normal(0, 0.05, actions[4].shape)
+    actions[12] = np.full_like(actions[11], 5.0) + rng.normal(0, 0.3, actions[11].shape)  # two still episodes,
+    actions[13] = np.full_like(actions[11], 5.0) + rng.normal(0, 0.3, actions[11].shape)  # alike within noise
+    [f] = found(check_near_duplicate_episodes, view_of(actions, None))
+    assert (f.episode, f.value) == (10, 4)
+
+
 def test_the_same_motion_at_another_speed_or_offset_is_no_duplicate() -> None:
     actions, states, rng = session()
     actions[10], states[10] = actions[4] + 3.0, states[4] + 3.0  # 1.5 % of the range away
@@ -256,12 +274,59 @@ def test_a_home_pose_moving_is_found_and_a_steady_one_is_not() -> None:
 
 
 def test_start_poses_scattered_widely_are_no_home_drift() -> None:
-    """Random start poses whose mean moves slowly: a trend (z > 3.5), but no home that moved (the quarters'
-    medians apart by about one scatter of their episodes, not DRIFT_SCATTER)."""
+    """Random start poses whose mean moves slowly: a trend (z ~ 6), 15 % of the range between the quarters,
+    but no home that moved: within the scatter of the quarters' episodes (below DRIFT_SCATTER sigmas)."""
     rng = np.random.default_rng(0)
-    creep, offset = np.zeros((96, 6)), np.zeros((96, 6))
-    creep[:, 0] = np.linspace(0, 60, 96) + rng.uniform(-60, 60, 96)
+    creep, offset = np.zeros((400, 6)), np.zeros((400, 6))
+    creep[:, 0] = np.linspace(0, 40, 400) + rng.uniform(-60, 60, 400)
     assert found(check_drift, view_of(*homed_session(creep, offset))) == []
+
+
+def test_drift_is_measured_within_each_task() -> None:
+    """Two tasks with their own home poses, recorded one after the other: no drift; a creep across the
+    interleaved tasks: drift, seen in each task's episodes."""
+    creep, offset = np.zeros((24, 6)), np.zeros((24, 6))
+    creep[12:, 3] = 40.0  # the second task's home: 20 % of the range away
+    view = view_of(*homed_session(creep, offset))
+    view.frames.scalars["task_index"] = np.repeat((np.arange(24) >= 12).astype(np.int64), view.episodes["length"])
+    assert found(check_drift, view) == []
+    creep[:, 3] = np.linspace(0, 40, 24) + np.where(np.arange(24) % 2, 30.0, 0.0)  # odd episodes: the other task
+    view = view_of(*homed_session(creep, offset))
+    view.frames.scalars["task_index"] = np.repeat(np.arange(24) % 2, view.episodes["length"])
+    [f] = found(check_drift, view)
+    assert f.key == "j3" and "pose at the episode's start" in f.message
+
+
+@pytest.mark.parametrize("kind", ["action_is_state", "action_lag", "scale_mismatch", "near_duplicate", "drift"])
+def test_the_planted_faults_of_data_faults_are_found_on_the_demo_dynamics(kind) -> None:
+    """data/faults.py's planters (the data-quality benchmark's faults) on the demo simulator's session."""
+    episodes = simulate_episodes(DemoConfig(root=CONTRACT.parent, num_episodes=24, seed=0))
+    contract, info = load_contract(CONTRACT), make_info(LEKIWI_NAMES)
+    actions, states = [e.action.astype(np.float64) for e in episodes], [e.state.astype(np.float64) for e in episodes]
+    lay = faults.make_layout(info, contract, np.concatenate(actions), np.concatenate(states))
+    rng, chosen = np.random.default_rng(0), (5, 17)
+    for e in range(24) if kind == "drift" else chosen:
+        ep = faults.Episode(actions[e], states[e])
+        if kind == "drift":  # the planter's ramp, 0 .. 25 % of elbow's range over the session
+            ep.action[:, 2] += 0.25 * lay.width[2] * e / 23
+            ep.state[:, 2] += 0.25 * lay.width[2] * e / 23
+        elif kind == "near_duplicate":  # from the episode of the closest length, as the planter picks
+            src = min((c for c in range(24) if c not in chosen), key=lambda c: abs(len(actions[c]) - len(ep.action)))
+            ep, _ = faults.compute_near_duplicate(ep, faults.Episode(actions[src], states[src]), lay, rng)
+        else:
+            compute = faults.compute_action_lag if kind.startswith("action") else faults.compute_scale_mismatch
+            ep, _ = compute(ep, lay, rng, **({"frames": 0} if kind == "action_is_state" else {}))
+        actions[e], states[e] = ep.action, ep.state
+    view = make_view(actions, states, info=info, contract=contract)
+    view.frames.scalars["task_index"] = np.repeat([TASKS.index(e.task) for e in episodes], view.episodes["length"])
+    check = {"near_duplicate": check_near_duplicate_episodes}.get(kind) or globals()[f"check_{kind}"]
+    findings = found(check, view)
+    if kind == "drift":
+        assert [(f.key, f.episode) for f in findings] == [("arm_elbow_flex.pos", None)]
+    elif kind == "near_duplicate":  # on the later of each pair, naming the earlier
+        assert len(findings) == 2 and set(chosen) <= {e for f in findings for e in (f.episode, f.value)}
+    else:
+        assert {f.episode for f in findings} == set(chosen)
 
 
 def test_drift_needs_eight_episodes_and_a_clean_separation() -> None:

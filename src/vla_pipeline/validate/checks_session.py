@@ -7,6 +7,7 @@ the episode; drift is one dataset-level warning per joint. Numpy over all frames
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,18 +22,18 @@ LAG_GAIN = 0.5  # the best lag must halve the error of the healthy lags before a
 LAG_SAMPLE = 50_000  # frames the lag search reads at most (every r-th moving frame; shifts stay exact)
 SCALE_MIN_EPISODES = 3  # a median of the episodes needs a majority that agrees
 SCALE_MIN_REFERENCE = 0.01  # a joint whose typical episode sits closer to zero than this share of its range: no scale
-SCALE_MIN_SPREAD = 1e-3  # a joint spreading less than this share of its range (std) does not move
+SCALE_MIN_SPREAD = 1e-3  # a joint whose typical episode spreads less than this share of its range (std): no scale
 UNIT_FACTORS = {57.2958: "degrees vs radians", 100.0: "percent vs fraction", 4096 / 360: "encoder ticks vs degrees"}
 UNIT_TOLERANCE = 0.2  # a ratio within this of a unit factor names it
 LONE_FACTORS = (57.2958, 100.0)  # about zero: one joint off by one (level within 1.5x, spread, jitter 3x) warns alone
 DUP_POINTS = 32  # points each episode's action is resampled to before comparing episodes
 DUP_LENGTH_RATIO = 0.9  # near duplicates have lengths within this ratio
-DUP_RELATIVE = 0.05  # and closer than this share of their motion (mean |action - episode mean|): the same motion
-DUP_CHUNK = 256  # rows of the pairwise distance matrix computed at once
-DUP_PAIRS = 16_384  # candidate pairs whose exact distance is computed at once
+DUP_RELATIVE = 0.05  # without a state: closer than this share of their motion (mean |action - its mean|)
+DUP_CHUNK, DUP_PAIRS = 256, 16_384  # rows of the distance matrix, candidate pairs' exact distances, at once
 DRIFT_MIN_EPISODES = 8
+DRIFT_TASK_EPISODES = 3  # a task with this many episodes has a median pose each of them is measured from
 DRIFT_Z = 3.5  # the trend's z-score (Spearman's rho * sqrt(n - 1)) at least: p ~ 0.0005 by chance
-DRIFT_SCATTER = 3.0  # the quarters' medians apart by this many robust sigmas of the episodes within them
+DRIFT_SCATTER = 1.5  # the quarters' medians apart by this many robust sigmas of the episodes within them
 
 
 @dataclass
@@ -52,25 +53,22 @@ def _session(v: View) -> Session | None:
     if "session" in v.cache:
         return v.cache["session"]
     s = joint_series(v)
-    sess = None
+    sess = None  # no contract joints in the action, or no rows
     if s is not None and len(s.starts):
         a, st = (None if x is None else np.divide(x, s.width, out=np.empty(x.shape, dtype=np.float32),
                                                   casting="unsafe") for x in (s.action, s.state))
-        run = np.repeat(np.arange(len(s.starts)), s.lengths)
-        moving = None
+        run, moving = np.repeat(np.arange(len(s.starts)), s.lengths), None
         if st is not None:
             moving, step = np.zeros(st.shape, dtype=bool), np.diff(st, axis=0)
             with np.errstate(invalid="ignore"):
                 np.greater(np.abs(step, out=step), v.quality.still_fraction, out=moving[:-1])
             moving[s.ends - 1] = False  # the last frame of an episode has no next one in it
-        finite = bool(np.isfinite(a).all() and (st is None or np.isfinite(st).all()))
-        sess = Session(s, a, st, run, moving, finite)
+        sess = Session(s, a, st, run, moving, bool(np.isfinite(a).all() and (st is None or np.isfinite(st).all())))
     v.cache["session"] = sess
     return sess
 
 
-def _where(s: JointSeries, i: int) -> dict:
-    """The episode, its first frame and its [first, last] frames: where a per-episode finding points."""
+def _where(s: JointSeries, i: int) -> dict:  # where a per-episode finding points, and its exclusion
     first, last = int(s.frame[s.starts[i]]), int(s.frame[s.ends[i] - 1])
     return {"episode": int(s.episodes[i]), "frame": first, "frames": [first, last], "suggestion": "exclude"}
 
@@ -80,8 +78,7 @@ def _per_episode(x: np.ndarray, s: JointSeries) -> np.ndarray:  # (E, ...) sums 
 
 
 # ----------------------------------------------------------------------------- 6 action_is_state
-def _offset(sess: Session) -> np.ndarray:
-    """(n, J) action - state (in fractions of the range), computed once."""
+def _offset(sess: Session) -> np.ndarray:  # (n, J) action - state, computed once
     return sess.memo["offset"] if "offset" in sess.memo else sess.memo.setdefault("offset", sess.a - sess.st)
 
 
@@ -107,13 +104,12 @@ def check_action_is_state(v: View, out: Findings) -> None:
     q, s = v.quality, sess.s
     moving, same, flagged = _as_state(sess, q)
     for i in np.nonzero(flagged)[0]:
-        j = int(np.argmax(moving[i]))
-        share = same[i].sum() / moving[i].sum()
-        out.warn("action_is_state", f"episode {s.episodes[i]}: its action equals the same frame's state "
-                 f"(|action - state| <= {q.action_state_fraction:g} of the range) on {same[i].sum()} of "
-                 f"{moving[i].sum()} moving frame-joints ({share:.0%}; joint '{s.joints[j]}': {same[i, j]} of "
-                 f"{moving[i, j]}), where a healthy action leads the state: the recorder saved the observed "
-                 f"position as the action, and the policy would learn to hold still. Exclude the episode",
+        j, share = int(np.argmax(moving[i])), same[i].sum() / moving[i].sum()
+        out.warn("action_is_state", f"episode {s.episodes[i]}: its action equals the same frame's state (|action - "
+                 f"state| <= {q.action_state_fraction:g} of the range) on {same[i].sum()} of {moving[i].sum()} moving "
+                 f"frame-joints ({share:.0%}; '{s.joints[j]}': {same[i, j]} of {moving[i, j]}), where a healthy action "
+                 f"leads the state: the recorder saved the observed position as the action, and the policy would "
+                 f"learn to hold still. Exclude the episode",
                  key=s.joints[j], value=round(float(share), 4), expected=f"< {AS_STATE_SHARE}", **_where(s, i))
 
 
@@ -121,17 +117,15 @@ def check_action_is_state(v: View, out: Findings) -> None:
 def _lag_errors(sess: Session, k_max: int, usable: np.ndarray) -> np.ndarray:
     """(E, 2K+1) mean |action[t] - state[t + k]| over the episode's moving frames, k = -K..K (NaN: too few)."""
     s, n = sess.s, len(sess.a)
-    keep = _any_column(sess.moving)
+    keep = np.logical_or.reduce([sess.moving[:, j] for j in range(sess.moving.shape[1])])  # any(axis=1), faster
     if not sess.finite:
         keep &= np.isfinite(sess.a).all(axis=1)
     if not usable.all():
         keep &= usable[sess.run]
-    rows = np.nonzero(keep)[0]
-    rows = _thinned(rows, sess.run[rows], max(4 * MIN_MOVING, LAG_SAMPLE // len(s.starts)))
-    errors = np.full((len(s.starts), 2 * k_max + 1), np.nan)
+    rows = _thinned(np.nonzero(keep)[0], sess.run, max(4 * MIN_MOVING, LAG_SAMPLE // len(s.starts)))
+    errors, run = np.full((len(s.starts), 2 * k_max + 1), np.nan), sess.run[rows]
     if not len(rows):
         return errors
-    run = sess.run[rows]
     idx = rows[:, None] + np.arange(-k_max, k_max + 1)[None]
     ok = (idx >= s.starts[run][:, None]) & (idx < s.ends[run][:, None])
     idx = np.clip(idx, 0, n - 1)
@@ -146,13 +140,9 @@ def _lag_errors(sess: Session, k_max: int, usable: np.ndarray) -> np.ndarray:
     return errors
 
 
-def _any_column(m: np.ndarray) -> np.ndarray:
-    """m.any(axis=1) of an (n, J) bool array, column by column (several times faster for a few columns)."""
-    return np.logical_or.reduce([m[:, j] for j in range(m.shape[1])])
-
-
 def _thinned(rows: np.ndarray, run: np.ndarray, cap: int) -> np.ndarray:
     """About ``cap`` of each episode's (sorted) rows, evenly spaced: every r-th row of an episode with r * cap."""
+    run = run[rows]
     first = np.nonzero(np.r_[True, run[1:] != run[:-1]])[0]
     count = np.diff(np.r_[first, len(rows)])
     rank = np.arange(len(rows)) - np.repeat(first, count)
@@ -160,8 +150,7 @@ def _thinned(rows: np.ndarray, run: np.ndarray, cap: int) -> np.ndarray:
 
 
 def _lag_verdicts(errors: np.ndarray, k_max: int, lag: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-    """Each episode's best lag and its error, the dataset's median lag, and why an episode is blamed
-    (0: not, 1: its action trails the state, 2: its lag is off the dataset's)."""
+    """Best lag and its error per episode, the median lag, why blamed (0 not, 1 trails, 2 off the median)."""
     filled = np.where(np.isnan(errors), np.inf, errors)
     judged = np.isfinite(filled).any(axis=1)
     best = filled.argmin(axis=1) - k_max
@@ -189,11 +178,10 @@ def check_action_lag(v: View, out: Findings) -> None:
     best, err_best, median, why = _lag_verdicts(errors, k_max, q.lag_frames)
     for i in np.nonzero(why)[0]:
         j = int(np.argmax(np.nan_to_num(np.abs(np.diff(sess.a[s.starts[i]:s.ends[i]], axis=0))).sum(axis=0)))
-        what = (f"its action matches the state {-best[i]} frames earlier (action[t] ~ state[t - {-best[i]}]), so it "
-                f"trails the state it should lead (more than {q.lag_frames} frames): the recorder stamps the action "
-                f"late" if why[i] == 1 else
-                f"its action best matches the state {best[i]:+d} frames later, where the dataset's episodes match at "
-                f"{median:+d}: this episode was recorded differently (more than {q.lag_frames} frames off)")
+        what = (f"its action matches the state {-best[i]} frames earlier (action[t] ~ state[t - {-best[i]}]): it "
+                f"trails the state it should lead by more than {q.lag_frames} frames, stamped late" if why[i] == 1 else
+                f"its action best matches the state {best[i]:+d} frames later, the other episodes' at {median:+d}: "
+                f"recorded differently (more than {q.lag_frames} frames off)")
         out.warn("action_lag", f"episode {s.episodes[i]}: {what}; mean |action - state| {err_best[i]:.2%} of the range "
                  f"at that lag (joint '{s.joints[j]}' moves most). The policy would learn the wrong timing; exclude "
                  f"the episode", key=s.joints[j], value=int(best[i]),
@@ -204,9 +192,8 @@ def check_action_lag(v: View, out: Findings) -> None:
 def _scale_stats(sess: Session) -> np.ndarray:
     """(3, E, J) each episode's level (mean |action|), spread (std) and jitter (mean |second difference|: the
     sensor's noise and quantization, whatever the motion) over its finite rows (NaN: under 3)."""
-    s, a = sess.s, sess.a
-    ok = np.ones(len(a), dtype=bool) if sess.finite else np.isfinite(a).all(axis=1)
-    a = a if sess.finite else np.where(ok[:, None], a, np.float32(0))
+    s, ok = sess.s, np.ones(len(sess.a), dtype=bool) if sess.finite else np.isfinite(sess.a).all(axis=1)
+    a = sess.a if sess.finite else np.where(ok[:, None], sess.a, np.float32(0))
     centred = ok.copy()  # the rows whose neighbours are in their episode, all three finite
     centred[s.starts], centred[s.ends - 1] = False, False
     centred[1:-1] &= ok[:-2] & ok[2:]
@@ -224,11 +211,8 @@ def _scale_stats(sess: Session) -> np.ndarray:
 
 
 def _unit_name(ratio: float) -> str:
-    up = ratio if ratio >= 1 else 1 / ratio
-    for f, name in UNIT_FACTORS.items():
-        if abs(up / f - 1) <= UNIT_TOLERANCE:
-            return f" (~{f:.4g}x: {name}?)"
-    return ""
+    return next((f" (~{f:.4g}x: {name}?)" for f, name in UNIT_FACTORS.items()
+                 if abs(max(ratio, 1 / ratio) / f - 1) <= UNIT_TOLERANCE), "")
 
 
 def _scale_flags(stats: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,7 +222,7 @@ def _scale_flags(stats: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarra
     informative = (ref[0] > SCALE_MIN_REFERENCE) & (ref[1] > SCALE_MIN_SPREAD) & (ref[2] > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = stats / ref[:, None]
-        joint = ((r > ratio).all(axis=0) | (r < 1 / ratio).all(axis=0)) & informative & (stats[1] > SCALE_MIN_SPREAD)
+        joint = ((r > ratio).all(axis=0) | (r < 1 / ratio).all(axis=0)) & informative
         lone = np.zeros_like(joint)
         for f in LONE_FACTORS:  # a single joint scaled by a unit factor about zero (the gripper in 0..1)
             off = np.abs(np.abs(np.log(r)) - np.log(f))  # (3, E, J) how far from the factor, either way
@@ -255,15 +239,13 @@ def check_scale_mismatch(v: View, out: Findings) -> None:
     sess = _session(v)
     if sess is None or len(sess.s.starts) < SCALE_MIN_EPISODES:
         return
-    s = sess.s
-    stats = _scale_stats(sess)
+    s, stats = sess.s, _scale_stats(sess)
     if np.isnan(stats).all(axis=1).any():
         return
     joint, r_spread, episodes = _scale_flags(stats, v.quality.scale_ratio)
     for i in np.nonzero(episodes)[0]:
         cols = np.nonzero(joint[i])[0]
-        j = int(cols[np.argmax(np.abs(np.log(r_spread[i, cols])))])
-        r = float(r_spread[i, j])
+        r = float(r_spread[i, j := int(cols[np.argmax(np.abs(np.log(r_spread[i, cols])))])])
         listed = ", ".join(f"'{s.joints[c]}' {r_spread[i, c]:.3g}x" for c in cols)
         out.warn("scale_mismatch", f"episode {s.episodes[i]}: its actions are {r:.3g}x the other episodes' scale "
                  f"(level, spread and jitter all off by more than {v.quality.scale_ratio:g}x){_unit_name(r)}; joints: "
@@ -273,21 +255,21 @@ def check_scale_mismatch(v: View, out: Findings) -> None:
 
 
 # ----------------------------------------------------------------------------- 9 near_duplicate_episodes
-def _resampled(sess: Session) -> tuple[np.ndarray, np.ndarray]:
-    """(E, DUP_POINTS * J) each episode's action at evenly spaced frames (zeros where not finite), and how
-    much it moves: the mean |action - its mean| (NaN: not compared)."""
+def _resampled(sess: Session, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E, DUP_POINTS * J) each episode's ``values`` at evenly spaced frames (zeros where not finite), and how
+    much they move: the mean |value - its mean| (NaN: not compared)."""
     s = sess.s
     pick = s.starts[:, None] + np.round(np.linspace(0, 1, DUP_POINTS)[None] * (s.lengths[:, None] - 1)).astype(int)
-    x = sess.a[pick]  # (E, P, J)
+    x = values[pick]  # (E, P, J)
     usable = np.isfinite(x).all(axis=(1, 2))
     x = np.where(usable[:, None, None], x, 0.0)
     motion = np.where(usable, np.abs(x - x.mean(axis=1, keepdims=True)).mean(axis=(1, 2)), np.nan)
     return x.reshape(len(x), -1), motion
 
 
-def _close_pairs(x: np.ndarray, motion: np.ndarray, lengths: np.ndarray, limit: float) -> tuple[np.ndarray, ...]:
-    """Pairs (i < j) of similar length, mean |difference| below ``limit`` and DUP_RELATIVE of their motion:
-    candidates by matrix products (mean |d| < limit implies RMS < limit * sqrt(D)), then their exact mean |d|."""
+def _close_pairs(x: np.ndarray, near: Callable, lengths: np.ndarray, limit: float) -> tuple[np.ndarray, ...]:
+    """Pairs (i < j) of similar length, mean |difference| below ``limit`` and ``near``: candidates by matrix
+    products (mean |d| < limit implies RMS < limit * sqrt(D)), then their exact mean |d|."""
     d = x.shape[1]
     sq = (x * x).sum(axis=1, dtype=np.float64)
     found = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))]
@@ -300,30 +282,35 @@ def _close_pairs(x: np.ndarray, motion: np.ndarray, lengths: np.ndarray, limit: 
         for b in range(0, len(i), DUP_PAIRS):  # the exact distances in bounded memory
             ib, jb = i[b:b + DUP_PAIRS], j[b:b + DUP_PAIRS]
             dist = np.abs(x[ib] - x[jb]).mean(axis=1, dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                ok = (dist < limit) & (dist <= DUP_RELATIVE * np.minimum(motion[ib], motion[jb]))
+            ok = (dist < limit) & near(ib, jb, dist)
             found.append((ib[ok], jb[ok], dist[ok]))
     return tuple(np.concatenate(c) for c in zip(*found, strict=True))
 
 
 def check_near_duplicate_episodes(v: View, out: Findings) -> None:
-    """An episode whose actions nearly repeat an earlier one's (resampled to DUP_POINTS frames, mean |difference|
-    below duplicate_fraction of the range and DUP_RELATIVE of their motion, lengths within 10%): a replayed or
-    re-saved demonstration weighs twice. Bit-identical ones are duplicate_episodes' finding."""
+    """An episode whose actions and states nearly repeat an earlier one's (resampled to DUP_POINTS frames, mean
+    |difference| below duplicate_fraction of the range; without a state, the actions also within DUP_RELATIVE
+    of their motion; lengths within 10%): a replayed or re-saved demonstration weighs twice. Bit-identical
+    actions are duplicate_episodes' finding."""
     sess = _session(v)
     if sess is None or len(sess.s.starts) < 2:
         return
-    s = sess.s
-    x, motion = _resampled(sess)
-    i, j, dist = _close_pairs(x, motion, s.lengths, v.quality.duplicate_fraction)
+    s, limit = sess.s, v.quality.duplicate_fraction
+    x, motion = _resampled(sess, sess.a)
+    if sess.st is not None:  # the states alike too: same actions from other states are other demonstrations
+        y, still = _resampled(sess, sess.st)
+        ok = np.isfinite(motion) & np.isfinite(still)
+        near = lambda i, j, _: ok[i] & ok[j] & (np.abs(y[i] - y[j]).mean(axis=1) < limit)  # noqa: E731
+    else:  # no state: the actions alike within DUP_RELATIVE of how much they move (NaN: not compared)
+        near = lambda i, j, d: d <= DUP_RELATIVE * np.minimum(motion[i], motion[j])  # noqa: E731
+    i, j, dist = _close_pairs(x, near, s.lengths, limit)
     exact = {b for a, b in zip(i[dist == 0].tolist(), j[dist == 0].tolist(), strict=True) if _identical(s, a, b)}
-    reported = set()
+    done = set(exact)
     for a, b, d in sorted(zip(i.tolist(), j.tolist(), dist.tolist(), strict=True), key=lambda p: (p[1], p[0])):
-        if b in reported or b in exact or a in exact:
+        if b in done or a in exact:
             continue
-        reported.add(b)
-        cols = np.abs(x[a] - x[b]).reshape(DUP_POINTS, -1).mean(axis=0)
-        jj = int(np.argmax(cols))
+        done.add(b)
+        jj = int(np.argmax(cols := np.abs(x[a] - x[b]).reshape(DUP_POINTS, -1).mean(axis=0)))
         out.warn("near_duplicate_episodes", f"episode {s.episodes[b]} nearly repeats episode {s.episodes[a]}: their "
                  f"actions, resampled to {DUP_POINTS} points, differ by {d:.2%} of the range on average (below "
                  f"{v.quality.duplicate_fraction:.2%}; most on '{s.joints[jj]}', {cols[jj]:.2%}), lengths "
@@ -355,26 +342,38 @@ def _quarters(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return diff, (z * np.sign(diff) >= DRIFT_Z) & (np.abs(diff) > DRIFT_SCATTER * scatter)
 
 
-def _drift_measures(sess: Session, order: np.ndarray) -> dict[str, np.ndarray]:
-    """(E, J) per episode in index order: the mean action - state where the joint rests (while it moves the
-    action leads), and the pose at the episode's start (the state's, else the action's)."""
+def _drift_measures(v: View, sess: Session) -> dict[str, np.ndarray]:
+    """(E, J) per episode (run order), less its task's median: the pose at the episode's start (the state's,
+    else the action's), its mean action, and its mean action - state where the joint rests."""
     s = sess.s
-    home = (sess.st if sess.st is not None else sess.a)[s.starts][order]
-    if sess.st is None:
-        return {"the pose at the episode's start": home}
-    rest = ~sess.moving
-    if not sess.finite:
-        rest &= np.isfinite(_offset(sess))
+    measures = {"the pose at the episode's start": (sess.st if sess.st is not None else sess.a)[s.starts],
+                "the episode's mean action": _mean_where(sess.a, np.isfinite(sess.a), s)}
+    if sess.st is not None:
+        measures["the offset action - state at rest"] = _mean_where(_offset(sess), ~sess.moving & np.isfinite(
+            _offset(sess)), s)
+    task = v.frames.scalars.get("task_index")
+    _, of, count = np.unique(np.zeros(len(s.starts)) if task is None else task[s.starts], return_inverse=True,
+                             return_counts=True)
+    common = (count >= DRIFT_TASK_EPISODES)[of]
+    if common.mean() < 0.5:
+        return measures  # most tasks too rare to have a median: the values as they are
+    for k in np.nonzero(count >= DRIFT_TASK_EPISODES)[0]:  # the tasks, not the episodes
+        for values in measures.values():
+            values[of == k] -= np.nanmedian(values[of == k], axis=0)
+    return {what: np.where(common[:, None], values, np.nan) for what, values in measures.items()}
+
+
+def _mean_where(x: np.ndarray, ok: np.ndarray, s: JointSeries) -> np.ndarray:  # (E, J) mean over ok (NaN: none)
     with np.errstate(invalid="ignore", divide="ignore"):
-        offset = _per_episode(np.where(rest, _offset(sess), np.float32(0)), s) / _per_episode(rest, s)
-    return {"the offset action - state at rest": offset[order], "the pose at the episode's start": home}
+        return _per_episode(np.where(ok, x, np.float32(0)), s) / _per_episode(ok, s)
 
 
 def check_drift(v: View, out: Findings) -> None:
-    """The session drifting, per joint: the offset action - state at rest (a calibration creeping) and the
-    pose at the episode's start (the home moving), last quarter of the episodes against the first: more than
-    drift_fraction of the range apart, in a steady trend (Spearman's rho * sqrt(n - 1) >= DRIFT_Z: not a few
-    odd episodes) beyond DRIFT_SCATTER robust sigmas of the quarters' episodes (not random start poses)."""
+    """The session drifting, per joint: the pose at the episode's start (the home moving) or end, or the offset
+    action - state at rest (a calibration creeping), each less its task's median, last quarter of the episodes
+    against the first: more than drift_fraction of the range apart, in a steady trend (Spearman's rho *
+    sqrt(n - 1) >= DRIFT_Z: not a few odd episodes) beyond DRIFT_SCATTER robust sigmas of the quarters'
+    episodes (not random start poses)."""
     sess = _session(v)
     if sess is None or len(sess.s.starts) < DRIFT_MIN_EPISODES:
         return
@@ -382,10 +381,10 @@ def check_drift(v: View, out: Findings) -> None:
     order = np.argsort(s.episodes, kind="stable")
     q, eps = len(order) // 4, s.episodes[order]
     found: dict[int, list] = {}
-    for what, values in _drift_measures(sess, order).items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a joint with no value in a quarter: NaN, no drift
-            delta, trend = _quarters(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a joint with no value in a quarter: NaN, no drift
+        measures = {what: _quarters(values[order]) for what, values in _drift_measures(v, sess).items()}
+    for what, (delta, trend) in measures.items():
         for j in np.nonzero((np.abs(delta) > limit) & trend)[0]:
             found.setdefault(int(j), []).append((what, float(delta[j])))
     for j, seen in sorted(found.items()):
