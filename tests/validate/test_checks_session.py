@@ -266,11 +266,11 @@ def test_a_creeping_calibration_is_one_dataset_level_warning() -> None:
 
 
 def test_a_home_pose_moving_is_found_and_a_steady_one_is_not() -> None:
-    creep, offset = np.zeros((16, 6)), np.zeros((16, 6))
+    creep, offset = np.zeros((12, 6)), np.zeros((12, 6))  # 12 episodes: a rank correlation of 1 has z ~ 4.4
     assert found(check_drift, view_of(*homed_session(creep, offset))) == []
-    creep[:, 0] = np.linspace(0, 50, 16)  # the home's pan creeps 25 % of its range
+    creep[:, 0] = np.linspace(0, 50, 12)  # the home's pan creeps 25 % of its range
     [f] = found(check_drift, view_of(*homed_session(creep, offset)))
-    assert f.key == "j0" and "pose at the episode's start" in f.message and "episodes 0..3 vs 12..15" in f.message
+    assert f.key == "j0" and "pose at the episode's start" in f.message and "episodes 0..2 vs 9..11" in f.message
 
 
 def test_start_poses_scattered_widely_are_no_home_drift() -> None:

@@ -32,7 +32,7 @@ DUP_RELATIVE = 0.05  # without a state: closer than this share of their motion (
 DUP_CHUNK, DUP_PAIRS = 256, 16_384  # rows of the distance matrix, candidate pairs' exact distances, at once
 DRIFT_MIN_EPISODES = 8
 DRIFT_TASK_EPISODES = 3  # a task with this many episodes has a median pose each of them is measured from
-DRIFT_Z = 3.5  # the trend's z-score (Spearman's rho * sqrt(n - 1)) at least: p ~ 0.0005 by chance
+DRIFT_Z = 3.5  # the trend's z-score (Spearman's rho through Student's t) at least: p ~ 0.0005 by chance
 DRIFT_SCATTER = 1.5  # the quarters' medians apart by this many robust sigmas of the episodes within them
 
 
@@ -337,8 +337,9 @@ def _quarters(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.nonzero(np.isfinite(values[:, j]))[0]
         if len(order) >= DRIFT_MIN_EPISODES:
             ranks = np.argsort(np.argsort(values[order, j], kind="stable")).astype(np.float64)
-            rho = np.corrcoef(np.arange(len(order)), ranks)[0, 1] if ranks.std() > 0 else 0.0
-            z[j] = rho * np.sqrt(len(order) - 1)
+            rho, nu = np.corrcoef(np.arange(len(order)), ranks)[0, 1] if ranks.std() > 0 else 0.0, len(order) - 2
+            t = rho * np.sqrt(nu / max(1 - rho * rho, 1e-12))  # Student's t of the rank correlation, nu df
+            z[j] = t * (1 - 1 / (4 * nu)) / np.sqrt(1 + t * t / (2 * nu))  # as a normal z-score
     return diff, (z * np.sign(diff) >= DRIFT_Z) & (np.abs(diff) > DRIFT_SCATTER * scatter)
 
 
@@ -369,11 +370,10 @@ def _mean_where(x: np.ndarray, ok: np.ndarray, s: JointSeries) -> np.ndarray:  #
 
 
 def check_drift(v: View, out: Findings) -> None:
-    """The session drifting, per joint: the pose at the episode's start (the home moving) or end, or the offset
-    action - state at rest (a calibration creeping), each less its task's median, last quarter of the episodes
-    against the first: more than drift_fraction of the range apart, in a steady trend (Spearman's rho *
-    sqrt(n - 1) >= DRIFT_Z: not a few odd episodes) beyond DRIFT_SCATTER robust sigmas of the quarters'
-    episodes (not random start poses)."""
+    """The session drifting, per joint: the pose at the episode's start (the home moving), its mean action, or
+    its offset action - state at rest (a calibration creeping), each less its task's median; the last quarter
+    of the episodes against the first: over drift_fraction of the range apart, in a steady trend (rank
+    correlation with the order, z >= DRIFT_Z) beyond DRIFT_SCATTER sigmas of the quarters' episodes."""
     sess = _session(v)
     if sess is None or len(sess.s.starts) < DRIFT_MIN_EPISODES:
         return
