@@ -304,12 +304,14 @@ def check_near_duplicate_episodes(v: View, out: Findings) -> None:
     else:  # no state: the actions alike within DUP_RELATIVE of how much they move (NaN: not compared)
         near = lambda i, j, d: d <= DUP_RELATIVE * np.minimum(motion[i], motion[j])  # noqa: E731
     i, j, dist = _close_pairs(x, near, s.lengths, limit)
-    exact = {b for a, b in zip(i[dist == 0].tolist(), j[dist == 0].tolist(), strict=True) if _identical(s, a, b)}
-    done = set(exact)
-    for a, b, d in sorted(zip(i.tolist(), j.tolist(), dist.tolist(), strict=True), key=lambda p: (p[1], p[0])):
-        if b in done or a in exact:
-            continue
-        done.add(b)
+    order = np.lexsort((i, j))  # by the later episode, then the earlier
+    i, j, dist = i[order], j[order], dist[order]
+    zero = np.unique(j[dist == 0], return_index=True)[1]  # each episode's first pair alike to the bit, if any
+    exact = [b for a, b in zip(i[dist == 0][zero].tolist(), j[dist == 0][zero].tolist(), strict=True)
+             if _identical(s, a, b)]
+    keep = ~np.isin(i, exact) & ~np.isin(j, exact)
+    first = np.unique(j[keep], return_index=True)[1]  # each later episode with the earliest it repeats
+    for a, b, d in zip(i[keep][first].tolist(), j[keep][first].tolist(), dist[keep][first].tolist(), strict=True):
         jj = int(np.argmax(cols := np.abs(x[a] - x[b]).reshape(DUP_POINTS, -1).mean(axis=0)))
         out.warn("near_duplicate_episodes", f"episode {s.episodes[b]} nearly repeats episode {s.episodes[a]}: their "
                  f"actions, resampled to {DUP_POINTS} points, differ by {d:.2%} of the range on average (below "
