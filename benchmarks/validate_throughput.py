@@ -45,9 +45,10 @@ def write_dataset(root: Path, n_frames: int, episode_length: int, seed: int = 0)
     frame = np.tile(np.arange(episode_length), n_eps)
     phase = rng.uniform(0, 2 * np.pi, size=(n_eps, 9)).repeat(episode_length, axis=0)
     walk = 50 + 25 * np.sin(frame[:, None] / 40.0 + phase)  # smooth, inside every joint range
+    lead = 50 + 25 * np.sin((frame[:, None] + 3) / 40.0 + phase)  # the action leads the state by 3 frames
     table = pa.table({
         "observation.state": vector_column(walk.astype(np.float32)),
-        "action": vector_column((walk + rng.normal(0, 0.1, size=walk.shape)).astype(np.float32)),
+        "action": vector_column((lead + rng.normal(0, 0.1, size=walk.shape)).astype(np.float32)),
         "timestamp": pa.array((frame / FPS).astype(np.float32)),
         "frame_index": pa.array(frame), "episode_index": pa.array(episode),
         "index": pa.array(np.arange(n)), "task_index": pa.array(episode % 4),
