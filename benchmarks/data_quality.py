@@ -6,10 +6,11 @@ Builds fixtures for every fault class of ``vla_pipeline.data.faults`` on two dat
   directory if it is absent) with its ``dataset.contract``;
 * ``bimanual``: a real-pattern bimanual recording written by LeRobot's writer (``bi_so101_follower``
   names ``left_*.pos`` / ``right_*.pos``, 12 episodes of 5-9 s): the leader's (action) minimum-jerk
-  reaches from each arm's home pose between waypoints with dwells and hand tremor, the follower's state trailing the action by 1-3
-  frames through a first-order lag with noise, both quantised to 4096 encoder ticks a turn, grippers that
-  close on an object and hold it (the state stops at the object while the action squeezes), a short rest
-  at both ends; its contract from ``vla contract init`` (observed ranges + 10 %).
+  reaches (peaks up to 240 deg/s) from each arm's home pose between waypoints, with dwells and hand
+  tremor; the follower's state (at most an STS3215 servo's 270 deg/s) trailing the action by 1-3 frames
+  through a first-order lag, with noise; both quantised to 4096 encoder ticks a turn; grippers that close
+  on an object and hold it (the state stops at the object while the action squeezes); a short rest at
+  both ends; its contract from ``vla contract init`` (observed ranges + 10 %).
 
 Each fault goes into 2 episodes (``drift``: all of them, growing; ``near_duplicate``: 2 episodes replaced
 by others). Then on every fixture and on the clean datasets it runs our validate (the library call
@@ -122,7 +123,10 @@ BI_NAMES = tuple(f"{side}_{m}.pos" for side in ("left", "right") for m in BI_MOT
 BI_CAMERAS = ("observation.images.top", "observation.images.right_wrist")
 BI_TASK = "hand the cube from the left gripper to the right one"
 BI_BOX = np.array([[-60, 60], [-70, 40], [-40, 80], [-70, 70], [-100, 100]], dtype=float)  # waypoints (deg)
-BI_VERSION = "3"  # bumped when the recording changes: rebuilt then
+BI_VERSION = "5"
+FPS = 30
+HAND_SPEED = 240.0  # deg/s: the leader's fastest minimum-jerk peak (an operator's quick move)
+SERVO_SPEED = 270.0  # deg/s: an STS3215's no-load speed (0.222 s / 60 deg at 7.4 V), the follower's limit  # bumped when the recording changes: rebuilt then
 TICK = 360.0 / 4096  # a 12-bit encoder's step, degrees
 
 
@@ -140,7 +144,9 @@ def _leader_arm(rng: np.random.Generator, n: int, fps: int, home: np.ndarray) ->
     head, tail = (int(rng.uniform(0.2, 0.5) * fps) for _ in range(2))
     dwell = rng.integers(4, 16, k)
     moves = np.diff(np.round(np.linspace(0, n - head - tail - dwell.sum(), k + 1)).astype(int))
-    poses = [rest, *(rng.uniform(BI_BOX[:, 0], BI_BOX[:, 1]) for _ in range(k - 1)), rest]
+    reach = moves.min() * HAND_SPEED / fps / 1.875 / 2  # waypoints this near home: no move's peak beyond HAND_SPEED
+    poses = [rest, *(np.clip(rng.uniform(BI_BOX[:, 0], BI_BOX[:, 1]), rest - reach, rest + reach)
+                     for _ in range(k - 1)), rest]
     parts = [np.repeat(rest[None], head, axis=0)]
     for i in range(k):
         parts += [_min_jerk(poses[i], poses[i + 1], moves[i]), np.repeat(poses[i + 1][None], dwell[i], axis=0)]
@@ -159,18 +165,18 @@ def _leader_arm(rng: np.random.Generator, n: int, fps: int, home: np.ndarray) ->
 
 
 def _follower(rng: np.random.Generator, action: np.ndarray, hold: tuple[int, int], delay: int) -> np.ndarray:
-    """The follower: the action ``delay`` frames earlier through a first-order lag, sensor noise, and a
-    gripper stopped by the object while it is held."""
+    """The follower: the action ``delay`` frames earlier through a first-order lag at most the servos' speed,
+    sensor noise, and a gripper the object stops from the grasp until the command opens past it again."""
     target = np.concatenate([np.repeat(action[:1], delay, axis=0), action[:-delay]])
     state = np.empty_like(action)
     state[0] = action[0]
+    step = np.array([SERVO_SPEED / FPS] * 5 + [100.0 / 0.5 / FPS])  # the servos' top speed (gripper: 0.5 s)
+    grasp, release, width = hold[0] + delay, hold[1] + delay, rng.uniform(18, 30)
     for t in range(1, len(action)):
-        state[t] = state[t - 1] + 0.6 * (target[t] - state[t - 1])
-    state += rng.normal(0, 0.05, state.shape)
-    grasp, release = hold
-    state[grasp + delay: release + delay, 5] = np.maximum(state[grasp + delay: release + delay, 5],
-                                                          rng.uniform(18, 30))
-    return state
+        state[t] = state[t - 1] + np.clip(0.6 * (target[t] - state[t - 1]), -step, step)
+        if grasp <= t and (t < release or target[t, 5] < width):
+            state[t, 5] = max(state[t, 5], width)
+    return state + rng.normal(0, 0.05, state.shape)
 
 
 def _ticks(values: np.ndarray) -> np.ndarray:
@@ -198,7 +204,7 @@ def _camera(state: np.ndarray, camera: int, t: int, h: int = 24, w: int = 32) ->
     return (level[..., None] * np.array([1.0, 0.5 + 0.3 * camera, 0.3])).astype(np.uint8)
 
 
-def write_bimanual(root: Path, seed: int, episodes: int = 12, fps: int = 30) -> Path:
+def write_bimanual(root: Path, seed: int, episodes: int = 12, fps: int = FPS) -> Path:
     """The bimanual recording, written with LeRobot's ``create`` / ``add_frame`` / ``save_episode``."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 

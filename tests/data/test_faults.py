@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from vla_pipeline.data.contract import load_contract
-from vla_pipeline.data.faults import FAULT_KINDS, FaultError, plant_fault
+from vla_pipeline.data.faults import (
+    FAULT_KINDS,
+    Episode,
+    FaultError,
+    Layout,
+    compute_state_not_following,
+    plant_fault,
+)
 from vla_pipeline.data.features import vector_dims
 from vla_pipeline.data.tables import feature_names, load_frames_raw, load_info
 
@@ -219,3 +226,11 @@ def test_unknown_faults_and_episodes_are_refused(copy, contract):
         plant_fault(copy, "gremlins", [0], contract, np.random.default_rng(0))
     with pytest.raises(FaultError, match="not in"):
         plant_fault(copy, "dead_joint", [99], contract, np.random.default_rng(0))
+
+
+def test_a_state_cannot_fail_to_follow_an_action_that_does_not_move():
+    lay = Layout(("j",), np.array([0]), np.array([0]), np.array([0.0]), np.array([1.0]), np.array([False]),
+                 ((0, 0),), 30.0)
+    still = Episode(np.full((20, 1), 0.5), np.linspace(0.4, 0.5, 20)[:, None])
+    with pytest.raises(FaultError, match="moves"):
+        compute_state_not_following(still, lay, np.random.default_rng(0))

@@ -62,14 +62,17 @@ class Episode:
 
 
 # ----------------------------------------------------------------------------- helpers
-def pick_joint(ep: Episode, lay: Layout, rng: np.random.Generator, joint: str | None = None) -> int:
-    """The contract joint ``joint`` (by name), else one whose action moves in ``ep`` (else the most moving)."""
+def pick_joint(ep: Episode, lay: Layout, rng: np.random.Generator, joint: str | None = None,
+               strict: bool = False) -> int:
+    """Joint ``joint`` (by name), else one whose action moves in ``ep`` (else the most moving; strict: refused)."""
     if joint is not None:
         if joint not in lay.joints:
             raise FaultError(f"joint {joint!r} is not one of the contract's joints {list(lay.joints)}")
         return lay.joints.index(joint)
     span = np.ptp(ep.action[:, lay.a_cols], axis=0) / lay.width
     moving = np.nonzero(span >= MOVING)[0]
+    if strict and not len(moving):
+        raise FaultError(f"no joint's action moves by {MOVING:.0%} of its range in this episode")
     return int(rng.choice(moving)) if len(moving) else int(np.argmax(span))
 
 
@@ -109,8 +112,8 @@ def compute_dead_joint(ep: Episode, lay: Layout, rng: np.random.Generator, joint
 
 def compute_state_not_following(ep: Episode, lay: Layout, rng: np.random.Generator, joint: str | None = None,
                                 noise: float = 0.002):
-    """One moving joint's state stays at its first value plus encoder noise while its action moves."""
-    j, out = pick_joint(ep, lay, rng, joint), ep.copy()
+    """One joint's state stays at its first value plus encoder noise while its action moves (by MOVING)."""
+    j, out = pick_joint(ep, lay, rng, joint, strict=True), ep.copy()
     col = _column(out, lay, "state", j)
     col[:] = np.clip(col[0] + rng.normal(0.0, noise * lay.width[j], len(ep.action)), lay.low[j], lay.high[j])
     corr = np.corrcoef(_column(out, lay, "action", j), col)[0, 1]
