@@ -462,9 +462,11 @@ def print_report(results: dict, tools: list[str]) -> None:
     for dataset, r in results.items():
         for kind, cells in r["cells"].items():
             print(f"{kind} @ {dataset}".ljust(width) + "".join(cells[t]["cell"].ljust(16) for t in tools))
-    print("\nNamed, of the fault classes: " + ", ".join(
-        f"{t} {sum(r['cells'][k][t]['named'] > 0 for r in results.values() for k in r['cells'])}"
-        f"/{sum(len(r['cells']) for r in results.values())}" for t in tools))
+    cells = [(t, r["cells"][k][t]) for r in results.values() for k in r["cells"] for t in tools]
+    print("\nNamed: " + "; ".join(
+        f"{t} {sum(c['named'] > 0 for u, c in cells if u == t)}/{sum(u == t for u, _ in cells)} fixtures, "
+        f"{sum(c['named'] for u, c in cells if u == t)}/{sum(c['of'] for u, c in cells if u == t)} planted "
+        f"episodes (or sessions)" for t in tools))
     print("\nFalse alarms on the clean datasets (errors / warnings; lint's info findings apart)")
     for dataset, r in results.items():
         for tool in tools:
