@@ -133,6 +133,17 @@ def test_frozen_state_while_the_action_moves() -> None:
     assert found[0].expected == 10 and "(1 such run in the episode" in found[0].message
 
 
+def test_a_repeated_state_next_to_a_slow_stretch_is_still_frozen() -> None:
+    """The benchmark's miss: a bit-identical stale state beside a stretch that drifts just under still, so
+    the near-still run joining both spans more than still and hid the repeated one."""
+    episodes = three()
+    a, s = episodes[1]
+    s[10:30] = s[10] + np.linspace(0, 0.6, 20)[:, None] * (np.arange(s.shape[1]) == ELBOW)  # steps under still, span over
+    s[30:55] = s[29]  # then the recorder repeats one reading for 25 frames
+    found = warnings(check_frozen_state, view_of(episodes))
+    assert [(f.episode, f.frames, f.value) for f in found] == [(1, [29, 54], 26)]
+
+
 def test_frozen_state_longest_run_counts_runs_and_a_tail_is_trimmed() -> None:
     episodes = three()
     _, s = episodes[0]

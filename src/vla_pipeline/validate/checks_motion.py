@@ -73,17 +73,21 @@ def check_frozen_state(v: View, out: Findings) -> None:
     if s is None or s.state is None or len(s.state) < 2:
         return
     cols, tol = _columns(v, s), q.still_fraction * s.width
-    still = (np.abs(np.diff(cols["state"], axis=1)) <= tol[:, None]).all(axis=0) & s.same_episode()
-    lo, hi = _runs(still)  # still steps lo..hi-1: frames lo..hi hold one state
-    hi = hi + 1
+    steps = np.abs(np.diff(cols["state"], axis=1))
+    # near-still runs, and runs of a bit-identical state (a recorder repeating its last reading), which a
+    # slow stretch next to them cannot hide
+    lo, hi = zip(*(_runs((steps <= t).all(axis=0) & s.same_episode()) for t in (tol[:, None], 0.0)), strict=True)
+    lo, hi = np.concatenate(lo), np.concatenate(hi) + 1  # still steps lo..hi-1: frames lo..hi hold one state
     keep = hi - lo >= max(q.frozen_state_frames, 2)
-    lo, hi = lo[keep], hi[keep]
+    lo, hi = np.unique(np.stack([lo[keep], hi[keep]]), axis=1)
     if not len(lo):
         return
     mid = (lo + hi) // 2
     moved = np.minimum(_span(cols["action"], lo, mid + 1), _span(cols["action"], mid, hi)) / s.width
     flagged = (_span(cols["state"], lo, hi) <= tol).all(axis=1) & \
         (moved > FROZEN_ACTION_MOVES * q.still_fraction).any(axis=1)
+    for i in np.nonzero(flagged)[0]:  # a run inside another flagged run is the same drop-out
+        flagged[i] = not ((lo[flagged] <= lo[i]) & (hi[flagged] >= hi[i]) & (hi[flagged] - lo[flagged] > hi[i] - lo[i])).any()
     lo, hi, moved = lo[flagged], hi[flagged], moved[flagged]
     ep = _episode_of(s, lo)
     for i in np.unique(ep):
