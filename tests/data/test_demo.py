@@ -195,8 +195,9 @@ def test_invalid_lengths_rejected() -> None:
 
 def test_demo_poison_plants_its_fault_into_the_named_episodes_only(tmp_path):
     """demo.poison (issue 29's dvc exp pair): the fault is in the data of the named episodes, nowhere else."""
-    from conftest import CONTRACT
     from vla_pipeline.data.contract import load_contract
+
+    from conftest import CONTRACT
 
     cfg = DemoConfig(root=tmp_path / "demo", num_episodes=4, min_length=20, max_length=24, image_height=32,
                      image_width=40, poison="action_is_state", poison_episodes=(1, 2), contract=CONTRACT)
