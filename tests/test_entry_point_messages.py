@@ -74,7 +74,7 @@ def test_a_dataset_without_a_camera_gets_one_message_from_every_entry_point(no_c
     assert err.strip().splitlines()[-1].startswith(f"Validation failed: {no_camera} has no camera stream")
     assert json.loads(report.read_text())["errors"] == [
         {"check": "contract_keys", "message": message, "episode": None, "frame": None, "key": "cameras",
-         "value": None, "expected": None}]
+         "value": None, "expected": None, "frames": None, "suggestion": None, "trim": None}]
     params = write_params(tmp_path, no_camera, SO101, report)
     for argv in (["norms", no_camera, "--contract", SO101, "--report", report, "--out", tmp_path / "norms"],
                  ["norms", "--params", params], ["frame-cache", "--params", params], ["train", "--params", params]):

@@ -67,7 +67,9 @@ def test_wandb_run_holds_config_commit_versions_and_artifacts(online_run) -> Non
     stats = json.loads((Path(config["norms_dir"]) / "stats.json").read_text())
     assert config["data"]["fingerprint"] == stats["dataset_fingerprint"]
     artifacts = {r.artifact.name: r.artifact for r in records if r.WhichOneof("record_type") == "artifact"}
-    assert set(artifacts) == {"dataset", "norm_stats", "preflight", "checkpoint-last", "checkpoint-best"}
+    tables = {n for n in artifacts if n.endswith("episode_quality")}  # the report's quality score per episode
+    assert len(tables) == 1 and set(artifacts) - tables == {"dataset", "norm_stats", "preflight", "checkpoint-last",
+                                                            "checkpoint-best"}
     assert json.loads(artifacts["preflight"].metadata) == {"pass": 1, "warn": 1, "fail": 0}
     assert [c.path for c in artifacts["preflight"].manifest.contents] == ["report.json"]
     assert json.loads(artifacts["dataset"].metadata)["fingerprint"] == stats["dataset_fingerprint"]
@@ -88,7 +90,8 @@ def test_dvclive_logs_lr_every_step_and_no_timings(online_run) -> None:
     assert not (metrics / "perf").exists()  # timings go to W&B only: a repro leaves git-tracked files alone
     summary = json.loads((work / "live" / "metrics.json").read_text())
     assert "perf" not in summary and summary["resolved"] == {"lr": 2.0e-3, "steps": 6, "batch_size": 4}
-    assert set(summary["data"]) == {"split_id", "n_val_episodes", "n_train_episodes"}
+    assert set(summary["data"]) == {"split_id", "n_val_episodes", "n_train_episodes", "quality_min", "quality_mean",
+                                    "n_flagged_episodes"}
     assert summary["preflight"] == {"pass": 1, "warn": 1, "fail": 0}  # comparable in `dvc exp show`
     lrs = [float(line.split("\t")[1]) for line in (metrics / "train/lr.tsv").read_text().splitlines()[1:]]
     assert lrs[-1] < lrs[1]  # the cosine schedule decays within the run's 6 steps
