@@ -209,26 +209,25 @@ class Program:
         elif kind == "raw":
             self.out += bytes([draw(st.sampled_from(RAW_OPCODES))])
 
+    def items(self, depth: int, brackets: tuple[bytes, bytes], most: int, per_item: int) -> None:
+        """A container: its opening opcodes, up to ``most`` items of ``per_item`` values each, its closing one."""
+        self.out += brackets[0]
+        for _ in range(self.draw(st.integers(0, most))):
+            for _ in range(per_item):
+                self.value(depth + 1)
+        self.out += brackets[1]
+
     def v_list(self, depth: int) -> None:
-        self.out += b"]("
-        for _ in range(self.draw(st.integers(0, 4))):
-            self.value(depth + 1)
-        self.out += b"e"
+        self.items(depth, (b"](", b"e"), 4, 1)
 
     def v_tuple(self, depth: int) -> None:
         self.args(depth)
 
     def v_dict(self, depth: int) -> None:
-        self.out += b"}("
-        for _ in range(self.draw(st.integers(0, 3))):
-            self.value(depth + 1), self.value(depth + 1)
-        self.out += b"u"
+        self.items(depth, (b"}(", b"u"), 3, 2)
 
     def v_set(self, depth: int) -> None:
-        self.out += b"\x8f("
-        for _ in range(self.draw(st.integers(0, 3))):
-            self.value(depth + 1)
-        self.out += b"\x90"
+        self.items(depth, (b"\x8f(", b"\x90"), 3, 1)
 
     def v_call(self, depth: int) -> None:
         self.name(*self.draw(st.sampled_from(CALLS)))

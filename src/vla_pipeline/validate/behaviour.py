@@ -60,8 +60,10 @@ def _make_series(v: View) -> JointSeries | None:
 
 def _widths(v: View, action: np.ndarray) -> np.ndarray:
     """The contract's range width of each joint; for a joint it declares no range, its p1..p99 span."""
-    finite = action[np.isfinite(action).all(axis=1)]
-    span = np.subtract(*np.percentile(finite, [99, 1], axis=0)) if len(finite) else np.zeros(action.shape[1])
-    width = np.array([r[1] - r[0] if (r := v.contract.ranges.get(j)) is not None else span[i]
-                      for i, j in enumerate(v.contract.joints)], dtype=np.float64)
+    declared = [v.contract.ranges.get(j) for j in v.contract.joints]
+    width = np.array([np.nan if r is None else r[1] - r[0] for r in declared], dtype=np.float64)
+    if np.isnan(width).any():  # the percentiles only when the contract leaves a joint without a range
+        finite = action[np.isfinite(action).all(axis=1)]
+        span = np.subtract(*np.percentile(finite, [99, 1], axis=0)) if len(finite) else np.zeros(action.shape[1])
+        width = np.where(np.isnan(width), span, width)
     return np.maximum(width, MIN_WIDTH)
