@@ -1,8 +1,10 @@
-"""What identifies a run and its inputs: file and dataset hashes, the contract hash, the source
-hash and run key, and the environment a run records (package versions, git commit, GPUs)."""
+"""What identifies a run and its inputs: file and dataset hashes, the contract hash, the code
+identity (the files a stage's entry module imports) and run key, and the environment a run records
+(package versions, git commit, GPUs)."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import platform
@@ -10,6 +12,11 @@ import subprocess
 from pathlib import Path
 
 import vla_pipeline
+from vla_pipeline.phases import timed
+
+PACKAGE_ROOT = Path(vla_pipeline.__file__).resolve().parent
+TRAIN_ENTRY = "vla_pipeline.train.trainer"  # what the train stage and `vla train` run: the run key's code
+EVAL_ENTRY = "vla_pipeline.eval.run"  # what evaluate runs: protocol.json's code identity
 
 # keys that change how a run is recorded, never what it computes
 RUN_KEY_IGNORED_KEYS = {
@@ -30,15 +37,34 @@ def sha256_file(path: Path) -> str:
 
 def compute_dataset_fingerprint(root: Path) -> str:
     """sha256 over every file of the dataset (path and content), hidden directories aside: the data,
-    meta and video files wherever info.json's templates put them."""
+    meta and video files wherever info.json's templates put them. Computed once per process for a
+    dataset whose files (paths, sizes, modification times, inodes) have not changed since: train,
+    norms and evaluate ask for it several times, and at 50 GB of video each hash costs minutes. Below
+    ``FINGERPRINT_MEMO_BYTES`` it is hashed each time (milliseconds; a file rewritten within the file
+    system's timestamp granularity could otherwise keep a stale answer)."""
     root = Path(root)
-    digest = hashlib.sha256()
-    files = [p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    for path in sorted(files):
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(bytes.fromhex(sha256_file(path)))
-    return digest.hexdigest()
+    files = sorted(p for p in root.rglob("*")
+                   if not any(part.startswith(".") for part in p.relative_to(root).parts) and p.is_file())
+    listing = tuple((p.relative_to(root).as_posix(), *_stat_key(p)) for p in files)
+    key = (str(root.resolve()), listing)
+    if key not in _FINGERPRINTS or sum(entry[1] for entry in listing) < FINGERPRINT_MEMO_BYTES:
+        with timed("hashing", f"dataset fingerprint of {root}"):
+            digest = hashlib.sha256()
+            for path in files:
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(bytes.fromhex(sha256_file(path)))
+        _FINGERPRINTS.clear()  # one dataset per process is the common case: keep the memory bounded
+        _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+FINGERPRINT_MEMO_BYTES = 64 << 20
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def compute_contract_hash(path: Path) -> str:
@@ -68,21 +94,69 @@ def find_data_mismatch(recorded: dict, dataset_root: Path | None = None, *, fing
     return None
 
 
-def compute_source_hash() -> str:
-    """sha256 over this package's Python sources: a code change makes a new run, never a resumed one."""
-    root = Path(vla_pipeline.__file__).parent
+def resolve_module_files(dotted: str, root: Path = PACKAGE_ROOT) -> list[Path]:
+    """The files importing ``dotted`` (a ``vla_pipeline`` module) runs: every package ``__init__.py`` on
+    the way, then the module (or the package's ``__init__.py``); empty when ``dotted`` names no module
+    (a name defined in one, whose module is listed apart)."""
+    parts = dotted.split(".")[1:]
+    files = [root / "__init__.py"]
+    for i in range(1, len(parts) + 1):
+        here = root.joinpath(*parts[:i])
+        if here.is_dir():
+            files.append(here / "__init__.py")
+        elif here.with_suffix(".py").is_file():
+            files.append(here.with_suffix(".py"))
+        else:
+            return [] if i == len(parts) and i > 1 else files[:-1] if i > 1 else []
+    return files
+
+
+def find_imported_files(path: Path, seen: set[Path] | None = None, root: Path = PACKAGE_ROOT) -> set[Path]:
+    """The project files ``path`` imports, transitively (imports inside functions too), with the
+    packages' ``__init__.py`` files and helpers beside a stage script (``_params.py``). Read from the
+    source (ast), so the answer does not depend on what happened to be imported at run time."""
+    seen = {root / "__init__.py"} if seen is None else seen
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # a name may be a module
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            local = Path(path).parent / f"{name}.py"
+            if local.is_file() and local not in seen:
+                seen.add(local)
+                find_imported_files(local, seen, root)
+            if name != "vla_pipeline" and not name.startswith("vla_pipeline."):
+                continue
+            for target in resolve_module_files(name, root):
+                if target not in seen:
+                    seen.add(target)
+                    find_imported_files(target, seen, root)
+    return seen
+
+
+def compute_code_identity(entry: str, root: Path | None = None) -> str:
+    """sha256 over the package files ``entry`` imports (path and bytes): the code a stage runs. An edit
+    to a module the entry never imports (a docstring in ``deploy/``) keeps the identity, so it neither
+    restarts a training run nor changes what a fresh clone's ``make demo`` writes; any edit to a module
+    it does import makes a new run, never a resumed one. ``root``: the package directory (this one)."""
+    root = PACKAGE_ROOT if root is None else Path(root)
+    own = resolve_module_files(entry, root)  # the entry module itself and its packages
+    files = set(own) | find_imported_files(own[-1], None, root)
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(files):
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
 def compute_run_key(config: dict, stats_doc: dict, versions: dict) -> str:
-    """The run's identity: resolved config minus bookkeeping, frozen stats, dataset, code and versions."""
+    """The run's identity: resolved config minus bookkeeping, frozen stats, dataset, the code train
+    runs (its import graph) and versions."""
     identity = {
         "config": {k: v for k, v in config.items() if k not in RUN_KEY_IGNORED_KEYS},
         "stats": stats_doc["features"], "dataset_fingerprint": stats_doc["dataset_fingerprint"],
-        "source": compute_source_hash(), "versions": versions,
+        "source": compute_code_identity(TRAIN_ENTRY), "versions": versions,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 

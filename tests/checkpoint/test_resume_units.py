@@ -20,7 +20,6 @@ from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline, 
 from lerobot.utils.constants import ACTION, OBS_STATE
 from safetensors.torch import load_file, save_file
 
-import vla_pipeline
 from vla_pipeline.checkpoint.io import write_manifest
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
@@ -43,7 +42,13 @@ from vla_pipeline.checkpoint.resume import (
 )
 from vla_pipeline.errors import CheckpointError, TrainInputError
 from vla_pipeline.norms import make_processor_stats
-from vla_pipeline.provenance import RUN_KEY_IGNORED_KEYS, compute_run_key, compute_source_hash
+from vla_pipeline.provenance import (
+    PACKAGE_ROOT,
+    RUN_KEY_IGNORED_KEYS,
+    TRAIN_ENTRY,
+    compute_code_identity,
+    compute_run_key,
+)
 
 STATS = {"features": {ACTION: {"mean": [1.0]}}, "dataset_fingerprint": "abc", "n_train_frames": 10}
 VERSIONS = {"torch": "2.7.1"}
@@ -67,26 +72,55 @@ def test_run_key_ignores_bookkeeping_but_not_what_the_run_computes(tmp_path) -> 
     assert len({key, *others}) == 6
 
 
-def test_run_key_includes_the_source_hash(monkeypatch) -> None:
+def test_run_key_includes_the_code_train_runs(monkeypatch) -> None:
     key = compute_run_key({}, STATS, VERSIONS)
-    monkeypatch.setattr("vla_pipeline.provenance.compute_source_hash", lambda: "other code")
+    seen = []
+    monkeypatch.setattr("vla_pipeline.provenance.compute_code_identity", lambda entry: seen.append(entry) or "other")
     assert compute_run_key({}, STATS, VERSIONS) != key
+    assert seen == [TRAIN_ENTRY]
 
 
-def test_source_hash_covers_every_python_file_by_path_and_content(tmp_path, monkeypatch) -> None:
-    package = tmp_path / "pkg"
+def _package(tmp_path: Path) -> Path:
+    """A package ``pkg``: ``entry`` imports ``used`` (at the top) and ``lazy`` (inside a function); ``unused``
+    and ``sub/other`` are imported by nobody."""
+    package = tmp_path / "vla_pipeline"
     (package / "sub").mkdir(parents=True)
-    (package / "__init__.py").write_bytes(b"")
-    (package / "b.py").write_bytes(b"x = 1\n")
-    (package / "sub" / "a.py").write_bytes(b"y = 2\n")
-    (package / "notes.txt").write_bytes(b"not code")
-    monkeypatch.setattr(vla_pipeline, "__file__", str(package / "__init__.py"))
-    expected = hashlib.sha256(b"__init__.py\0" + b"b.py\0x = 1\n" + b"sub/a.py\0y = 2\n").hexdigest()
-    assert compute_source_hash() == expected
-    (package / "notes.txt").write_bytes(b"changed")
-    assert compute_source_hash() == expected
-    (package / "sub" / "a.py").write_bytes(b"y = 3\n")
-    assert compute_source_hash() != expected
+    files = {"__init__.py": "", "entry.py": "from vla_pipeline.used import x\n\ndef f():\n    import vla_pipeline.lazy\n",
+             "used.py": "x = 1\n", "lazy.py": "y = 2\n", "unused.py": "z = 3\n", "sub/__init__.py": "",
+             "sub/other.py": "w = 4\n"}
+    for rel, text in files.items():
+        (package / rel).write_text(text)
+    return package
+
+
+def test_code_identity_covers_exactly_the_files_the_entry_imports(tmp_path) -> None:
+    package = _package(tmp_path)
+    identity = lambda: compute_code_identity("vla_pipeline.entry", package)  # noqa: E731
+    expected = hashlib.sha256(b"".join(f"{name}".encode() + b"\0" + (package / name).read_bytes()
+                                       for name in ("__init__.py", "entry.py", "lazy.py", "used.py"))).hexdigest()
+    assert identity() == expected
+    for untouched in ("unused.py", "sub/other.py"):  # a docstring edit in a module train never imports
+        (package / untouched).write_text('"""edited"""\nz = 3\n')
+        assert identity() == expected
+    for imported in ("entry.py", "used.py", "lazy.py"):  # any edit of what it runs (a lazy import too): another run
+        before = identity()
+        (package / imported).write_text((package / imported).read_text() + "# edited\n")
+        assert identity() != before
+
+
+def test_the_run_key_ignores_an_edit_to_a_module_train_does_not_import(tmp_path, monkeypatch) -> None:
+    """The real package, copied: a docstring edit in deploy/ (which train never imports) keeps the run
+    key; one in train/optim.py changes it."""
+    copy = tmp_path / "vla_pipeline"
+    shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr("vla_pipeline.provenance.PACKAGE_ROOT", copy)
+    key = compute_run_key({}, STATS, VERSIONS)
+    server = copy / "deploy" / "server.py"
+    server.write_text('"""An edited docstring."""\n' + server.read_text())
+    assert compute_run_key({}, STATS, VERSIONS) == key
+    optim = copy / "train" / "optim.py"
+    optim.write_text(optim.read_text() + "\n# an edit train runs\n")
+    assert compute_run_key({}, STATS, VERSIONS) != key
 
 
 # ----------------------------------------------------------------------------- checkpoints on disk

@@ -3,52 +3,25 @@ or through other modules) is one of its deps, so a code change re-runs exactly t
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
+
+from vla_pipeline.provenance import find_imported_files, resolve_module_files
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src" / "vla_pipeline"
 
 
 def resolve(dotted: str) -> list[Path]:
-    """The files importing ``dotted`` runs: every package ``__init__.py`` on the way, then the module
-    (or the package's ``__init__.py``); empty when ``dotted`` is no project module (a name in one)."""
-    parts = dotted.split(".")[1:]
-    files = [SRC / "__init__.py"]
-    for i in range(1, len(parts) + 1):
-        here = SRC.joinpath(*parts[:i])
-        if here.is_dir():
-            files.append(here / "__init__.py")
-        elif here.with_suffix(".py").is_file():
-            files.append(here.with_suffix(".py"))
-        else:
-            return [] if i == len(parts) and i > 1 else files[:-1] if i > 1 else []
-    return files
+    return resolve_module_files(dotted, SRC)
 
 
 def imported_modules(path: Path, seen: set[Path]) -> set[Path]:
-    """The project files ``path`` imports, transitively, with the packages' ``__init__.py`` files."""
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # a name may be a module
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        for name in names:
-            local = path.parent / f"{name}.py"  # a helper beside a stage script (_params)
-            if local.is_file() and local not in seen:
-                seen.add(local)
-                imported_modules(local, seen)
-            if name != "vla_pipeline" and not name.startswith("vla_pipeline."):
-                continue
-            for target in resolve(name):
-                if target not in seen:
-                    seen.add(target)
-                    imported_modules(target, seen)
-    return seen
+    """The project files ``path`` imports, transitively: the library's own reading of the import graph,
+    which the run key's code identity hashes (provenance.compute_code_identity)."""
+    return find_imported_files(path, seen, SRC)
 
 
 def stage_deps() -> dict[str, tuple[Path, set[Path]]]:

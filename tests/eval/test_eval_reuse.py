@@ -192,7 +192,7 @@ def test_another_or_changed_checkpoint_is_not_reused(evaluated, tmp_path) -> Non
 def test_other_code_data_or_missing_outputs_are_not_reused(evaluated, monkeypatch, tmp_path) -> None:
     cfg, source = evaluated
     with monkeypatch.context() as m:
-        m.setattr(reuse, "compute_source_hash", lambda: "0" * 64)
+        m.setattr(reuse, "compute_code_identity", lambda entry: "0" * 64)
         assert "another version of vla_pipeline" in find_reusable(cfg, source)[1]
     with monkeypatch.context() as m:
         m.setattr(reuse, "compute_dataset_fingerprint", lambda root: "0" * 64)

@@ -14,7 +14,7 @@ from vla_pipeline.checkpoint.io import (
 from vla_pipeline.errors import CheckpointError, ConfigError
 from vla_pipeline.eval.config import EvaluateConfig
 from vla_pipeline.norms import load_split
-from vla_pipeline.provenance import compute_source_hash, find_data_mismatch
+from vla_pipeline.provenance import EVAL_ENTRY, compute_code_identity, find_data_mismatch
 
 RANK_KEY = "action_mse_normalized"  # what best/median/worst episode means
 
@@ -64,7 +64,7 @@ def make_protocol(cfg: EvaluateConfig, ckpt: LoadedCheckpoint, stride: int, spli
         "stride": stride, "chunk_size": config.chunk_size, "n_action_steps": config.n_action_steps,
         "num_inference_steps": config.num_inference_steps, "noise_seed": cfg.noise_seed,
         "saturation_margin": cfg.saturation_margin, "rank_episodes_by": RANK_KEY,
-        "checkpoint_id": compute_checkpoint_id(ckpt), "code_sha256": compute_source_hash(),
+        "checkpoint_id": compute_checkpoint_id(ckpt), "code_sha256": compute_code_identity(EVAL_ENTRY),
         "config": config_doc(cfg),
     }
 

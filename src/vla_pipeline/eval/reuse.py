@@ -17,7 +17,7 @@ from vla_pipeline.checkpoint.layout import CONTRACT_FILE
 from vla_pipeline.data.contract import load_contract
 from vla_pipeline.eval.config import EvaluateConfig
 from vla_pipeline.eval.protocol import NOT_PROTOCOL, RANK_KEY, config_doc
-from vla_pipeline.provenance import compute_dataset_fingerprint, compute_source_hash
+from vla_pipeline.provenance import EVAL_ENTRY, compute_code_identity, compute_dataset_fingerprint
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
 TRACES_DIR = "live/plots/images/traces"  # where dvclive puts the trace PNGs (the stage's plots output)
@@ -45,7 +45,7 @@ def find_reusable(cfg: EvaluateConfig, source: Path) -> tuple[dict | None, str]:
     if protocol.get("checkpoint_id") != checkpoint_id:
         return None, ("the checkpoint's id (the sha256 of its policy files) is not the one it evaluated: the "
                       "checkpoint changed since")
-    if protocol.get("code_sha256") != compute_source_hash():
+    if protocol.get("code_sha256") != compute_code_identity(EVAL_ENTRY):
         return None, "another version of vla_pipeline produced it"
     mine, theirs = config_doc(cfg), protocol.get("config", {})
     differ = sorted(k for k in mine.keys() | theirs.keys() if k not in NOT_PROTOCOL and mine.get(k) != theirs.get(k))

@@ -208,7 +208,7 @@ def format_report(report: Report | dict, limit: int = MAX_OFFENDERS, where: str 
     dry_run = r["checks"].get("dry_run", {})
     if dry_run.get("status") == "pass":
         lines.append(f"dry run: {dry_run['frames']} sampled frames read through the decode and frame-cache paths "
-                     f"equal the source frames and table rows; one training step ran ({dry_run['seconds']} s)")
+                     f"equal the source frames and table rows; one training step ran")
     lines.append(format_verdict(r, None if where == JSON_REPORT else where))
     return "\n".join(lines)
 
