@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from vla_pipeline.cli_data import add_contract, add_dataset_tools
+from vla_pipeline.cli_data import add_contract, add_dataset_tools, add_store
 from vla_pipeline.cli_deploy import add_lerobot, add_serve, cmd_lerobot
 from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.params.load import load_params
@@ -301,7 +301,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_validate, add_norms, add_frame_cache, add_preflight, add_train, add_evaluate, add_tools,
-                add_dataset_tools, add_contract, add_serve, add_lerobot):
+                add_dataset_tools, add_contract, add_store, add_serve, add_lerobot):
         add(sub)
     return parser
 

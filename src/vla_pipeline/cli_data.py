@@ -1,5 +1,5 @@
 """The dataset commands of ``vla``: make-demo, convert, trim and contract init (docs/validation.md,
-docs/datasets.md)."""
+docs/datasets.md), and ``vla store du|gc``, the store's disk use and cleaning (docs/experiments.md)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,85 @@ def add_contract(sub) -> None:
                    help="ranges: observed min/max widened by this fraction of the span on each side")
     s.add_argument("--force", action="store_true", help="overwrite an existing --out")
     s.set_defaults(func=cmd_contract_init)
+
+
+def store_and_repo(args) -> tuple[Path, Path]:
+    """The store (``--store``, else the repository's ``base.store``, else ``$VLA_STORE`` or ``~/.cache``) and
+    the repository."""
+    from vla_pipeline.checkpoint.store_gc import read_workspace_param
+    from vla_pipeline.store import resolve_store
+
+    repo = Path(args.repo)
+    return resolve_store(args.store or read_workspace_param(repo, "base.store", None)), repo
+
+
+def print_unresolved(plan, limit: int = 10) -> None:
+    for revision in plan.unresolved[:limit]:
+        print(f"could not tell which run dvc.lock at {revision.label} references (neither the DVC cache nor its "
+              f"git-tracked live params name it)")
+    if len(plan.unresolved) > limit:
+        print(f"... and {len(plan.unresolved) - limit} more such revisions")
+    if plan.unresolved:
+        print("so every run begun before the newest of them is kept (`dvc pull` of those revisions resolves them)")
+
+
+def cmd_store_du(args) -> int:
+    from vla_pipeline.checkpoint.store_gc import plan_gc, read_workspace_param
+    from vla_pipeline.checkpoint.store_refs import DEFAULT_OUT_DIR, LOCK_FILE, DvcCache, find_references
+    from vla_pipeline.checkpoint.store_usage import compute_store_usage, format_usage
+
+    store, repo = store_and_repo(args)
+    out_dir = repo / read_workspace_param(repo, "train.out_dir", DEFAULT_OUT_DIR)
+    usage = compute_store_usage(store, [p for p in (out_dir, DvcCache(repo).root) if p.exists()])
+    status: dict = {}
+    if (repo / LOCK_FILE).is_file():
+        plan = plan_gc(usage, find_references(repo), repo)
+        status = {d.entry.path: ("kept: " if d.keep else "no, gc deletes it: ") + d.why for d in plan.decisions}
+        print_unresolved(plan)
+    else:
+        print(f"no {LOCK_FILE} in {repo.resolve()}: which runs are referenced is unknown (pass --repo DIR)")
+    for line in format_usage(usage, lambda e: status.get(e.path, "?")):
+        print(line)
+    return 0
+
+
+def cmd_store_gc(args) -> int:
+    from vla_pipeline.checkpoint.store_gc import delete_planned, plan_gc
+    from vla_pipeline.checkpoint.store_refs import find_references
+    from vla_pipeline.checkpoint.store_usage import compute_store_usage, format_size
+
+    store, repo = store_and_repo(args)
+    refs = find_references(repo)
+    usage = compute_store_usage(store)
+    plan = plan_gc(usage, refs, repo)
+    here = sum(1 for e in usage.entries if e.kind == "run" and e.name in refs.runs)
+    print(f"the dvc.lock of {refs.revisions} revisions (every commit, experiment and the workspace) and the workspace's "
+          f"outputs reference {len(refs.runs)} runs, {here} of them in {store}")
+    print_unresolved(plan)
+    for d in plan.decisions:
+        print(f"{'keep  ' if d.keep else 'delete'} {d.entry.path} ({format_size(d.entry.bytes)}): {d.why}")
+    freeable = sum(d.entry.bytes - d.entry.shared for d in plan.to_delete)
+    if not plan.to_delete:
+        print(f"nothing to delete in {store}")
+    elif not args.yes:
+        again = " ".join(["vla store gc --yes", *(["--store", str(store)] if args.store else []),
+                          *(["--repo", str(repo)] if args.repo != "." else [])])
+        print(f"would delete {len(plan.to_delete)} entries, freeing {format_size(freeable)}; nothing was deleted: "
+              f"run `{again}` to delete them")
+    else:
+        print(f"freed {format_size(delete_planned(plan))} in {store}")
+    print("the DVC cache is DVC's own: `dvc gc -w -A --all-experiments` keeps what any commit or experiment uses")
+    return 0
+
+
+def add_store(sub) -> None:
+    s = sub.add_parser("store", help="the store (base.store): disk use per run and frame cache, and cleaning")
+    store_sub = s.add_subparsers(dest="store_command", required=True)
+    du = store_sub.add_parser("du", help="bytes on disk per run, frame-cache entry and wandb/ (hard links once)")
+    gc = store_sub.add_parser("gc", help="delete runs no commit's, experiment's or workspace's dvc.lock references, "
+                                         "and frame caches the workspace does not use (only with --yes)")
+    gc.add_argument("--yes", action="store_true", help="delete; without it gc only prints what it would delete")
+    for p, func in ((du, cmd_store_du), (gc, cmd_store_gc)):
+        p.add_argument("--store", help="the store (default: base.store of the repository's params.yaml)")
+        p.add_argument("--repo", default=".", help="the pipeline's git repository (default: .)")
+        p.set_defaults(func=func)
