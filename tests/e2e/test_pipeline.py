@@ -80,6 +80,33 @@ def test_repro_produces_every_artifact(repo: Path) -> None:
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
 
 
+def _inodes(root: Path) -> dict[tuple[int, int], int]:
+    """(device, inode) -> size of every regular file under ``root``."""
+    return {(st.st_dev, st.st_ino): st.st_size for st in (p.stat() for p in root.rglob("*") if p.is_file())}
+
+
+def _assert_checkpoint_bytes_exist_once(repo: Path) -> None:
+    published = sorted(p for p in (repo / "artifacts/train/checkpoints").rglob("*") if p.is_file())
+    store, cache = _inodes(Path(os.environ["VLA_STORE"]) / "runs"), _inodes(repo / ".dvc/cache")
+    assert published and sum(p.stat().st_size for p in published) > 100_000
+    for path in published:
+        st = path.stat()
+        inode = (st.st_dev, st.st_ino)
+        assert inode in store and inode in cache, f"{path} is a copy, not a link of the store's and the DVC cache's file"
+    # size accounting: the published checkpoints add no byte to what the store and the DVC cache hold
+    assert sum({**store, **cache, **_inodes(repo / "artifacts/train")}.values()) == sum({**store, **cache}.values())
+
+
+def test_checkpoint_bytes_exist_once_across_store_artifacts_and_dvc_cache(repo: Path) -> None:
+    """The published checkpoints are hard links of the store's files, and DVC (cache.type hardlink in
+    .dvc/config) links the same inodes into its cache, after `dvc repro` and again after `dvc checkout`."""
+    _assert_checkpoint_bytes_exist_once(repo)
+    shutil.rmtree(repo / "artifacts/train")
+    _run(["dvc", "checkout", "artifacts/train"], repo)
+    _assert_checkpoint_bytes_exist_once(repo)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
+
+
 def test_evaluate_stage_mp4_has_a_frame_per_episode_frame(repo: Path) -> None:
     import csv
 
