@@ -19,6 +19,7 @@ from vla_pipeline.checkpoint.layout import (
     write_pointer,
 )
 from vla_pipeline.checkpoint.manifest import write_manifest
+from vla_pipeline.phases import timed
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Checkpointer:
     def save(self, step: int, val_loss: float | None, write: Callable[[Path, dict | None], None]) -> Path:
         """``write(tmp_dir, best)`` fills the checkpoint (every process calls it; process 0 writes the
         model); returns the finished step directory."""
+        with timed("saving", f"checkpoint of step {step}"):
+            return self._save(step, val_loss, write)
+
+    def _save(self, step: int, val_loss: float | None, write: Callable[[Path, dict | None], None]) -> Path:
         root = Path(self.run_dir) / CHECKPOINTS_DIR
         final, tmp = root / f"{step:06d}", root / f"{step:06d}.tmp"
         if self.is_new_best(val_loss):

@@ -27,6 +27,7 @@ from vla_pipeline.checkpoint.layout import (
 )
 from vla_pipeline.checkpoint.processor_steps import PROCESSOR_CONFIG_FILES, read_processor_config
 from vla_pipeline.errors import CheckpointError
+from vla_pipeline.phases import timed
 from vla_pipeline.provenance import sha256_file
 
 MAX_MANIFEST_BYTES = 4 << 20  # ours are a few KiB; 4 MiB lists tens of thousands of files
@@ -55,7 +56,8 @@ def write_manifest(directory: Path) -> None:
         names = list_files(directory)
     except VerificationError as e:
         raise CheckpointError(f"cannot write the manifest of {directory}: {e}") from None
-    manifest = {name: _hash_entry(directory / name) for name in names if name != INNER_MANIFEST}
+    with timed("hashing", f"checkpoint manifest of {directory}"):
+        manifest = {name: _hash_entry(directory / name) for name in names if name != INNER_MANIFEST}
     inner = directory / PRETRAINED_DIR
     if inner.is_dir():
         prefix = f"{PRETRAINED_DIR}/"
@@ -152,9 +154,10 @@ def verify_files(directory: Path, not_read: Collection[str] = ()) -> dict[str, d
             raise VerificationError(f"{path} is missing")
         if path.stat().st_size != entry["size"]:
             raise VerificationError(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['size']} (truncated?)")
-    for name, entry in manifest.items():
-        if name not in not_read and sha256_file(directory / name) != entry["sha256"]:
-            raise VerificationError(f"{directory / name} does not match its sha256 in the manifest (corrupt)")
+    with timed("hashing", f"checkpoint verification of {directory}"):
+        for name, entry in manifest.items():
+            if name not in not_read and sha256_file(directory / name) != entry["sha256"]:
+                raise VerificationError(f"{directory / name} does not match its sha256 in the manifest (corrupt)")
     _check_inner_manifest(directory, manifest)
     _check_processors(directory, manifest)
     return manifest

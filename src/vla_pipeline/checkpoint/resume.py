@@ -40,6 +40,7 @@ from vla_pipeline.checkpoint.layout import (
 from vla_pipeline.checkpoint.manifest import verify_checkpoint
 from vla_pipeline.errors import CheckpointError, TrainInputError, warn_loudly
 from vla_pipeline.norms import make_processor_stats
+from vla_pipeline.phases import timed
 
 RESUME_MODES = ("auto", "never")
 
@@ -107,17 +108,23 @@ def load_state(step_dir: Path, policy, optimizer, scheduler, rank: int, *, raw: 
     trainable weights come from ``training_state`` (EMA or LoRA runs); ``wrapped``: the policy has
     LoRA adapters, so its frozen base stays as built (``pretrained_model`` holds merged weights)."""
     try:
-        if not wrapped:
-            load_policy_weights(policy, Path(step_dir) / PRETRAINED_DIR)
-        if raw:
-            load_raw_weights(step_dir, policy)
-        step, _, _ = load_training_state(Path(step_dir), optimizer, scheduler)
-        restore_rng(step_dir, rank)
-        return step, read_run_state(step_dir)
+        with timed("loading", f"training state of {step_dir}"):
+            return _load_state(step_dir, policy, optimizer, scheduler, rank, raw=raw, wrapped=wrapped)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file makes the checkpoint unusable
         raise CheckpointError(f"{step_dir}: cannot load the training state ({type(e).__name__}: {e})") from e
+
+
+def _load_state(step_dir: Path, policy, optimizer, scheduler, rank: int, *, raw: bool, wrapped: bool
+                ) -> tuple[int, dict]:
+    if not wrapped:
+        load_policy_weights(policy, Path(step_dir) / PRETRAINED_DIR)
+    if raw:
+        load_raw_weights(step_dir, policy)
+    step, _, _ = load_training_state(Path(step_dir), optimizer, scheduler)
+    restore_rng(step_dir, rank)
+    return step, read_run_state(step_dir)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from vla_pipeline.checkpoint.layout import (
     read_run_state,
     write_pointer,
 )
+from vla_pipeline.phases import timed
 from vla_pipeline.store import file_lock, replace_tree, run_dir_of
 
 
@@ -51,9 +52,10 @@ class RunPlace:
     def publish(self) -> None:
         if self.out_dir is None:
             return
-        publish(self.run_dir, self.out_dir)
-        if self.live_dir.is_dir():
-            replace_tree(self.live_dir, self.published_live_dir, link=False)  # dvclive appends in place
+        with timed("copying", f"publishing {self.run_dir} to {self.out_dir}"):
+            publish(self.run_dir, self.out_dir)
+            if self.live_dir.is_dir():
+                replace_tree(self.live_dir, self.published_live_dir, link=False)  # dvclive appends in place
 
 
 def publish(run_dir: Path, out_dir: Path) -> None:
