@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 
 import pytest
 
 from vla_pipeline.errors import PreflightError
 from vla_pipeline.params.load import load_params
 from vla_pipeline.preflight import probe
-from vla_pipeline.preflight.run import PreflightConfig, Target, probe_spec, require_preflight
+from vla_pipeline.preflight.run import (
+    PreflightConfig,
+    Target,
+    count_parameters,
+    probe_spec,
+    require_preflight,
+)
 
 from conftest import REPO
 
@@ -31,7 +38,7 @@ def test_the_line_through_the_measured_batches_gives_the_largest_that_fits() -> 
 def measured(demo_dataset) -> dict:
     params = load_params(REPO / "params.yaml", [f'dataset.root="{demo_dataset}"', "train.batch_size=48"])
     cfg = PreflightConfig.from_params(params)
-    return probe.run_probe(probe_spec(cfg.train, Target.resolve(cfg.train)))
+    return probe.run_probe(probe_spec(cfg.train, Target.resolve(cfg.train))).peaks
 
 
 def test_the_probe_measures_each_batch_and_a_bigger_batch_takes_more(measured) -> None:
@@ -59,3 +66,21 @@ def test_preflight_with_the_probe_stops_before_training_when_the_batch_does_not_
         require_preflight(PreflightConfig.from_params(params))
     (check,) = [c for c in json.loads((tmp_path / "r.json").read_text())["checks"] if c["name"] == "probe"]
     assert check["status"] == "fail" and "budget 0.01 GiB" in check["value"] and "batch 8:" in check["value"]
+
+
+def test_the_probe_child_builds_the_runs_lora_ema_and_kernel_through_the_trainers_builder(demo_dataset) -> None:
+    """The spec carries train.peft, train.ema.decay and the attention kernel; the child builds with them
+    (make_policy), so its trainable count is LoRA's, equal to what preflight and the Trainer count."""
+    from dataclasses import replace
+
+    params = load_params(REPO / "params.yaml", [f'dataset.root="{demo_dataset}"', "train.peft.preset=expert",
+                                                "train.ema.decay=0.9", "train.attention=sdpa"])
+    cfg = PreflightConfig.from_params(params)
+    spec = probe_spec(cfg.train, Target.resolve(cfg.train))
+    assert spec.peft["preset"] == "expert" and spec.ema_decay == 0.9 and spec.attention == "sdpa"
+    assert spec.setup() == cfg.train.policy_setup("sdpa")  # the JSON round trip rebuilds the same setup
+    result = probe.run_probe(replace(spec, batches=[2]))
+    counts = count_parameters(cfg.train)
+    assert result.counts == asdict(counts) and 0 < counts.trainable == counts.lora < counts.total
+    assert result.built == {"ema_tensors": result.counts["graded_tensors"], "attention": "sdpa"}
+    assert result.peaks[2] is not None and result.peaks[2] > 0

@@ -41,8 +41,8 @@ from vla_pipeline.checkpoint.manifest import (
 )
 from vla_pipeline.checkpoint.processor_steps import install_processor_guard
 from vla_pipeline.errors import CheckpointError
-from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.dims import load_dims, save_dims
+from vla_pipeline.model.setup import PolicySetup, make_policy
 from vla_pipeline.provenance import collect_versions
 
 
@@ -150,8 +150,8 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     files = require_verified(directory, "load this checkpoint")
     config = PreTrainedConfig.from_pretrained(str(directory))
     config.device = device
-    policy = make_pi05_policy(config, load_dims(directory))
-    load_policy_weights(policy, directory)
+    setup = PolicySetup(dims=load_dims(directory), dtype=config.dtype)  # inference: no LoRA, freeze or EMA
+    policy = make_policy(setup, config, load_weights=lambda p: load_policy_weights(p, directory)).policy
     policy.eval()
     overrides = {"device_processor": {"device": device}}
     if (directory / TOKENIZER_DIR).is_dir():

@@ -1,5 +1,6 @@
-"""The one-step memory probe (``vla preflight --probe``): the configured policy (size, dtype, freeze)
-with random weights, LeRobot's AdamW preset and the configured precision and gradient checkpointing,
+"""The one-step memory probe (``vla preflight --probe``): the configured policy built as the Trainer
+builds it (``model.setup.make_policy``: size, dtype, LoRA, freeze; the EMA; the attention kernel) with
+random weights, LeRobot's AdamW preset and the configured precision and gradient checkpointing,
 one training step per batch size on the configured device, in a child process (a probe that runs out
 of memory must not take the preflight down with it). Peak memory per batch size, and the largest
 batch that fits a budget from a straight line through the measured points (weights, gradients and
@@ -42,6 +43,29 @@ class ProbeSpec:
     checkpointing: bool
     freeze: list[str]
     batches: list[int]  # ascending; the configured batch last
+    peft: dict | None = None  # train.peft as ``asdict(LoraSpec)`` (None: full fine-tuning)
+    ema_decay: float | None = None  # train.ema.decay: the EMA the run keeps (None: off)
+    attention: str = "eager"  # the resolved kernel the step runs under
+
+    def setup(self):
+        """The :class:`PolicySetup` the run builds with (model/setup.py), rebuilt from the JSON."""
+        from vla_pipeline.model.dims import ModelDims
+        from vla_pipeline.model.lora import LoraSpec
+        from vla_pipeline.model.setup import PolicySetup
+
+        peft = None if self.peft is None else LoraSpec(**{**self.peft, "full": tuple(self.peft.get("full", ()))})
+        return PolicySetup(dims=ModelDims.from_dict(self.dims) if self.dims else None, dtype=self.dtype, peft=peft,
+                           freeze=tuple(self.freeze), ema_decay=self.ema_decay, attention=self.attention)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Peak bytes per batch size (None: out of memory at that batch) and the child's parameter counts
+    (``asdict(ParamCounts)`` of the policy it built)."""
+
+    peaks: dict[int, float | None]
+    counts: dict
+    built: dict  # what else the child ran with: {"ema_tensors": ..., "attention": ...}
 
 
 def make_batches(configured: int) -> list[int]:
@@ -49,7 +73,7 @@ def make_batches(configured: int) -> list[int]:
     return sorted({1, 2, configured})
 
 
-def run_probe(spec: ProbeSpec, timeout_s: float = 1800.0) -> dict[int, float | None]:
+def run_probe(spec: ProbeSpec, timeout_s: float = 1800.0) -> ProbeResult:
     """Peak bytes per batch size (None: out of memory at that batch). On a GPU one child measures every
     batch (the allocator's peak resets); on the CPU one child per batch (a process's peak resident
     memory never goes down, and the first step's lazily loaded libraries would hide batch 1)."""
@@ -57,11 +81,12 @@ def run_probe(spec: ProbeSpec, timeout_s: float = 1800.0) -> dict[int, float | N
         return _run_child(spec, timeout_s)
     peaks: dict[int, float | None] = {}
     for batch in spec.batches:
-        peaks.update(_run_child(replace(spec, batches=[batch]), timeout_s))
-    return peaks
+        result = _run_child(replace(spec, batches=[batch]), timeout_s)
+        peaks.update(result.peaks)
+    return ProbeResult(peaks, result.counts, result.built)
 
 
-def _run_child(spec: ProbeSpec, timeout_s: float) -> dict[int, float | None]:
+def _run_child(spec: ProbeSpec, timeout_s: float) -> ProbeResult:
     cmd = [sys.executable, "-m", __name__]
     try:
         done = subprocess.run(cmd, input=json.dumps(asdict(spec)), capture_output=True, text=True,
@@ -73,8 +98,8 @@ def _run_child(spec: ProbeSpec, timeout_s: float) -> dict[int, float | None]:
         killed = done.returncode < 0 or done.returncode == 137
         why = "it was killed (out of host memory?)" if killed else f"exit {done.returncode}: {' | '.join(tail)}"
         raise ProbeError(f"the probe process failed at batch {spec.batches}: {why}")
-    peaks = json.loads(done.stdout.strip().splitlines()[-1])
-    return {int(b): p for b, p in peaks.items()}
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return ProbeResult({int(b): p for b, p in out["peaks"].items()}, out["counts"], out["built"])
 
 
 class ProbeError(RuntimeError):
@@ -146,31 +171,32 @@ def make_random_batch(spec: ProbeSpec, batch: int, vocab: int) -> dict:
     return {k: v.to(spec.device) for k, v in out.items()}
 
 
-def measure_peaks(spec: ProbeSpec) -> dict[int, float | None]:
-    """(In the child.) One optimizer step per batch size; peak bytes, None where it ran out of memory."""
+def measure_peaks(spec: ProbeSpec) -> ProbeResult:
+    """(In the child.) The run's policy through the one builder (``make_policy``: size, dtype, LoRA,
+    freeze) and its EMA, then one optimizer step per batch size under the run's attention kernel; peak
+    bytes, None where it ran out of memory."""
     from accelerate import Accelerator
 
-    from vla_pipeline.model.build import make_pi05_policy
+    from vla_pipeline.model.compat.attention import attention_kernel
     from vla_pipeline.model.config import PolicyConfig, make_pi05_config
-    from vla_pipeline.model.dims import ModelDims
-    from vla_pipeline.model.freeze import apply_freeze
     from vla_pipeline.model.loss import Pi05Loss
+    from vla_pipeline.model.setup import make_policy
+    from vla_pipeline.train.ema import EMA
     from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
 
-    dims = ModelDims.from_dict(spec.dims) if spec.dims else None
-    policy_cfg = PolicyConfig(dims=dims, chunk_size=spec.chunk_size, n_action_steps=spec.chunk_size,
+    setup = spec.setup()
+    policy_cfg = PolicyConfig(dims=setup.dims, chunk_size=spec.chunk_size, n_action_steps=spec.chunk_size,
                               tokenizer_max_length=spec.prompt_tokens, dtype=spec.dtype)
     config = make_pi05_config(policy_cfg, spec.n_joints, {k: tuple(v) for k, v in spec.cameras.items()}, spec.device,
                               gradient_checkpointing=spec.checkpointing)
     on_gpu = spec.device != "cpu"
     baseline = 0 if on_gpu else _rss_bytes()
-    with torch.device(spec.device):
-        policy = make_pi05_policy(config, dims)
-    apply_freeze(policy, tuple(spec.freeze))
-    optimizer, scheduler = make_optimizer_and_scheduler(policy, config, 10, fused=on_gpu)
+    built = make_policy(setup, config, device=spec.device)
+    ema = EMA.make(built.policy, setup.ema_decay)
+    optimizer, scheduler = make_optimizer_and_scheduler(built.policy, config, 10, fused=on_gpu)
     accelerator = Accelerator(cpu=not on_gpu, mixed_precision=MIXED_PRECISION[spec.precision])
-    model, optimizer = accelerator.prepare(Pi05Loss(policy), optimizer)
-    vocab = dims.vocab_size if dims else FULL_VOCAB
+    model, optimizer = accelerator.prepare(Pi05Loss(built.policy), optimizer)
+    vocab = setup.dims.vocab_size if setup.dims else FULL_VOCAB
     peaks: dict[int, float | None] = {}
     for batch in spec.batches:
         data = make_random_batch(spec, batch, vocab)
@@ -179,13 +205,17 @@ def measure_peaks(spec: ProbeSpec) -> dict[int, float | None]:
         else:
             _reset_peak_rss()
         try:
-            train_step(model, data, optimizer, scheduler, accelerator, grad_clip_norm=1.0)
+            with attention_kernel(setup.attention):
+                train_step(model, data, optimizer, scheduler, accelerator, grad_clip_norm=1.0)
+            if ema is not None:
+                ema.update()
         except torch.OutOfMemoryError:
             peaks[batch] = None
             break
         peaks[batch] = float(torch.cuda.max_memory_allocated() if on_gpu else _max_rss_bytes() - baseline)
         del data
-    return peaks
+    return ProbeResult(peaks, asdict(built.counts), {"ema_tensors": len(ema.names) if ema else 0,
+                                                      "attention": setup.attention})
 
 
 def main() -> None:
@@ -194,7 +224,8 @@ def main() -> None:
 
     quiet_third_party()
     spec = ProbeSpec(**json.loads(sys.stdin.read()))
-    print(json.dumps(measure_peaks(spec)))
+    result = measure_peaks(spec)
+    print(json.dumps(asdict(result)))
 
 
 if __name__ == "__main__":

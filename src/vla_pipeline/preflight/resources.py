@@ -1,5 +1,13 @@
-"""Memory and disk before the run: peak GPU memory predicted from figures measured on a GPU (or
-unknown, said so), and free disk where the frame cache, checkpoints and W&B files will go."""
+"""Memory and disk before the run: peak GPU memory predicted from the builder's parameter counts and
+figures measured on a GPU (or unknown, said so), and free disk where the run's copies will go.
+
+The memory model (docs/preflight.md): the H200 table below measured full fine-tuning of full-size
+Pi0.5 with float32 parameters; its line through two batch sizes gives an activation slope per sample
+and an intercept. A run's peak is ``intercept - full fine-tuning state + this run's state + slope x
+batch``, the states counted from the policy ``model.setup.make_policy`` builds (weights, gradients and
+AdamW's moments of what trains, the EMA). Full fine-tuning in float32 reproduces the table; LoRA,
+frozen parts and bfloat16 parameters predict less. The slope stays full fine-tuning's: an upper bound
+where less trains (frozen parts keep fewer activations for the backward pass)."""
 
 from __future__ import annotations
 
@@ -7,6 +15,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from vla_pipeline.model.setup import (
+    ParamCounts,
+    PolicySetup,
+    compute_full_finetuning_bytes,
+    compute_training_state_bytes,
+)
 from vla_pipeline.preflight.report import Check
 
 #: peak GiB of one training step, full-size Pi0.5, float32 parameters, bf16 autocast, full fine-tuning,
@@ -14,56 +28,76 @@ from vla_pipeline.preflight.report import Check
 #: docs/performance.md) at batch 8 and 32; gradient checkpointing -> ((batch, GiB), (batch, GiB))
 MEASURED_PEAK_GIB = {False: ((8, 63.7), (32, 125.4)), True: ((8, 52.5), (32, 60.0))}
 MARGIN = 0.95  # leave the allocator this share of the card
-FLOAT_BYTES = {"float32": 4, "bfloat16": 2}
+#: autocast precisions whose activations the table's bf16 figures cover (fp16 keeps them as wide)
+COVERED_PRECISIONS = ("bf16", "fp16")
+GIB = 2**30
 
 
-def predict_peak_gib(batch: int, checkpointing: bool) -> float:
+def compute_state_offset_gib(counts: ParamCounts, setup: PolicySetup) -> float:
+    """This run's training state minus that of full fine-tuning in float32 of the same parameters (what
+    the table measured)."""
+    return (compute_training_state_bytes(counts, setup) - compute_full_finetuning_bytes(counts)) / GIB
+
+
+def predict_peak_gib(batch: int, checkpointing: bool, offset_gib: float = 0.0) -> float:
     """Linear in the batch through the two measured points (weights, gradients and AdamW state are the
-    constant part, activations the per-sample part)."""
+    constant part, activations the per-sample part), moved by ``offset_gib`` of training state."""
     (b0, m0), (b1, m1) = MEASURED_PEAK_GIB[checkpointing]
-    return m0 + (m1 - m0) * (batch - b0) / (b1 - b0)
+    return m0 + (m1 - m0) * (batch - b0) / (b1 - b0) + offset_gib
 
 
-def largest_batch(memory_gib: float, checkpointing: bool) -> int:
+def largest_batch(memory_gib: float, checkpointing: bool, offset_gib: float = 0.0) -> int:
     batch = 0
-    while predict_peak_gib(batch + 1, checkpointing) <= memory_gib * MARGIN:
+    while predict_peak_gib(batch + 1, checkpointing, offset_gib) <= memory_gib * MARGIN:
         batch += 1
     return batch
 
 
 @dataclass(frozen=True)
 class MemoryCase:
-    size: str  # tiny | full
-    dtype: str  # policy.dtype
+    setup: PolicySetup  # what the run builds (size, dtype, LoRA, freeze, EMA)
+    counts: ParamCounts  # of the policy make_policy builds for it (on the meta device)
     precision: str  # resolved train.precision
-    freeze: tuple[str, ...]
     batch: int
     checkpointing: bool
     gpu_memory_gib: float | None  # None: no GPU
+
+    @property
+    def size(self) -> str:
+        return "tiny" if self.setup.dims is not None else "full"
+
+    def describe(self) -> str:
+        state = compute_training_state_bytes(self.counts, self.setup) / GIB
+        return f"{self.counts.describe(self.setup)}, training state {state:.1f} GiB"
 
 
 def check_memory(case: MemoryCase) -> list[Check]:
     if case.gpu_memory_gib is None:
         status = "warn" if case.size == "full" else "pass"
-        return [Check("memory", "gpu_peak", status, f"no GPU: a {case.size} model trains in host memory",
+        return [Check("memory", "gpu_peak", status, f"no GPU: a {case.size} model trains in host memory "
+                      f"({case.describe()})",
                       "full size on CPU is for checks only; train it on a GPU" if status == "warn" else "")]
-    measured = case.size == "full" and case.dtype == "float32" and case.precision == "bf16" and not case.freeze
-    if not measured:
+    if case.size != "full" or case.precision not in COVERED_PRECISIONS:
+        why = ("the table is full size" if case.size != "full" else
+               f"precision {case.precision} keeps float32 activations, the table's are {'/'.join(COVERED_PRECISIONS)}")
         return [Check("memory", "gpu_peak", "warn" if case.size == "full" else "pass",
-                      f"no measured figures for size {case.size}, dtype {case.dtype}, precision {case.precision}, "
-                      f"freeze {list(case.freeze)}",
-                      "measure this setting with benchmarks/gpu_step.py on the GPU before a long run"
-                      if case.size == "full" else "")]
-    peak = predict_peak_gib(case.batch, case.checkpointing)
+                      f"no measured figures for size {case.size}, precision {case.precision} ({why}); "
+                      f"{case.describe()}",
+                      "measure this setting with `vla preflight --probe` or benchmarks/gpu_step.py on the GPU "
+                      "before a long run" if case.size == "full" else "")]
+    offset = compute_state_offset_gib(case.counts, case.setup)
+    peak = predict_peak_gib(case.batch, case.checkpointing, offset)
     value = (f"predicted {peak:.1f} GiB at batch {case.batch}, gradient checkpointing "
-             f"{'on' if case.checkpointing else 'off'}, on a {case.gpu_memory_gib:.0f} GiB GPU")
+             f"{'on' if case.checkpointing else 'off'}, on a {case.gpu_memory_gib:.0f} GiB GPU; {case.describe()}; "
+             f"activations from full fine-tuning's figures (an upper bound when less trains)")
     if peak <= case.gpu_memory_gib * MARGIN:
         return [Check("memory", "gpu_peak", "pass", value)]
-    fits, fits_ckpt = largest_batch(case.gpu_memory_gib, case.checkpointing), largest_batch(case.gpu_memory_gib, True)
+    fits = largest_batch(case.gpu_memory_gib, case.checkpointing, offset)
     options = [f"train.batch_size: {fits}" if fits else "no batch fits as configured"]
     if not case.checkpointing:
-        options.append(f"train.gradient_checkpointing: true (then up to batch {fits_ckpt})")
-    options.append("train.freeze (vision, language) or a bigger GPU")
+        options.append(f"train.gradient_checkpointing: true (then up to batch "
+                       f"{largest_batch(case.gpu_memory_gib, True, offset)})")
+    options.append("train.peft (LoRA), train.freeze (vision, language), policy.dtype: bfloat16, or a bigger GPU")
     return [Check("memory", "gpu_peak", "fail", value, "it does not fit: " + "; ".join(options))]
 
 
@@ -75,22 +109,26 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def check_disk(needs: dict[str, tuple[Path, int]]) -> list[Check]:
-    """``needs``: what -> (where, bytes it will write there); places on one filesystem add up."""
+def check_disk(needs: dict[str, tuple]) -> list[Check]:
+    """``needs``: what -> (where, bytes it will write there[, how they were counted]); places on one
+    filesystem add up."""
     checks = []
-    for what, (where, need) in needs.items():
+    for what, (where, need, *note) in needs.items():
         free = free_bytes(where)
-        on_same = sum(n for w, n in needs.values() if _same_fs(w, where))
+        on_same = sum(n for w, n, *_ in needs.values() if same_filesystem(w, where))
         ok = on_same <= free
         checks.append(Check("disk", what, "pass" if ok else "fail",
                             f"{where}: needs {need / 2**30:.2f} GiB ({on_same / 2**30:.2f} GiB with the rest on that "
-                            f"disk), {free / 2**30:.1f} GiB free",
+                            f"disk), {free / 2**30:.1f} GiB free" + "".join(f"; {n}" for n in note),
                             "" if ok else "free space there, or point base.store / train.out_dir at a bigger disk "
-                            "(or lower train.keep_last)"))
+                            "(or lower train.keep_last; `[cache] type = hardlink` in .dvc/config keeps DVC's copy "
+                            "as links on one disk)"))
     return checks
 
 
-def _same_fs(a: Path, b: Path) -> bool:
+def same_filesystem(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` (or their nearest existing parents) are on one filesystem (``st_dev``):
+    where a hard link between them is possible."""
     def device_of(p: Path) -> int:
         p = Path(p).resolve()
         while not p.exists():

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from lerobot.utils.constants import OBS_IMAGES
 
-from vla_pipeline.data.tables import camera_keys, load_info
 from vla_pipeline.errors import PreflightError
+from vla_pipeline.model.setup import ParamCounts, make_policy
 from vla_pipeline.params import optional_float, param
 from vla_pipeline.preflight import (
     compile_checks,
+    disk,
     environment,
     inputs,
     numerics,
@@ -79,8 +80,9 @@ def run_preflight(cfg: PreflightConfig, *, version_of: Callable = environment.in
     report.add(*numerics.check_reference(testdata, target.device, target.attention, target.compile))
     report.add(*numerics.check_autocast(testdata, target.precision, target.device))
     report.add(*compile_checks.check_compile(target.compile, target.platform, "max-autotune", cfg.allow_cuda_graphs))
-    report.add(*check_memory(cfg, target, gpu_memory_gib))
-    report.add(*resources.check_disk(disk_needs(train)))
+    counts = count_parameters(train)
+    report.add(*check_memory(cfg, target, gpu_memory_gib, counts))
+    report.add(*resources.check_disk(disk.disk_needs(train, counts, Path.cwd())))
     report.add(*inputs.check_dataset(train.dataset_root))
     report.add(*inputs.check_pretrained(train.policy.pretrained))
     report.add(*inputs.check_tokenizer(train.policy.tokenizer))
@@ -91,8 +93,10 @@ def run_preflight(cfg: PreflightConfig, *, version_of: Callable = environment.in
     return report
 
 
-def check_memory(cfg: PreflightConfig, target: Target, gpu_memory_gib: float | None = None) -> list:
-    """Peak memory of a step: measured by the probe (``cfg.probe``), else predicted from the GPU table."""
+def check_memory(cfg: PreflightConfig, target: Target, gpu_memory_gib: float | None = None,
+                 counts: ParamCounts | None = None) -> list:
+    """Peak memory of a step: measured by the probe (``cfg.probe``), else predicted from the GPU table and
+    the parameter counts of the policy the run builds (``counts``: ``count_parameters``)."""
     train = cfg.train
     if cfg.memory_gib is not None:
         gpu_memory_gib = cfg.memory_gib
@@ -102,14 +106,15 @@ def check_memory(cfg: PreflightConfig, target: Target, gpu_memory_gib: float | N
         budget = gpu_memory_gib if gpu_memory_gib is not None else host_memory_gib()
         where = torch.cuda.get_device_name(0) if target.device == "cuda" else "cpu (host memory)"
         try:
-            peaks = probe.run_probe(probe_spec(train, target))
+            measured = probe.run_probe(probe_spec(train, target))
         except probe.ProbeError as e:
             return [Check("memory", "probe", "fail", str(e), "lower train.batch_size, or run without --probe "
                           "to see the table's prediction")]
-        return probe.check_probe(peaks, train.batch_size, budget, where)
-    return resources.check_memory(resources.MemoryCase(
-        "tiny" if train.policy.dims is not None else "full", train.policy.dtype, target.precision, train.freeze,
-        train.batch_size, target.checkpointing, gpu_memory_gib))
+        built = ParamCounts(**measured.counts).describe(train.policy_setup(target.attention))
+        return probe.check_probe(measured.peaks, train.batch_size, budget, f"{where}, {built}")
+    counts = counts if counts is not None else count_parameters(train)
+    return resources.check_memory(resources.MemoryCase(train.policy_setup(target.attention), counts, target.precision,
+                                                       train.batch_size, target.checkpointing, gpu_memory_gib))
 
 
 def probe_spec(train: TrainConfig, target: Target) -> probe.ProbeSpec:
@@ -123,7 +128,8 @@ def probe_spec(train: TrainConfig, target: Target) -> probe.ProbeSpec:
         prompt_tokens=train.policy.tokenizer_max_length, dtype=train.policy.dtype, n_joints=len(contract.joints),
         cameras={f"{OBS_IMAGES}.{name}": [3, h, w] for name in contract.cameras}, device=target.device,
         precision=target.precision, checkpointing=target.checkpointing, freeze=list(train.freeze),
-        batches=probe.make_batches(train.batch_size))
+        batches=probe.make_batches(train.batch_size), peft=asdict(train.peft) if train.peft else None,
+        ema_decay=train.ema_decay, attention=target.attention)
 
 
 def host_memory_gib() -> float:
@@ -134,35 +140,14 @@ def verdict_path(report_path: Path) -> Path:
     return Path(report_path).with_name("verdict.json")
 
 
-def count_parameters(cfg: TrainConfig) -> int:
-    """The policy's parameter count, built on the meta device (no memory, no weights)."""
-    from lerobot.policies.pi05.configuration_pi05 import PI05Config
+def count_parameters(cfg: TrainConfig) -> ParamCounts:
+    """The counts of the policy the run builds, through the Trainer's builder (``make_policy``: size,
+    dtype, LoRA, freeze) on the meta device: shapes only, no memory, no weights. Pi0.5 pads state and
+    action to its maximum dims and every camera shares the vision tower: the features change no parameter."""
+    from vla_pipeline.model.config import make_pi05_config
 
-    from vla_pipeline.model.build import make_pi05_model
-
-    config = PI05Config(chunk_size=cfg.policy.chunk_size, n_action_steps=cfg.policy.chunk_size, device="cpu")
-    with torch.device("meta"):
-        model = make_pi05_model(config, cfg.policy.dims)
-    return sum(p.numel() for p in model.parameters())
-
-
-def disk_needs(cfg: TrainConfig) -> dict[str, tuple[Path, int]]:
-    """Bytes the run writes, per place: checkpoints (weights + AdamW state, times the retained count,
-    plus one being written) and the frame cache (uint8 frames at the policy's resolution)."""
-    params = count_parameters(cfg)
-    per_checkpoint = params * (resources.FLOAT_BYTES[cfg.policy.dtype] + 8)  # weights + AdamW's two moments
-    retained = (cfg.keep_last if cfg.keep_last > 0 else max(cfg.steps // max(cfg.save_every, 1), 1)) + 3
-    runs = cfg.store / "runs" if cfg.store is not None and cfg.runs_in_store else cfg.out_dir
-    needs = {"checkpoints": (runs, per_checkpoint * retained)}
-    has_info = (Path(cfg.dataset_root) / "meta" / "info.json").is_file()  # else inputs/dataset fails
-    if cfg.frame_cache_dir is not None and cfg.store is not None and has_info:
-        from vla_pipeline.model.config import compute_image_resolution
-
-        info = load_info(cfg.dataset_root)
-        cameras = len(camera_keys(info))
-        h, w = compute_image_resolution(cfg.policy)
-        needs["frame_cache"] = (cfg.store / "frame_cache", int(info.get("total_frames", 0)) * cameras * 3 * h * w)
-    return needs
+    config = make_pi05_config(cfg.policy, 1, {}, "cpu")
+    return make_policy(cfg.policy_setup(), config, device="meta").counts
 
 
 def require_preflight(cfg: PreflightConfig, **kwargs) -> PreflightReport:

@@ -14,6 +14,7 @@ from vla_pipeline.errors import ConfigError
 from vla_pipeline.model.config import PolicyConfig
 from vla_pipeline.model.freeze import GROUP_NAMES
 from vla_pipeline.model.lora import LoraSpec, make_lora_spec
+from vla_pipeline.model.setup import PolicySetup
 from vla_pipeline.params import at_least, choice, int_or_auto, optional_float, param
 from vla_pipeline.params.schema import PHASE_KEYS
 from vla_pipeline.store import WANDB_DIR, resolve_store
@@ -170,3 +171,9 @@ class TrainConfig:
         d = asdict(self)
         d["policy"]["dims"] = self.policy.dims.to_dict() if self.policy.dims else None
         return json.loads(json.dumps(d, default=str))
+
+    def policy_setup(self, attention: str = "eager") -> PolicySetup:
+        """What the run builds (model/setup.py): the Trainer, preflight's probe and its predictions all
+        build through ``make_policy`` with this; ``attention`` is the resolved kernel (runtime or target)."""
+        return PolicySetup(dims=self.policy.dims, dtype=self.policy.dtype, peft=self.peft, freeze=self.freeze,
+                           ema_decay=self.ema_decay, attention=attention)

@@ -36,11 +36,11 @@ from vla_pipeline.data.sampler import compute_batches_per_epoch, make_loader, re
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.data.validation_report import read_report_json
 from vla_pipeline.errors import ConfigError, UserInterruptError
-from vla_pipeline.model.build import make_pi05_policy
 from vla_pipeline.model.compat.attention import attention_kernel
-from vla_pipeline.model.freeze import apply_freeze, describe_trainable
-from vla_pipeline.model.lora import apply_lora, compute_merged_state_dict, save_adapter
+from vla_pipeline.model.freeze import describe_trainable
+from vla_pipeline.model.lora import compute_merged_state_dict, save_adapter
 from vla_pipeline.model.loss import Pi05Loss
+from vla_pipeline.model.setup import make_policy
 from vla_pipeline.norms import NORMS_STATS_FILE, compute_split_id
 from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions, compute_run_key
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
@@ -87,15 +87,15 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         seed_everything(cfg.seed, self.runtime.rank, self.runtime.deterministic)
         self.inputs = make_inputs(cfg, self.stats_doc, split, self.runtime)
-        self.policy = make_pi05_policy(self.inputs.pi05_config, cfg.policy.dims)
-        if cfg.policy.pretrained:
-            counts = load_pretrained_weights(self.policy, cfg.policy.pretrained)
-            self.accelerator.print(f"pretrained weights from {cfg.policy.pretrained}: {counts}")
+        pretrained = cfg.policy.pretrained
+        load = functools.partial(load_pretrained_weights, source=pretrained) if pretrained else None
+        built = make_policy(cfg.policy_setup(self.runtime.attention), self.inputs.pi05_config, load_weights=load)
+        self.policy, self.counts = built.policy, built.counts
+        if pretrained:
+            self.accelerator.print(f"pretrained weights from {pretrained}: {built.loaded}")
         self.wrapped = cfg.peft is not None  # LoRA adapters, injected after the pretrained weights
         if self.wrapped:
-            modules = apply_lora(self.policy, cfg.peft)
-            self.accelerator.print(f"LoRA ({cfg.peft.preset}): {modules} modules wrapped by peft")
-        apply_freeze(self.policy, cfg.freeze)
+            self.accelerator.print(f"LoRA ({cfg.peft.preset}): {built.wrapped} modules wrapped by peft")
         self.accelerator.print(f"parameters: {describe_trainable(self.policy)} (train.freeze={list(cfg.freeze)})")
         self.ema = EMA.make(self.policy, cfg.ema_decay)  # of what trains, from the starting weights
         self.optimizer, self.scheduler = make_optimizer_and_scheduler(self.policy, self.inputs.pi05_config, cfg.steps,
