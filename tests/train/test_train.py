@@ -14,6 +14,7 @@ from vla_pipeline.checkpoint.io import load_checkpoint
 from vla_pipeline.checkpoint.layout import TRAIN_CONFIG_FILE, find_last
 from vla_pipeline.errors import TrainInputError, ValidationError
 from vla_pipeline.norms import NormsConfig, save_norm_stats
+from vla_pipeline.provenance import TRAIN_ENTRY, compute_code_identity
 from vla_pipeline.train.trainer import train
 from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.run import validate_dataset
@@ -181,6 +182,11 @@ def test_two_runs_give_identical_loss_curves_and_weights(params, tiny_run, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
     versions = json.loads((runs[0] / "versions.json").read_text())
     assert versions["lerobot"] == "0.4.2" and versions["transformers"] == "4.53.3"
+    # what the checkpoint records is the same on every machine and commit (a fresh clone's make demo writes
+    # the same bytes): the code train runs, not the git commit; no store or W&B directory of this machine
+    assert versions["code"] == compute_code_identity(TRAIN_ENTRY) and "git" not in versions
+    saved = json.loads((runs[0] / "train_config.json").read_text())
+    assert not {"store", "wandb_dir", "git"} & set(saved) and saved["steps"] == cfg.steps
 
 
 def test_phase_values_fill_nulls_and_explicit_values_win(params) -> None:

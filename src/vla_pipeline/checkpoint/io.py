@@ -43,6 +43,7 @@ from vla_pipeline.checkpoint.processor_steps import install_processor_guard
 from vla_pipeline.errors import CheckpointError
 from vla_pipeline.model.dims import load_dims, save_dims
 from vla_pipeline.model.setup import PolicySetup, make_policy
+from vla_pipeline.phases import timed
 from vla_pipeline.provenance import collect_versions
 
 
@@ -148,10 +149,11 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory} is not a pretrained_model directory (no config.json)")
     files = require_verified(directory, "load this checkpoint")
-    config = PreTrainedConfig.from_pretrained(str(directory))
-    config.device = device
-    setup = PolicySetup(dims=load_dims(directory), dtype=config.dtype)  # inference: no LoRA, freeze or EMA
-    policy = make_policy(setup, config, load_weights=lambda p: load_policy_weights(p, directory)).policy
+    with timed("loading", f"checkpoint {directory} (the model built, its weights read)"):
+        config = PreTrainedConfig.from_pretrained(str(directory))
+        config.device = device
+        setup = PolicySetup(dims=load_dims(directory), dtype=config.dtype)  # inference: no LoRA, freeze or EMA
+        policy = make_policy(setup, config, load_weights=lambda p: load_policy_weights(p, directory)).policy
     policy.eval()
     overrides = {"device_processor": {"device": device}}
     if (directory / TOKENIZER_DIR).is_dir():

@@ -42,8 +42,15 @@ from vla_pipeline.model.lora import compute_merged_state_dict, save_adapter
 from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.model.setup import make_policy
 from vla_pipeline.norms import NORMS_STATS_FILE, compute_split_id
-from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions, compute_run_key
-from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker, save_curves_plot
+from vla_pipeline.provenance import (
+    TRAIN_ENTRY,
+    collect_git,
+    collect_gpus,
+    collect_versions,
+    compute_code_identity,
+    compute_run_key,
+)
+from vla_pipeline.tracking import MACHINE_KEYS, NullTracker, TrackingConfig, make_tracker, save_curves_plot
 from vla_pipeline.train.batch import BatchPreparer
 from vla_pipeline.train.config import TrainConfig
 from vla_pipeline.train.ema import EMA
@@ -273,8 +280,15 @@ class Trainer:
             save_pretrained_model(
                 tmp, self.policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims,
                 tokenizer=inputs.tokenizer, contract_path=cfg.contract_path, norm_stats=self.stats_doc,
-                split=inputs.split, train_config=self.config, provenance={"git": collect_git()}, weights=weights,
+                split=inputs.split, train_config=self.saved_config, provenance={"code": compute_code_identity(TRAIN_ENTRY)},
+                weights=weights,
             )
+
+    @property
+    def saved_config(self) -> dict:
+        """The resolved config a checkpoint records: without where this machine keeps the store and W&B
+        files (a fresh clone's ``make demo`` then writes the same bytes; they go to W&B instead)."""
+        return {k: v for k, v in self.config.items() if k not in MACHINE_KEYS}
 
     def ema_applied(self):
         """The EMA weights in the policy for a validation loss or a save (nothing without an EMA)."""
