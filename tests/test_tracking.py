@@ -77,6 +77,8 @@ def test_wandb_run_holds_config_commit_versions_and_artifacts(online_run) -> Non
     files = {c.path for c in artifacts["checkpoint-last"].manifest.contents}
     assert {"model.safetensors", "config.json", "norm_stats.json", "train_config.json", "versions.json"} <= files
     assert json.loads(artifacts["checkpoint-last"].metadata)["step"] == 6
+    staged = [p for p in (work / "wandb").rglob("model.safetensors")]  # no second copy of the checkpoint
+    assert not staged, staged
     assert list((work / "wandb").glob("wandb/offline-run-*/files/media/images/**/*.png"))  # training curves
 
 

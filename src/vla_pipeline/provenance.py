@@ -62,9 +62,9 @@ _FINGERPRINTS: dict[tuple, str] = {}
 FINGERPRINT_MEMO_BYTES = 64 << 20
 
 
-def _stat_key(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns, st.st_ino
+def _stat_key(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()  # ctime too: `touch -r` or `cp -p` can restore an mtime, nothing restores a ctime
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def compute_contract_hash(path: Path) -> str:
@@ -150,13 +150,13 @@ def compute_code_identity(entry: str, root: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def compute_run_key(config: dict, stats_doc: dict, versions: dict) -> str:
+def compute_run_key(config: dict, stats_doc: dict, versions: dict, code: str | None = None) -> str:
     """The run's identity: resolved config minus bookkeeping, frozen stats, dataset, the code train
-    runs (its import graph) and versions."""
+    runs (``code``: its import graph's identity, computed here when not given) and versions."""
     identity = {
         "config": {k: v for k, v in config.items() if k not in RUN_KEY_IGNORED_KEYS},
         "stats": stats_doc["features"], "dataset_fingerprint": stats_doc["dataset_fingerprint"],
-        "source": compute_code_identity(TRAIN_ENTRY), "versions": versions,
+        "source": compute_code_identity(TRAIN_ENTRY) if code is None else code, "versions": versions,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -248,7 +248,9 @@ class WandbTracker:
 
         artifact = wandb.Artifact(name, type=kind, metadata=metadata or {})
         if path is not None and Path(path).is_dir():
-            artifact.add_dir(str(path))
+            # a checkpoint (gigabytes at full size) is never modified in place: W&B reads it where it is at
+            # upload time (offline: at `wandb sync`) instead of staging a copy in the store and its cache
+            artifact.add_dir(str(path), skip_cache=True, policy="immutable")
         elif path is not None:
             artifact.add_file(str(path))
         self.run.log_artifact(artifact)

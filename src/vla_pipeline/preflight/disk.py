@@ -47,8 +47,9 @@ def read_dvc_cache(repo_root: Path) -> DvcCache | None:
     except configparser.Error:
         parser = configparser.ConfigParser(interpolation=None)
     cache = parser["cache"] if parser.has_section("cache") else {}
-    types = tuple(t.strip() for t in cache.get("type", ",".join(DVC_DEFAULT_TYPES)).split(",") if t.strip())
-    directory = Path(cache.get("dir", "cache")).expanduser()
+    unquoted = lambda key, default: cache.get(key, default).strip().strip("'\"")  # noqa: E731 (DVC quotes values)
+    types = tuple(t.strip() for t in unquoted("type", ",".join(DVC_DEFAULT_TYPES)).split(",") if t.strip())
+    directory = Path(unquoted("dir", "cache")).expanduser()
     return DvcCache(directory if directory.is_absolute() else dvc / directory, types)
 
 

@@ -33,22 +33,29 @@ COVERED_PRECISIONS = ("bf16", "fp16")
 GIB = 2**30
 
 
-def compute_state_offset_gib(counts: ParamCounts, setup: PolicySetup) -> float:
-    """This run's training state minus that of full fine-tuning in float32 of the same parameters (what
-    the table measured)."""
-    return (compute_training_state_bytes(counts, setup) - compute_full_finetuning_bytes(counts)) / GIB
+def compute_state_gib(counts: ParamCounts, setup: PolicySetup) -> tuple[float, float]:
+    """(this run's training state, full fine-tuning's in float32 of the same parameters: what the table
+    measured), GiB."""
+    return compute_training_state_bytes(counts, setup) / GIB, compute_full_finetuning_bytes(counts) / GIB
 
 
-def predict_peak_gib(batch: int, checkpointing: bool, offset_gib: float = 0.0) -> float:
-    """Linear in the batch through the two measured points (weights, gradients and AdamW state are the
-    constant part, activations the per-sample part), moved by ``offset_gib`` of training state."""
+def predict_peak_gib(batch: int, checkpointing: bool, state_gib: tuple[float, float] | None = None) -> float:
+    """The table's line through its two measured points, for full fine-tuning in float32 (``state_gib``
+    None, or equal states); for another setup, that run's state plus the activations the line leaves
+    above full fine-tuning's state, never below zero. Without gradient checkpointing the line's
+    intercept (43.1 GiB) is below that state (49.8 GiB at full size): subtracting it whole would predict
+    a LoRA run below its own weights at small batches."""
     (b0, m0), (b1, m1) = MEASURED_PEAK_GIB[checkpointing]
-    return m0 + (m1 - m0) * (batch - b0) / (b1 - b0) + offset_gib
+    line = m0 + (m1 - m0) * (batch - b0) / (b1 - b0)
+    if state_gib is None or state_gib[0] == state_gib[1]:
+        return line
+    run_state, full_state = state_gib
+    return run_state + max(line - full_state, 0.0)
 
 
-def largest_batch(memory_gib: float, checkpointing: bool, offset_gib: float = 0.0) -> int:
+def largest_batch(memory_gib: float, checkpointing: bool, state_gib: tuple[float, float] | None = None) -> int:
     batch = 0
-    while predict_peak_gib(batch + 1, checkpointing, offset_gib) <= memory_gib * MARGIN:
+    while predict_peak_gib(batch + 1, checkpointing, state_gib) <= memory_gib * MARGIN and batch < 4096:
         batch += 1
     return batch
 
@@ -85,18 +92,18 @@ def check_memory(case: MemoryCase) -> list[Check]:
                       f"{case.describe()}",
                       "measure this setting with `vla preflight --probe` or benchmarks/gpu_step.py on the GPU "
                       "before a long run" if case.size == "full" else "")]
-    offset = compute_state_offset_gib(case.counts, case.setup)
-    peak = predict_peak_gib(case.batch, case.checkpointing, offset)
+    state = compute_state_gib(case.counts, case.setup)
+    peak = predict_peak_gib(case.batch, case.checkpointing, state)
     value = (f"predicted {peak:.1f} GiB at batch {case.batch}, gradient checkpointing "
              f"{'on' if case.checkpointing else 'off'}, on a {case.gpu_memory_gib:.0f} GiB GPU; {case.describe()}; "
-             f"activations from full fine-tuning's figures (an upper bound when less trains)")
+             f"activations from full fine-tuning's figures (an estimate when less trains: measure with --probe)")
     if peak <= case.gpu_memory_gib * MARGIN:
         return [Check("memory", "gpu_peak", "pass", value)]
-    fits = largest_batch(case.gpu_memory_gib, case.checkpointing, offset)
+    fits = largest_batch(case.gpu_memory_gib, case.checkpointing, state)
     options = [f"train.batch_size: {fits}" if fits else "no batch fits as configured"]
     if not case.checkpointing:
         options.append(f"train.gradient_checkpointing: true (then up to batch "
-                       f"{largest_batch(case.gpu_memory_gib, True, offset)})")
+                       f"{largest_batch(case.gpu_memory_gib, True, state)})")
     options.append("train.peft (LoRA), train.freeze (vision, language), policy.dtype: bfloat16, or a bigger GPU")
     return [Check("memory", "gpu_peak", "fail", value, "it does not fit: " + "; ".join(options))]
 

@@ -109,8 +109,9 @@ class Trainer:
                                                                       self.runtime.fused_optimizer)
         self.config = {**cfg.resolved(), "runtime_resolved": self.runtime.to_dict()}
         device_free = {k: v for k, v in self.runtime.to_dict().items() if k != "device"}
+        self.code = compute_code_identity(TRAIN_ENTRY)  # read once: what this process runs, whatever the disk holds later
         self.run_key = compute_run_key({**self.config, "runtime_resolved": device_free}, self.stats_doc,
-                                       collect_versions())
+                                       collect_versions(), self.code)
         self.place = RunPlace.make(cfg.out_dir, cfg.live_dir, cfg.store if cfg.runs_in_store else None, self.run_key)
         self.start, self.best, self.resumed_from = 0, None, None
         self.prepare = BatchPreparer(self.inputs.preprocessor, cfg.trim_prompt_padding)
@@ -280,7 +281,7 @@ class Trainer:
             save_pretrained_model(
                 tmp, self.policy, inputs.preprocessor, inputs.postprocessor, dims=cfg.policy.dims,
                 tokenizer=inputs.tokenizer, contract_path=cfg.contract_path, norm_stats=self.stats_doc,
-                split=inputs.split, train_config=self.saved_config, provenance={"code": compute_code_identity(TRAIN_ENTRY)},
+                split=inputs.split, train_config=self.saved_config, provenance={"code": self.code},
                 weights=weights,
             )
 
