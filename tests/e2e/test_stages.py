@@ -54,6 +54,11 @@ def test_stage_deps_name_only_code_that_exists_and_runs(stage: str) -> None:
               if d.exists() and d not in needed and not any(d in p.parents for p in needed)]
     assert not absent, f"dvc.yaml stage {stage} lists {absent}, which do not exist"
     assert not unused, f"dvc.yaml stage {stage} lists {unused}, which it never imports"
+    # a directory dep holds only modules the stage imports: an edit elsewhere (`vla store`'s modules beside
+    # the checkpoint code train runs) neither re-runs the stage nor rewrites dvc.lock
+    wider = [str(f.relative_to(REPO)) for d in code if d.is_dir() for f in d.rglob("*.py")
+             if "__pycache__" not in f.parts and f not in needed]
+    assert not wider, f"dvc.yaml stage {stage} depends on directories holding {wider}, which it never imports"
 
 
 def test_the_resolver_follows_packages_and_names() -> None:
