@@ -55,3 +55,25 @@ def test_hashes_by_hand(tmp_path) -> None:
     split = {"val": [2], "train": [0, 1]}
     assert compute_split_hash(split) == hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
     assert compute_split_hash(split) == compute_split_hash({"train": [0, 1], "val": [2]})
+
+
+def test_the_dataset_fingerprint_is_hashed_once_per_process_until_a_file_changes(tmp_path, monkeypatch) -> None:
+    """train, norms and evaluate ask for it several times: above FINGERPRINT_MEMO_BYTES the files are read
+    once; a changed file (size, mtime, ctime or inode) is read again."""
+    import vla_pipeline.provenance as provenance
+
+    root, *_ = make_data(tmp_path)
+    monkeypatch.setattr(provenance, "FINGERPRINT_MEMO_BYTES", 0)
+    monkeypatch.setattr(provenance, "_FINGERPRINTS", {})  # make_data hashed it already
+    reads = []
+    real = provenance.sha256_file
+    monkeypatch.setattr(provenance, "sha256_file", lambda path: reads.append(path) or real(path))
+    first = compute_dataset_fingerprint(root)
+    n_files = len(reads)
+    assert n_files > 2 and compute_dataset_fingerprint(root) == first and len(reads) == n_files
+    meta = root / "meta" / "info.json"
+    meta.write_text(meta.read_text() + " ")
+    changed = compute_dataset_fingerprint(root)
+    assert changed != first and len(reads) == 2 * n_files
+    monkeypatch.setattr(provenance, "FINGERPRINT_MEMO_BYTES", 1 << 40)  # small datasets: hashed each time
+    assert compute_dataset_fingerprint(root) == changed and len(reads) == 3 * n_files
