@@ -97,58 +97,78 @@ def add_contract(sub) -> None:
 
 
 def store_and_repo(args) -> tuple[Path, Path]:
-    """The store (``--store``, else the repository's ``base.store``, else ``$VLA_STORE`` or ``~/.cache``) and
-    the repository."""
+    """The store (``--store``, else the repository's ``base.store``, a relative one taken from the
+    repository, else ``$VLA_STORE`` or ``~/.cache``) and the repository."""
     from vla_pipeline.checkpoint.store_gc import read_workspace_param
     from vla_pipeline.store import resolve_store
 
     repo = Path(args.repo)
-    return resolve_store(args.store or read_workspace_param(repo, "base.store", None)), repo
+    value = args.store or read_workspace_param(repo, "base.store", None)
+    if not args.store and value not in (None, "", "auto") and not Path(value).expanduser().is_absolute():
+        value = str(repo / value)  # as the pipeline's stages read it: from the repository
+    return resolve_store(value), repo
 
 
-def print_unresolved(plan, limit: int = 10) -> None:
+def print_plan_header(consulted, plan, limit: int = 10) -> None:
+    """Which clones were consulted, and the revisions whose run gc could not (or only by live params) tell."""
+    for line in consulted.lines:
+        print(line)
     for revision in plan.unresolved[:limit]:
-        print(f"could not tell which run dvc.lock at {revision.label} references (neither the DVC cache nor its "
-              f"git-tracked live params name it)")
-    if len(plan.unresolved) > limit:
-        print(f"... and {len(plan.unresolved) - limit} more such revisions")
-    if plan.unresolved:
+        print(f"could not tell which run dvc.lock at {revision.label} references ({revision.why})")
+    for revision in plan.unverified[:limit]:
+        print(f"dvc.lock at {revision.label}: the DVC cache lacks its train output; its run is named by its live "
+              f"params (from live params, unverified)")
+    more = max(0, len(plan.unresolved) - limit) + max(0, len(plan.unverified) - limit)
+    if more:
+        print(f"... and {more} more such revisions")
+    if plan.unresolved or plan.unverified:
         print("so every run begun before the newest of them is kept (`dvc pull` of those revisions resolves them)")
 
 
-def cmd_store_du(args) -> int:
-    from vla_pipeline.checkpoint.store_gc import plan_gc, read_workspace_param
-    from vla_pipeline.checkpoint.store_refs import DEFAULT_OUT_DIR, LOCK_FILE, DvcCache, find_references
-    from vla_pipeline.checkpoint.store_usage import compute_store_usage, format_usage
+def plan_store(args, also: bool = False):
+    """Register the repository in the store, consult every registered clone and plan gc: (store, repo,
+    usage, consulted, plan)."""
+    from vla_pipeline.checkpoint.store_gc import consult_repos, plan_gc, read_workspace_param, register_repo
+    from vla_pipeline.checkpoint.store_refs import DEFAULT_OUT_DIR, DvcCache
+    from vla_pipeline.checkpoint.store_usage import compute_store_usage
 
     store, repo = store_and_repo(args)
+    consulted = consult_repos(store, repo, args.keep_recent)  # refused first: a repository without dvc.lock
     out_dir = repo / read_workspace_param(repo, "train.out_dir", DEFAULT_OUT_DIR)
-    usage = compute_store_usage(store, [p for p in (out_dir, DvcCache(repo).root) if p.exists()])
+    usage = compute_store_usage(store, [p for p in (out_dir, DvcCache(repo).root) if also and p.exists()])
+    warning = register_repo(store, repo)
+    if warning:
+        print(warning)
+    return store, repo, usage, consulted, plan_gc(usage, consulted.refs, consulted.rules)
+
+
+def cmd_store_du(args) -> int:
+    from vla_pipeline.checkpoint.store_refs import LOCK_FILE
+    from vla_pipeline.checkpoint.store_usage import compute_store_usage, format_usage
+
     status: dict = {}
-    if (repo / LOCK_FILE).is_file():
-        plan = plan_gc(usage, find_references(repo), repo)
+    if (Path(args.repo) / LOCK_FILE).is_file():
+        _, _, usage, consulted, plan = plan_store(args, also=True)
         status = {d.entry.path: ("kept: " if d.keep else "no, gc deletes it: ") + d.why for d in plan.decisions}
-        print_unresolved(plan)
+        print_plan_header(consulted, plan)
     else:
-        print(f"no {LOCK_FILE} in {repo.resolve()}: which runs are referenced is unknown (pass --repo DIR)")
+        usage = compute_store_usage(store_and_repo(args)[0])
+        print(f"no {LOCK_FILE} in {Path(args.repo).resolve()}: which runs are referenced is unknown (pass --repo DIR)")
     for line in format_usage(usage, lambda e: status.get(e.path, "?")):
         print(line)
     return 0
 
 
 def cmd_store_gc(args) -> int:
-    from vla_pipeline.checkpoint.store_gc import delete_planned, plan_gc
-    from vla_pipeline.checkpoint.store_refs import find_references
-    from vla_pipeline.checkpoint.store_usage import compute_store_usage, format_size
+    from vla_pipeline.checkpoint.store_gc import delete_planned
+    from vla_pipeline.checkpoint.store_usage import format_size
 
-    store, repo = store_and_repo(args)
-    refs = find_references(repo)
-    usage = compute_store_usage(store)
-    plan = plan_gc(usage, refs, repo)
+    store, repo, usage, consulted, plan = plan_store(args)
+    refs = consulted.refs
     here = sum(1 for e in usage.entries if e.kind == "run" and e.name in refs.runs)
-    print(f"the dvc.lock of {refs.revisions} revisions (every commit, experiment and the workspace) and the workspace's "
-          f"outputs reference {len(refs.runs)} runs, {here} of them in {store}")
-    print_unresolved(plan)
+    print(f"the dvc.lock of {refs.revisions} revisions (every commit, experiment and workspace of the consulted "
+          f"clones) and their outputs reference {len(refs.runs)} runs, {here} of them in {store}")
+    print_plan_header(consulted, plan)
     for d in plan.decisions:
         print(f"{'keep  ' if d.keep else 'delete'} {d.entry.path} ({format_size(d.entry.bytes)}): {d.why}")
     freeable = sum(d.entry.bytes - d.entry.shared for d in plan.to_delete)
@@ -156,13 +176,17 @@ def cmd_store_gc(args) -> int:
         print(f"nothing to delete in {store}")
     elif not args.yes:
         again = " ".join(["vla store gc --yes", *(["--store", str(store)] if args.store else []),
-                          *(["--repo", str(repo)] if args.repo != "." else [])])
+                          *(["--repo", str(repo)] if args.repo != "." else []),
+                          *([f"--keep-recent {args.keep_recent:g}"] if args.keep_recent != KEEP_RECENT_H else [])])
         print(f"would delete {len(plan.to_delete)} entries, freeing {format_size(freeable)}; nothing was deleted: "
               f"run `{again}` to delete them")
     else:
         print(f"freed {format_size(delete_planned(plan))} in {store}")
     print("the DVC cache is DVC's own: `dvc gc -w -A --all-experiments` keeps what any commit or experiment uses")
     return 0
+
+
+KEEP_RECENT_H = 72.0  # store_gc.DEFAULT_KEEP_RECENT_H (not imported at the CLI's start)
 
 
 def add_store(sub) -> None:
@@ -175,4 +199,7 @@ def add_store(sub) -> None:
     for p, func in ((du, cmd_store_du), (gc, cmd_store_gc)):
         p.add_argument("--store", help="the store (default: base.store of the repository's params.yaml)")
         p.add_argument("--repo", default=".", help="the pipeline's git repository (default: .)")
+        p.add_argument("--keep-recent", type=float, default=KEEP_RECENT_H, metavar="HOURS",
+                       help="keep every run modified within the last HOURS (default: %(default)g; a clone that "
+                            "never ran `vla store` is unknown to gc); 0: no such rule")
         p.set_defaults(func=func)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def setup(tmp_path) -> tuple[Path, Path]:
 
 
 def gc(repo: Path, capsys, *extra: str) -> str:
-    assert main(["store", "gc", "--repo", str(repo), *extra]) == 0
+    """``vla store gc --repo repo extra`` (with ``--keep-recent 0`` unless ``extra`` sets it)'s output."""
+    recent = [] if "--keep-recent" in extra else ["--keep-recent", "0"]
+    assert main(["store", "gc", "--repo", str(repo), *recent, *extra]) == 0
     return capsys.readouterr().out
 
 
@@ -150,10 +153,11 @@ def test_gc_keeps_a_run_whose_lock_a_running_training_holds(setup, capsys) -> No
 
 
 def test_a_run_locked_after_the_plan_is_kept_at_deletion(setup, capsys) -> None:
-    from vla_pipeline.checkpoint.store_gc import delete_planned, plan_gc
+    from vla_pipeline.checkpoint.store_gc import consult_repos, delete_planned, plan_gc
 
     store, repo = setup
-    plan = plan_gc(compute_store_usage(store), store_refs.find_references(repo), repo)
+    consulted = consult_repos(store, repo, keep_recent_h=0)
+    plan = plan_gc(compute_store_usage(store), consulted.refs, consulted.rules)
     place = RunPlace.make(repo / "artifacts" / "train", repo / "artifacts" / "train_live", store, KEY_B)
     lines = []
     with place.lock(KEY_B):
@@ -227,7 +231,7 @@ def test_each_dvc_lock_blob_is_parsed_once(setup, monkeypatch) -> None:
 
 def test_du_prints_the_table_with_what_gc_would_do(setup, capsys) -> None:
     store, repo = setup
-    assert main(["store", "du", "--repo", str(repo)]) == 0
+    assert main(["store", "du", "--repo", str(repo), "--keep-recent", "0"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("run") and KEY_B[:16] in line)
     assert "no, gc deletes it" in row
@@ -263,3 +267,188 @@ def test_a_frame_cache_being_built_is_kept(setup, capsys) -> None:
     assert "being built" in out
     assert (store / "frame_cache" / "newentry00000000.tmp").is_dir()
     assert not (store / "frame_cache" / "oldentry00000000").exists()
+
+
+def make_clone(tmp_path: Path, store: Path, key: str, name: str = "clone2") -> Path:
+    """Another git repository sharing ``store`` whose one commit's dvc.lock references run ``key``."""
+    clone = tmp_path / name
+    clone.mkdir()
+    git(clone, "init", "-q", "-b", "main")
+    (clone / ".gitignore").write_text(".dvc/cache\n")
+    (clone / "params.yaml").write_text(yaml.safe_dump({"base": {"store": str(store)}}))
+    commit_lock(clone, lock_text(clone, key), "train")
+    return clone
+
+
+def test_gc_keeps_the_runs_of_another_clone_that_ran_store_du(setup, tmp_path, capsys) -> None:
+    store, repo = setup
+    clone = make_clone(tmp_path, store, KEY_B)
+    assert main(["store", "du", "--repo", str(clone)]) == 0  # registers it in <store>/repos
+    capsys.readouterr()
+    out = gc(repo, capsys, "--yes")
+    assert f"consulted {clone} (registered clone)" in out and f"consulted {repo} (this repository)" in out
+    assert sorted(p.name for p in (store / "runs").iterdir()) == [KEY_A[:16], KEY_B[:16]]
+    (clone / ".git" / "HEAD").write_text("garbage\n")  # that clone's git now fails: nothing unreferenced goes
+    make_run(store, KEY_C)
+    (store / "frame_cache" / "another000000000").mkdir()
+    out = gc(repo, capsys, "--yes")
+    assert f"could not consult {clone}" in out and (store / "runs" / KEY_C[:16]).is_dir()
+    assert (store / "frame_cache" / "another000000000").is_dir()
+    shutil.rmtree(clone)  # a clone that is gone no longer keeps anything
+    out = gc(repo, capsys, "--yes")
+    assert f"skipped {clone}: registered" in out
+    assert sorted(p.name for p in (store / "runs").iterdir()) == [KEY_A[:16]]
+
+
+def test_gc_keeps_recent_runs_by_default(setup, capsys) -> None:
+    store, repo = setup
+    out = gc(repo, capsys, "--yes", "--keep-recent", "72")
+    assert "modified within the last 72 h" in out and (store / "runs" / KEY_B[:16]).is_dir()
+
+
+def test_a_failing_git_is_an_error_and_a_directory_without_git_says_it_has_the_workspace_alone(
+        setup, tmp_path, capsys, monkeypatch) -> None:
+    store, repo = setup
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path / "no-bin"))  # git not on PATH
+        assert main(["store", "gc", "--repo", str(repo), "--keep-recent", "0", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: `git ") and "install git" in err and err.count("\n") == 1
+    assert (store / "runs" / KEY_B[:16]).is_dir()
+    shutil.rmtree(repo / ".git")
+    out = gc(repo, capsys)
+    assert f"{repo} is not a git repository: only its workspace's dvc.lock" in out
+
+
+def test_frame_caches_are_kept_while_a_referenced_run_trains(setup, capsys) -> None:
+    store, repo = setup
+    place = RunPlace.make(repo / "artifacts" / "train", repo / "artifacts" / "train_live", store, KEY_A)
+    with place.lock(KEY_A):
+        out = gc(repo, capsys, "--yes")
+    assert "a training is running and may read it" in out
+    assert (store / "frame_cache" / "oldentry00000000").is_dir()
+
+
+@pytest.mark.parametrize("where", ["standalone/tmpab12cd", "tmpqueued"])
+def test_an_experiment_dvc_still_evaluates_keeps_its_runs(setup, capsys, where) -> None:
+    store, repo = setup
+    make_run(store, KEY_C)
+    workspace = repo / ".dvc" / "tmp" / "exps" / where  # DVC 3's temp (--temp) and queue workspaces
+    state = workspace / "artifacts" / "train" / "checkpoints" / "000010" / "training_state"
+    state.mkdir(parents=True)
+    (state / "run_state.json").write_text(json.dumps({"run_key": KEY_B}))
+    (workspace / "artifacts" / "train_live").mkdir(parents=True)
+    (workspace / "artifacts" / "train_live" / "params.yaml").write_text(yaml.safe_dump({"run_key": KEY_C}))
+    (workspace / "params.yaml").write_text(yaml.safe_dump({"train": {"out_dir": "artifacts/train"}}))
+    out = gc(repo, capsys, "--yes")
+    assert f"dvc exp workspace .dvc/tmp/exps/{where}" in out
+    assert sorted(p.name for p in (store / "runs").iterdir()) == [KEY_A[:16], KEY_B[:16], KEY_C[:16]]
+
+
+def test_deletion_renames_under_the_lock_reports_errors_and_finishes_what_a_crash_left(
+        setup, capsys, monkeypatch) -> None:
+    from vla_pipeline.checkpoint import store_gc
+
+    store, repo = setup
+    make_run(store, KEY_C)
+    removed, real = [], shutil.rmtree
+
+    def rmtree(path, *a, **k):
+        removed.append(Path(path).name)
+        if KEY_B[:16] in Path(path).name:
+            raise PermissionError(13, "Permission denied", str(path))
+        real(path, *a, **k)
+
+    monkeypatch.setattr(store_gc.shutil, "rmtree", rmtree)
+    out = gc(repo, capsys, "--yes")
+    assert f".deleting-{KEY_C[:16]}-{os.getpid()}" in removed and not (store / "runs" / KEY_C[:16]).exists()
+    assert f"could not delete {store / 'runs' / KEY_B[:16]}: [Errno 13]" in out and "Traceback" not in out
+    assert not (store / "frame_cache" / "oldentry00000000").exists()  # the others went on
+    monkeypatch.setattr(store_gc.shutil, "rmtree", real)
+    leftover = store / "runs" / f".deleting-{KEY_B[:16]}-{os.getpid()}"
+    assert main(["store", "du", "--repo", str(repo)]) == 0
+    assert any(line.startswith("deleting") and leftover.name in line for line in capsys.readouterr().out.splitlines())
+    gc(repo, capsys, "--yes")
+    assert not leftover.exists()
+
+
+def test_a_relative_base_store_is_taken_from_the_repository(setup, tmp_path, capsys, monkeypatch) -> None:
+    store, repo = setup
+    (repo / "params.yaml").write_text(yaml.safe_dump({"base": {"store": "../store"}}))
+    (tmp_path / "x" / "y").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "x" / "y")  # ../store from here is tmp_path/x/store, which does not exist
+    assert main(["store", "du", "--repo", str(repo)]) == 0
+    assert f"on disk in {store} and" in capsys.readouterr().out
+
+
+def test_live_params_name_a_run_only_without_the_dir_unverified_and_under_the_time_rule(setup, capsys) -> None:
+    store, repo = setup
+    old = make_run(store, KEY_C)
+    for path in [*old.rglob("*"), old]:
+        os.utime(path, (1.5e9, 1.5e9))  # 2017: before the commit below
+    (repo / "artifacts" / "train_live").mkdir(parents=True)
+    (repo / "artifacts" / "train_live" / "params.yaml").write_text(yaml.safe_dump({"run_key": KEY_B}))
+    git(repo, "add", "artifacts/train_live/params.yaml")
+    commit_lock(repo, lock_text(repo, KEY_B, cached=False), "B, .dir not in the cache",
+                GIT_COMMITTER_DATE=OLD_DATE, GIT_AUTHOR_DATE=OLD_DATE)
+    commit_lock(repo, lock_text(repo, KEY_A), "train A again")
+    (repo / "artifacts" / "train_live" / "params.yaml").write_text(yaml.safe_dump({"run_key": KEY_A}))
+    out = gc(repo, capsys, "--yes")
+    assert "(from live params, unverified)" in out
+    assert sorted(p.name for p in (store / "runs").iterdir()) == [KEY_A[:16], KEY_B[:16], KEY_C[:16]]
+
+
+def test_a_dir_in_the_cache_is_used_alone_and_a_malformed_one_is_unresolved(setup, capsys) -> None:
+    store, repo = setup
+    (repo / "artifacts" / "train_live").mkdir(parents=True)
+    (repo / "artifacts" / "train_live" / "params.yaml").write_text(yaml.safe_dump({"run_key": KEY_B}))
+    git(repo, "add", "artifacts/train_live/params.yaml")
+    text = lock_text(repo, KEY_C)  # its .dir is cached; the run_state.json object it lists is then removed
+    state_md5 = hashlib.md5(json.dumps({"step": 10, "run_key": KEY_C}).encode()).hexdigest()
+    (repo / ".dvc" / "cache" / "files" / "md5" / state_md5[:2] / state_md5[2:]).unlink()
+    commit_lock(repo, text, "C, partly in the cache; the live params say B (a failed stage republished them)")
+    malformed = cache_put(repo, b'{"not": "a list"}', ".dir")
+    commit_lock(repo, text.replace(text.split("md5: ")[1].split()[0], malformed), "a malformed .dir")
+    (repo / "artifacts" / "train_live" / "params.yaml").write_text(yaml.safe_dump({"run_key": KEY_A}))
+    out = gc(repo, capsys)
+    assert "(from live params" not in out and "lacks (or cannot read) its checkpoints/000010" in out
+    assert f"listing {malformed} in the DVC cache is malformed" in out and "Traceback" not in out
+    assert f"delete {store / 'runs' / KEY_B[:16]}" not in out  # kept by the time rule, not by the live params
+    assert "may be what an unresolved or unverified dvc.lock references" in out
+
+
+def test_moved_aside_checkpoints_are_kept(setup, capsys) -> None:
+    store, repo = setup
+    (store / "runs" / "unknown-run" / "checkpoints" / "000010").mkdir(parents=True)
+    out = gc(repo, capsys, "--yes")
+    assert "moved aside without a readable run key" in out and (store / "runs" / "unknown-run").is_dir()
+
+
+def test_a_dvc_project_in_a_subdirectory_reads_its_own_dvc_lock_at_each_commit(tmp_path, capsys) -> None:
+    store, top = tmp_path / "store", tmp_path / "top"
+    repo = top / "proj"
+    make_run(store, KEY_A)
+    make_run(store, KEY_C)
+    repo.mkdir(parents=True)
+    git(top, "init", "-q", "-b", "main")
+    (top / ".gitignore").write_text(".dvc/cache\n")
+    (repo / "params.yaml").write_text(yaml.safe_dump({"base": {"store": str(store)}}))
+    commit_lock(repo, lock_text(repo, KEY_C), "train C")
+    commit_lock(repo, lock_text(repo, KEY_A), "train A")
+    out = gc(repo, capsys, "--yes")
+    assert "dvc.lock of commit" in out
+    assert sorted(p.name for p in (store / "runs").iterdir()) == [KEY_A[:16], KEY_C[:16]]
+
+
+def test_a_quoted_cache_dir_in_dvc_config_is_read(tmp_path) -> None:
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text('[cache]\n    dir = "../elsewhere"\n    type = "hardlink,copy"\n')
+    assert store_refs.DvcCache(tmp_path).root == (tmp_path / "elsewhere").resolve()
+    assert store_refs.dvc_config_value(tmp_path / ".dvc" / "config", "cache", "type") == "hardlink,copy"
+
+
+def test_the_cli_default_keep_recent_is_gc_s() -> None:
+    from vla_pipeline.checkpoint.store_gc import DEFAULT_KEEP_RECENT_H
+    from vla_pipeline.cli_data import KEEP_RECENT_H
+
+    assert KEEP_RECENT_H == DEFAULT_KEEP_RECENT_H

@@ -7,7 +7,13 @@ A ``dvc.lock`` records the train stage's output (``train.out_dir``, ``artifacts/
 ``checkpoints/<step>/training_state/run_state.json`` lead to cache files holding the run key, and the
 run's directory is ``<store>/runs/<run key[:16]>``. When the cache lacks either object (a fresh clone,
 after ``dvc gc``), the revision's ``<train.live_dir>/params.yaml`` (dvclive's params, tracked by git)
-names the run key. A revision resolved by neither is *unresolved*: the caller keeps conservatively.
+names the run key, *unverified* (the live params are republished even by a train stage that then
+failed). A revision resolved by neither, or whose ``.dir`` is there but incomplete or malformed, is
+*unresolved*: the caller keeps conservatively. The train outputs and live params in DVC's temporary
+experiment workspaces (``.dvc/tmp/exps/``: a ``dvc exp run --temp``/``--queue`` still evaluating) count
+too. A DVC project in a subdirectory of the git repository reads ``<rev>:<prefix>dvc.lock``. When git
+fails in a git repository the caller gets a ConfigError, never an empty history; a directory that is
+not a git repository has the workspace alone (``References.git`` False).
 Each distinct ``dvc.lock`` blob is parsed once, so hundreds of commits stay fast."""
 
 from __future__ import annotations
@@ -36,46 +42,77 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~6x faster o
 @dataclass(frozen=True)
 class Revision:
     """A commit (``rev`` its sha, ``date`` its committer time in epoch seconds) or the workspace
-    (``rev`` ``"workspace"``, ``date`` None); ``label`` names it for the user."""
+    (``rev`` ``"workspace"``, ``date`` None); ``label`` names it for the user, ``why`` why it is unresolved."""
 
     rev: str
     label: str
     date: float | None = None
+    why: str = ""
 
 
 @dataclass
 class References:
     """``runs``: run directory name (``run key[:16]``) -> labels of the revisions whose dvc.lock (or, for the
     workspace, whose ``artifacts/train``) references it. ``unresolved``: revisions whose dvc.lock has a train
-    output that neither the DVC cache nor the git-tracked live params could tie to a run."""
+    output that neither the DVC cache nor the git-tracked live params could tie to a run. ``unverified``:
+    revisions tied to a run by their live params only (their run is referenced, and they count as
+    unresolved for the caller's time rule). ``git``: False when ``repo`` is not a git repository."""
 
     runs: dict[str, list[str]] = field(default_factory=dict)
     unresolved: list[Revision] = field(default_factory=list)
+    unverified: list[Revision] = field(default_factory=list)
     revisions: int = 0  # revisions that have a dvc.lock
+    git: bool = True
+
+    def merge(self, other: References, where: str) -> None:
+        """Add ``other`` (another clone's references), its labels suffixed with ``where``."""
+        for name, labels in other.runs.items():
+            self.runs.setdefault(name, []).extend(f"{label} in {where}" for label in labels)
+        self.unresolved += other.unresolved
+        self.unverified += other.unverified
+        self.revisions += other.revisions
 
     def add(self, keys: set[str], label: str) -> None:
         for key in sorted(keys):
             self.runs.setdefault(key[:RUN_KEY_CHARS], []).append(label)
 
 
-def git(repo: Path, *args: str, stdin: str | None = None) -> str | None:
-    """``git -C repo args`` 's stdout, or None when ``repo`` is not a git repository (or git is missing)."""
+def git(repo: Path, *args: str, stdin: str | None = None) -> str:
+    """``git -C repo args`` 's stdout; a ConfigError with git's own message when git is missing or fails."""
+    what = f"`git {' '.join(args[:2])}` in {Path(repo).resolve()}"
     try:
         done = subprocess.run(["git", "-C", str(repo), *args], input=stdin, capture_output=True, text=True,
                               check=False)
-    except OSError:
+    except OSError as e:
+        raise ConfigError(f"{what} could not run ({e}): install git or put it on PATH; gc cannot tell which runs "
+                          f"the repository's history references without it") from None
+    if done.returncode != 0:
+        said = "; ".join(line.strip() for line in done.stderr.splitlines() if line.strip()) or f"exit {done.returncode}"
+        raise ConfigError(f"{what} failed: {said}; fix the repository (for 'dubious ownership': `git config --global "
+                          f"--add safe.directory {Path(repo).resolve()}`; for corruption: `git fsck`) and run again")
+    return done.stdout
+
+
+def git_prefix(repo: Path) -> str | None:
+    """The DVC project's path inside its git repository (``git rev-parse --show-prefix``, ``""`` at its top),
+    or None when ``repo`` is not in a git repository. Where a ``.git`` exists in ``repo`` or above it, a
+    failing git is a ConfigError (never taken for "not a repository")."""
+    repo = Path(repo).resolve()
+    has_git = any((p / ".git").exists() for p in (repo, *repo.parents))
+    try:
+        return git(repo, "rev-parse", "--show-prefix").strip()
+    except ConfigError:
+        if has_git:
+            raise
         return None
-    return done.stdout if done.returncode == 0 else None
 
 
 def list_revisions(repo: Path) -> list[Revision]:
     """Every commit reachable from any ref (branches, tags, ``refs/exps/...`` of ``dvc exp``), newest first,
     labelled by the ref whose tip it is (``exp <name>``, ``branch <name>``, ``tag <name>``), else its sha."""
     out = git(repo, "log", "--all", "--format=%H %ct")
-    if out is None:
-        return []
     tips: dict[str, str] = {}
-    for line in (git(repo, "for-each-ref", "--format=%(objectname) %(refname)") or "").splitlines():
+    for line in git(repo, "for-each-ref", "--format=%(objectname) %(refname)").splitlines():
         sha, _, ref = line.partition(" ")
         kind = ("exp" if ref.startswith("refs/exps/") else "branch" if ref.startswith("refs/heads/")
                 else "tag" if ref.startswith("refs/tags/") else None)
@@ -92,7 +129,7 @@ def blob_ids(repo: Path, revs: list[str], path: str) -> dict[str, str | None]:
     """``rev`` -> the blob id of ``path`` at that revision (None where it has none), in one git process."""
     if not revs:
         return {}
-    out = git(repo, "cat-file", "--batch-check", stdin="".join(f"{rev}:{path}\n" for rev in revs)) or ""
+    out = git(repo, "cat-file", "--batch-check", stdin="".join(f"{rev}:{path}\n" for rev in revs))
     lines = out.splitlines()  # one per input line: "<sha> blob <size>", or "<rev>:<path> missing"
     lines += [""] * (len(revs) - len(lines))
     return {rev: (parts[0] if len(parts) == 3 and parts[1] == "blob" else None)
@@ -100,7 +137,19 @@ def blob_ids(repo: Path, revs: list[str], path: str) -> dict[str, str | None]:
 
 
 def read_blob(repo: Path, blob: str) -> str:
-    return git(repo, "cat-file", "blob", blob) or ""
+    return git(repo, "cat-file", "blob", blob)
+
+
+def dvc_config_value(path: Path, section: str, option: str) -> str | None:
+    """``option`` of ``[section]`` in a DVC config file, its quotes stripped (DVC writes ``dir = "../c"``,
+    which configparser keeps); None when absent or unreadable."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+        value = parser.get(section, option) if parser.has_option(section, option) else None
+    except configparser.Error:
+        return None
+    return None if value is None else value.strip().strip("'\"").strip()
 
 
 class DvcCache:
@@ -111,13 +160,9 @@ class DvcCache:
         dvc_dir = Path(repo) / ".dvc"
         root = dvc_dir / "cache"
         for name in ("config", "config.local"):
-            parser = configparser.ConfigParser()
-            try:
-                parser.read(dvc_dir / name)
-                if parser.has_option("cache", "dir"):
-                    root = (dvc_dir / parser.get("cache", "dir").strip("'\"")).resolve()
-            except configparser.Error:
-                pass
+            value = dvc_config_value(dvc_dir / name, "cache", "dir")
+            if value:
+                root = (dvc_dir / value).resolve()
         self.root = root
 
     def read(self, md5: str, limit: int = 64 << 20) -> bytes | None:
@@ -151,9 +196,13 @@ def train_dirs(stage: dict) -> tuple[str, str]:
     return str(out_dir).rstrip("/"), str(live_dir).rstrip("/")
 
 
-def run_keys_from_cache(stage: dict, cache: DvcCache) -> set[str] | None:
-    """The run keys of the train output's checkpoints, read through the DVC cache; an empty set when the
-    stage records no directory output (never ran); None when the cache lacks an object it needs."""
+ABSENT = "absent"  # the train output's .dir object is not in the DVC cache: the live params may tell
+
+
+def run_keys_from_cache(stage: dict, cache: DvcCache) -> tuple[set[str] | None, str]:
+    """(the run keys of the train output's checkpoints read through the DVC cache, ``""``); an empty set
+    when the stage records no directory output (never ran). (None, ``ABSENT``) when the cache lacks the
+    ``.dir`` object; (None, why) when the ``.dir`` is there but malformed or an object it lists is missing."""
     out_dir, _ = train_dirs(stage)
     outs = [o for o in stage.get("outs") or [] if isinstance(o, dict) and str(o.get("md5", "")).endswith(".dir")]
     chosen = [o for o in outs if str(o.get("path", "")).rstrip("/") == out_dir] or outs
@@ -161,19 +210,21 @@ def run_keys_from_cache(stage: dict, cache: DvcCache) -> set[str] | None:
     for out in chosen:
         listing = cache.read(str(out["md5"]))
         if listing is None:
-            return None
+            return None, ABSENT
         try:
             entries = json.loads(listing)
         except ValueError:
-            return None
+            entries = None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            return None, f"its train output's listing {out['md5']} in the DVC cache is malformed"
         for entry in entries:
             parts = str(entry.get("relpath", "")).split("/")
             if len(parts) == 4 and parts[0] == CHECKPOINTS_DIR and parts[2:] == [TRAINING_STATE_DIR, RUN_STATE_FILE]:
                 key = _key_of(cache.read(str(entry.get("md5", ""))))
                 if key is None:
-                    return None
+                    return None, f"the DVC cache lacks (or cannot read) its {entry.get('relpath')}"
                 keys.add(key)
-    return keys
+    return keys, ""
 
 
 def _key_of(data: bytes | str | None, yaml_text: bool = False) -> str | None:
@@ -190,50 +241,58 @@ def _key_of(data: bytes | str | None, yaml_text: bool = False) -> str | None:
 
 def find_references(repo: Path) -> References:
     """The runs that the dvc.lock of every revision (``git log --all`` and the workspace) references, plus the
-    run that the workspace's train output and live params name now. Refused when ``repo`` has no dvc.lock
-    (not the pipeline's repository: nothing could be told apart)."""
+    run that the workspace's train output and live params name now and those of DVC's temporary experiment
+    workspaces. Refused when ``repo`` has no dvc.lock (not the pipeline's repository: nothing could be told
+    apart), or when git fails in a git repository."""
     repo = Path(repo)
     if not (repo / LOCK_FILE).is_file():
         raise ConfigError(f"no {LOCK_FILE} in {repo.resolve()}: the store's runs are kept by what dvc.lock files "
                           f"reference; run this in the pipeline's repository, or pass --repo DIR")
-    cache, refs = DvcCache(repo), References()
-    parsed: dict[str, tuple[dict | None, set[str] | None]] = {}  # dvc.lock blob -> (train stage, its run keys)
-    pending: list[tuple[Revision, str]] = []  # (revision, its live_dir): the cache could not tell
-    revisions = list_revisions(repo)
-    locks = blob_ids(repo, [r.rev for r in revisions], LOCK_FILE)
+    cache, refs, prefix = DvcCache(repo), References(), git_prefix(repo)
+    refs.git = prefix is not None
+    parsed: dict[str, tuple[dict | None, set[str] | None, str]] = {}  # dvc.lock blob -> (train stage, keys, why)
+    pending: list[tuple[Revision, str]] = []  # (revision, its live_dir): the cache lacks its .dir
+    revisions = list_revisions(repo) if prefix is not None else []
+    locks = blob_ids(repo, [r.rev for r in revisions], f"{prefix}{LOCK_FILE}")
     for revision in revisions:
         blob = locks[revision.rev]
         if blob is None:
             continue
         if blob not in parsed:
             stage = train_stage(read_blob(repo, blob), f"{LOCK_FILE} at {revision.label}")
-            parsed[blob] = (stage, None if stage is None else run_keys_from_cache(stage, cache))
+            parsed[blob] = (stage, *(run_keys_from_cache(stage, cache) if stage is not None else (set(), "")))
         refs.revisions += 1
-        stage, keys = parsed[blob]
+        stage, keys, why = parsed[blob]
         if keys is not None:
             refs.add(keys, f"dvc.lock of {revision.label}")
-        elif stage is not None:
+        elif why == ABSENT:
             pending.append((revision, train_dirs(stage)[1]))
-    _resolve_from_live_params(repo, pending, refs)
+        else:
+            refs.unresolved.append(Revision(revision.rev, revision.label, revision.date, why))
+    _resolve_from_live_params(repo, prefix or "", pending, refs)
     _add_workspace(repo, cache, refs)
+    _add_exp_workspaces(repo, prefix or "", refs)
     return refs
 
 
-def _resolve_from_live_params(repo: Path, pending: list[tuple[Revision, str]], refs: References) -> None:
-    """The revisions the DVC cache could not resolve, by their git-tracked ``<live_dir>/params.yaml``."""
+def _resolve_from_live_params(repo: Path, prefix: str, pending: list[tuple[Revision, str]], refs: References) -> None:
+    """The revisions whose train output the DVC cache lacks, by their git-tracked ``<live_dir>/params.yaml``:
+    their run is referenced, unverified (the revision also counts as unresolved for the time rule)."""
     keys_of_blob: dict[str, str | None] = {}
     for live_dir in sorted({live for _, live in pending}):
         group = [revision for revision, live in pending if live == live_dir]
-        blobs = blob_ids(repo, [r.rev for r in group], f"{live_dir}/{LIVE_PARAMS_FILE}")
+        blobs = blob_ids(repo, [r.rev for r in group], f"{prefix}{live_dir}/{LIVE_PARAMS_FILE}")
         for revision in group:
             blob = blobs[revision.rev]
             if blob is not None and blob not in keys_of_blob:
                 keys_of_blob[blob] = _key_of(read_blob(repo, blob), yaml_text=True)
             key = keys_of_blob.get(blob) if blob is not None else None
             if key is None:
-                refs.unresolved.append(revision)
+                refs.unresolved.append(Revision(revision.rev, revision.label, revision.date,
+                                                "neither the DVC cache nor its git-tracked live params name it"))
             else:
-                refs.add({key}, f"dvc.lock of {revision.label}")
+                refs.unverified.append(revision)
+                refs.add({key}, f"dvc.lock of {revision.label} (from live params, unverified)")
 
 
 def _add_workspace(repo: Path, cache: DvcCache, refs: References) -> None:
@@ -242,15 +301,48 @@ def _add_workspace(repo: Path, cache: DvcCache, refs: References) -> None:
     stage = train_stage((repo / LOCK_FILE).read_text(), str(repo / LOCK_FILE))
     out_dir, live_dir = train_dirs(stage) if stage is not None else (DEFAULT_OUT_DIR, DEFAULT_LIVE_DIR)
     refs.revisions += 1
-    keys = run_keys_from_cache(stage, cache) if stage is not None else set()
+    keys, why = run_keys_from_cache(stage, cache) if stage is not None else (set(), "")
     live_key = _read_key(repo / live_dir / LIVE_PARAMS_FILE, yaml_text=True)
-    if keys is None and live_key is None:
-        refs.unresolved.append(Revision(WORKSPACE, f"the {WORKSPACE} ({repo / LOCK_FILE})",
-                                        (repo / LOCK_FILE).stat().st_mtime))
+    revision = Revision(WORKSPACE, f"the {WORKSPACE} ({repo / LOCK_FILE})", (repo / LOCK_FILE).stat().st_mtime)
+    if keys is None and (why != ABSENT or live_key is None):
+        refs.unresolved.append(Revision(revision.rev, revision.label, revision.date,
+                                        why if why != ABSENT else "neither the DVC cache nor its live params name it"))
+    elif keys is None:
+        refs.unverified.append(revision)
     refs.add(keys or set(), f"dvc.lock of the {WORKSPACE}")
     refs.add({live_key} if live_key else set(), f"{WORKSPACE} {live_dir}")
-    states = (repo / out_dir / CHECKPOINTS_DIR).glob(f"*/{TRAINING_STATE_DIR}/{RUN_STATE_FILE}")
-    refs.add({k for k in (_read_key(p) for p in states) if k}, f"{WORKSPACE} {out_dir}")
+    refs.add(_checkpoint_keys(repo / out_dir), f"{WORKSPACE} {out_dir}")
+
+
+def _add_exp_workspaces(repo: Path, prefix: str, refs: References) -> None:
+    """The run keys in DVC's temporary experiment workspaces (DVC 3: ``.dvc/tmp/exps/<tmp>`` for ``--queue``,
+    ``.dvc/tmp/exps/standalone/<tmp>`` for ``--temp``; each a clone of the git repository, the DVC project
+    at ``<prefix>`` in it): an experiment whose train released its lock but whose refs/exps DVC has not
+    written yet (it still evaluates)."""
+    exps = repo / ".dvc" / "tmp" / "exps"
+    for workspace in sorted([*exps.glob("*/"), *exps.glob("standalone/*/")]):
+        project = workspace / prefix
+        if not (project / "params.yaml").is_file():
+            continue
+        out_dir, live_dir = _workspace_dirs(project)
+        live_key = _read_key(project / live_dir / LIVE_PARAMS_FILE, yaml_text=True)
+        label = f"dvc exp workspace {workspace.relative_to(repo)}"
+        refs.add(_checkpoint_keys(project / out_dir) | ({live_key} if live_key else set()), label)
+
+
+def _workspace_dirs(project: Path) -> tuple[str, str]:
+    try:
+        doc = yaml.load((project / "params.yaml").read_text(), Loader=_LOADER)
+    except (OSError, yaml.YAMLError):
+        doc = None
+    train = doc.get("train") if isinstance(doc, dict) and isinstance(doc.get("train"), dict) else {}
+    return (str(train.get("out_dir") or DEFAULT_OUT_DIR).rstrip("/"),
+            str(train.get("live_dir") or DEFAULT_LIVE_DIR).rstrip("/"))
+
+
+def _checkpoint_keys(out_dir: Path) -> set[str]:
+    states = out_dir.glob(f"{CHECKPOINTS_DIR}/*/{TRAINING_STATE_DIR}/{RUN_STATE_FILE}")
+    return {k for k in (_read_key(p) for p in states) if k}
 
 
 def _read_key(path: Path, yaml_text: bool = False) -> str | None:

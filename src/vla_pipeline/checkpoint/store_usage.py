@@ -26,6 +26,9 @@ from vla_pipeline.store import FRAME_CACHE_DIR, RUNS_DIR, WANDB_DIR
 #: data.frame_cache.FRAME_CACHE_MANIFEST_FILE, not imported from there (it imports torch and LeRobot)
 FRAME_CACHE_MANIFEST = "manifest.json"
 RUN, FRAME_CACHE, WANDB, OTHER, OUTSIDE = "run", "frame_cache", "wandb", "other", "outside"
+DELETING, REGISTRY = "deleting", "registry"
+DELETING_PREFIX = ".deleting-"  # runs/.deleting-<name>-<pid>: what gc renamed before deleting it
+REPOS_DIR = "repos"  # <store>/repos/<sha256 of a repository's path>.json: the clones that ran `vla store`
 
 
 @dataclass
@@ -113,7 +116,8 @@ def describe_run(entry: EntryUsage) -> EntryUsage:
 
 def list_entries(store: Path) -> list[EntryUsage]:
     """The store's entries, unscanned: ``runs/<name>/``, ``frame_cache/<entry>/`` (its ``.lock`` files are not
-    entries), ``wandb/``, and anything else at the top as ``other`` (the pipeline did not make it)."""
+    entries), a ``.deleting-*`` directory that an interrupted gc left in either, ``wandb/``, the registry
+    ``repos/``, and anything else at the top as ``other`` (the pipeline did not make it)."""
     store = Path(store)
     if not store.is_dir():
         raise ConfigError(f"store {store} does not exist (or is not a directory): nothing to show or clean; check "
@@ -122,12 +126,13 @@ def list_entries(store: Path) -> list[EntryUsage]:
     for top in sorted(store.iterdir()):
         if top.name in (RUNS_DIR, FRAME_CACHE_DIR) and top.is_dir() and not top.is_symlink():
             kind = RUN if top.name == RUNS_DIR else FRAME_CACHE
-            entries += [EntryUsage(kind, p.name, p) for p in sorted(top.iterdir())
-                        if p.is_dir() and not p.is_symlink()]
+            entries += [EntryUsage(DELETING if p.name.startswith(DELETING_PREFIX) else kind, p.name, p)
+                        for p in sorted(top.iterdir()) if p.is_dir() and not p.is_symlink()]
             entries += [EntryUsage(OTHER, f"{top.name}/{p.name}", p) for p in sorted(top.iterdir())
                         if not (p.is_dir() and not p.is_symlink()) and not p.name.endswith(".lock")]
         else:
-            entries.append(EntryUsage(WANDB if top.name == WANDB_DIR else OTHER, top.name, top))
+            kind = WANDB if top.name == WANDB_DIR else REGISTRY if top.name == REPOS_DIR else OTHER
+            entries.append(EntryUsage(kind, top.name, top))
     return entries
 
 
