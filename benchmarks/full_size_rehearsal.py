@@ -773,6 +773,9 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main() -> int:
+    # a shell starts a background job (`cmd &`) with SIGINT ignored, and every child inherits that: Python then
+    # installs no KeyboardInterrupt handler, and the Ctrl-C the rehearsal sends to train would be ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     args = parse_args()
     if args.serve_client:
         serve_client(args.out, args.server_log)

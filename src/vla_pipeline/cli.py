@@ -115,14 +115,23 @@ def cmd_train(args) -> int:
     from vla_pipeline.train.trainer import train
 
     params = load_params(args.params or "params.yaml", args.set)
-    # outside DVC, the run's directory is train.out_dir itself (checkpoints, resumed from there); --out OUT
-    # puts the whole run under OUT (checkpoints, live metrics, W&B), never into the workspace's DVC outputs
+    # --out OUT puts the whole run under OUT (checkpoints, live metrics, W&B), never into the workspace's DVC
+    # outputs. Without it, a train.out_dir inside this DVC workspace is the train stage's output, which DVC
+    # deletes before the stage runs: the run goes to the store and its best and last are published there, as
+    # the stage does. Elsewhere train.out_dir is the run's own directory (checkpoints, resumed from there).
     overrides = {"runs_in_store": False}
     if args.out:
         out = Path(args.out)
         overrides.update(out_dir=out, live_dir=out / "live", wandb_dir=out / "wandb")
+    elif is_dvc_output_here(params["train"]["out_dir"]):
+        overrides = {}
     print(f"final checkpoint: {train(TrainConfig.from_params(params, **overrides))}")
     return 0
+
+
+def is_dvc_output_here(out_dir: str) -> bool:
+    """Whether ``out_dir`` lies in the DVC workspace of the current directory (the train stage's output)."""
+    return Path("dvc.yaml").is_file() and Path(out_dir).resolve().is_relative_to(Path.cwd().resolve())
 
 
 EVALUATE_FLAGS = {"dataset": "dataset.root", "stride": "evaluate.stride", "batch_size": "evaluate.batch_size",

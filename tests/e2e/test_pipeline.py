@@ -106,10 +106,14 @@ def _assert_checkpoint_bytes_exist_once(repo: Path) -> None:
 
 def test_checkpoint_bytes_exist_once_across_store_artifacts_and_dvc_cache(repo: Path) -> None:
     """The published checkpoints are hard links of the store's files, and DVC (cache.type hardlink in
-    .dvc/config) links the same inodes into its cache, after `dvc repro` and again after `dvc checkout`."""
+    .dvc/config) links the same inodes into its cache: after `dvc repro`, after `dvc checkout`, and after
+    the train stage runs again (a persist output would be "unprotected" first: DVC copies every linked file)."""
     _assert_checkpoint_bytes_exist_once(repo)
     shutil.rmtree(repo / "artifacts/train")
     _run(["dvc", "checkout", "artifacts/train"], repo)
+    _assert_checkpoint_bytes_exist_once(repo)
+    out = _run(["dvc", "repro", "-f", "-s", "train"], repo)  # the finished run, found in the store, published again
+    assert "resuming from" in out
     _assert_checkpoint_bytes_exist_once(repo)
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], repo)
 
