@@ -185,6 +185,28 @@ def test_vla_train_out_keeps_the_whole_run_together(params, tiny_run, tmp_path) 
     assert not any((work / name).exists() for name in ("train", "live", "wandb"))  # the params' paths: untouched
 
 
+def test_vla_train_in_a_dvc_workspace_runs_in_the_store_and_publishes_like_the_stage(params, tiny_run,
+                                                                                      tmp_path) -> None:
+    """A train.out_dir inside the DVC workspace is the stage's output, which DVC deletes before the stage
+    runs (dvc.yaml: not persist): `vla train` there keeps its run in the store, as the stage does."""
+    work = tmp_path / "workspace"
+    p = write_train_params(params, tiny_run, work, save_every=2, keep_last=0)
+    doc = yaml.safe_load(p.read_text())
+    doc["train"].update(out_dir="artifacts/train", live_dir="artifacts/train_live")
+    doc["base"]["store"] = str(tmp_path / "store")
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (work / "dvc.yaml").write_text("stages: {}\n")
+    result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(p)], cwd=work,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "store" / "runs").iterdir()
+    assert sorted(d.name for d in (run / "checkpoints").iterdir()) == ["000002", "000004"]  # the run: in the store
+    published = work / "artifacts" / "train"
+    assert read_pointer(published, LAST_FILE)["step"] == 4
+    weights = published / "checkpoints" / "000004" / "pretrained_model" / "model.safetensors"
+    assert weights.stat().st_ino == (run / "checkpoints/000004/pretrained_model/model.safetensors").stat().st_ino
+
+
 def test_ctrl_c_prints_one_line_and_exits_130(params, tiny_run, tmp_path) -> None:
     p = write_train_params(params, tiny_run, tmp_path, steps=6, decay_steps=6, save_every=2)
     env = {**os.environ, "VLA_TEST_SIGNAL": "INT"}
