@@ -151,9 +151,9 @@ def test_vla_validate_ends_with_the_dry_run_and_says_how_long_it_took(chw_set, c
     checks = json.loads(report.read_text())["checks"]
     assert list(checks)[-1] == "dry_run" and checks["dry_run"]["status"] == "pass"
     assert "seconds" not in checks["dry_run"]  # the report is a DVC output: equal runs write equal bytes
-    out = capsys.readouterr().out
-    assert "dry run: 12 sampled frames read through the decode and frame-cache paths equal the source" in out
-    assert re.search(r"dry run: 12 sampled frames and one training step in \d+\.\d\d s", out)
+    printed = capsys.readouterr()
+    assert "dry run: 12 sampled frames read through the decode and frame-cache paths equal the source" in printed.out
+    assert re.search(r"dry run: 12 sampled frames and one training step in \d+\.\d\d s", printed.err)
     assert main(["validate", str(chw_set), "--contract", str(contract), "--report", str(report), "--no-dry-run"]) == 0
     assert "dry_run" not in json.loads(report.read_text())["checks"]
 

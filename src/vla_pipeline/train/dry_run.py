@@ -25,6 +25,7 @@ declared vs observed shape or value, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -106,7 +107,8 @@ def make_dry_run_check(cfg: DryRunConfig) -> Callable:
             out.error(CHECK, f"dry run: {e}")
             return None
         # the time is printed, not recorded: the report is a DVC output that must not change between equal runs
-        print(f"dry run: {n} sampled frames and one training step in {time.perf_counter() - started:.2f} s")
+        print(f"dry run: {n} sampled frames and one training step in {time.perf_counter() - started:.2f} s",
+              file=sys.stderr)  # progress, beside the report (stdout starts with the findings)
         return {"frames": n}
 
     return check_dry_run
