@@ -463,22 +463,14 @@ def serve_client(out: Path, server_log: Path, n: int = 2) -> None:
     import yaml
 
     sys.path.insert(0, str(Path.cwd() / "benchmarks"))
-    from serve_latency import round_trips, server_compute
+    from serve_latency import replay_observations, round_trips, server_compute
     from vla_pipeline.checkpoint.io import resolve_checkpoint
-    from vla_pipeline.deploy.config_replay import ReplayRobotConfig
-    from vla_pipeline.deploy.replay import ReplayRobot
 
     pretrained = resolve_checkpoint(Path("artifacts/train"), "best")
     episode = json.loads((pretrained / "split.json").read_text())["val"][0]
     chunk = json.loads((pretrained / "config.json").read_text())["chunk_size"]
     dataset = Path(yaml.safe_load(Path("params.yaml").read_text())["dataset"]["root"])
-    robot = ReplayRobot(ReplayRobotConfig(root=dataset, episode=episode))
-    robot.connect()
-    obs = []
-    for i in range(n):
-        robot.position = i % len(robot.frames)
-        obs.append(robot.get_observation())
-    task = robot.dataset[robot.frames[0]]["task"]
+    robot, obs, task = replay_observations(dataset, episode, n)
     server, ckpt_id, port, startup = start_serve(server_log)
     try:
         times = round_trips(port, robot, obs, task, ckpt_id, chunk)

@@ -51,7 +51,11 @@ def start_server(args, log: Path) -> tuple[subprocess.Popen, int]:
 
 
 def observations(policy: DeployedPolicy, dataset: Path, n: int) -> tuple[ReplayRobot, list[dict], str]:
-    episode = (policy.ckpt.split or {"val": [0]})["val"][0]
+    return replay_observations(dataset, (policy.ckpt.split or {"val": [0]})["val"][0], n)
+
+
+def replay_observations(dataset: Path, episode: int, n: int) -> tuple[ReplayRobot, list[dict], str]:
+    """The replay robot on ``episode``, its first ``n`` observations (cycling) and the episode's task."""
     robot = ReplayRobot(ReplayRobotConfig(root=dataset, episode=episode))
     robot.connect()
     out = []
