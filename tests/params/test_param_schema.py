@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from vla_pipeline.errors import ConfigError
+from vla_pipeline.params.fields import Spec
 from vla_pipeline.params.load import load_params
-from vla_pipeline.params.schema import ALL_KEYS, SCHEMA, check_params
+from vla_pipeline.params.models import Params, Phase, fields_of, submodel
+from vla_pipeline.params.schema import ALL_KEYS, check_params
 
 from conftest import REPO
 
@@ -129,14 +131,17 @@ def test_every_problem_is_listed_at_once() -> None:
 
 
 def test_the_schema_has_a_leaf_spec_or_a_section_everywhere() -> None:
-    def walk(node):
-        for value in node.values():
-            if isinstance(value, dict):
-                yield from walk(value)
-            else:
-                yield value
+    """Every key of the models either is a section (a model) or says what it allows (a Spec): the words of
+    every problem message."""
+    def walk(model):
+        for name, field in fields_of(model).items():
+            if submodel(field) is not None:
+                yield from walk(submodel(field))
+            elif name != "phases":
+                yield name, [m for m in field.metadata if isinstance(m, Spec)]
 
-    assert all(hasattr(v, "describe") or v == "phases" for v in walk(SCHEMA))
+    leaves = [*walk(Params), *walk(Phase)]
+    assert leaves and all(len(specs) == 1 for _, specs in leaves), [n for n, s in leaves if len(s) != 1]
 
 
 def test_broken_yaml_names_file_line_and_column(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Parameters: typed access to a params mapping (here), what params.yaml may hold (``schema``) and
+"""Parameters: typed access to a params mapping (here), what params.yaml may hold and its defaults
+(``models``, pydantic; checked and worded by ``schema``) and
 the one loader of the entry points (``load``: stages and ``vla``; the library takes the mapping).
 A missing or malformed value is a :class:`ConfigError` naming the key."""
 
