@@ -19,7 +19,7 @@ POINTERS = {"best": BEST_FILE, "last": LAST_FILE}
 REUSES = {"last": "best"}  # evaluate@last may reuse evaluate@best's outputs (dvc.yaml orders it after)
 
 
-def main(params: dict) -> None:
+def main(params: dict) -> str:
     which = sys.argv[1] if len(sys.argv) > 1 else "last"
     if which not in POINTERS:
         raise SystemExit(f"usage: stages/evaluate.py [best|last], not {which!r}")
@@ -27,7 +27,7 @@ def main(params: dict) -> None:
     out_root = Path(params["evaluate"]["out_dir"])
     reuse_from = out_root / REUSES[which] if which in REUSES else None
     cfg = EvaluateConfig.from_params(params, checkpoint, out_root / which)
-    print(format_summary(evaluate(cfg, reuse_from=reuse_from), cfg.checkpoint, cfg.out_dir, cfg.videos))
+    return format_summary(evaluate(cfg, reuse_from=reuse_from), cfg.checkpoint, cfg.out_dir, cfg.videos)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ from vla_pipeline.data.frame_cache import FrameCacheConfig, save_frame_cache
 from _params import run
 
 
-def main(params: dict) -> None:
-    print(f"frame cache: {save_frame_cache(FrameCacheConfig.from_params(params))}")
+def main(params: dict) -> str:
+    return f"frame cache: {save_frame_cache(FrameCacheConfig.from_params(params))}"
 
 
 if __name__ == "__main__":

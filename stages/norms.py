@@ -5,8 +5,8 @@ from vla_pipeline.norms import NormsConfig, save_norm_stats
 from _params import run
 
 
-def main(params: dict) -> None:
-    print(f"frozen stats: {save_norm_stats(NormsConfig.from_params(params))}")
+def main(params: dict) -> str:
+    return f"frozen stats: {save_norm_stats(NormsConfig.from_params(params))}"
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ from vla_pipeline.train.trainer import train
 from _params import run
 
 
-def main(params: dict) -> None:
-    print(f"final checkpoint: {train(TrainConfig.from_params(params))}")
+def main(params: dict) -> str:
+    return f"final checkpoint: {train(TrainConfig.from_params(params))}"
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ from vla_pipeline.validate.run import validate_dataset
 from _params import run
 
 
-def main(params: dict) -> None:
+def main(params: dict) -> str:
     cfg = ValidateConfig.from_params(params)
     dry_run = make_dry_run_check(DryRunConfig.from_params(params)) if params["validate"]["dry_run"] else None
     report = validate_dataset(cfg, dry_run)
-    print(format_report(report, where=str(cfg.report_path)))  # its last line: "Validation passed: ..."
+    return format_report(report, where=str(cfg.report_path))  # its last line: "Validation passed: ..."
 
 
 if __name__ == "__main__":

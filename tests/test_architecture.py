@@ -10,8 +10,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vla_pipeline"
 
 #: layer of each top-level name under vla_pipeline (a subpackage or a module); lower never imports higher
 LAYERS = {
-    "__init__": 0, "errors": 0,
-    "params": 1, "provenance": 1, "store": 1, "phases": 0, "tracking": 1, "quiet": 1, "cores": 1,
+    "__init__": 0, "errors": 0, "logs": 0,
+    "params": 1, "provenance": 1, "store": 1, "phases": 0, "tracking": 1, "quiet": 1, "cores": 1, "workspace": 1,
     "data": 2,
     "validate": 3,
     "norms": 4,

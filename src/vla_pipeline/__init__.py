@@ -24,3 +24,7 @@ def _set_offline_defaults() -> None:
 
 
 _set_offline_defaults()
+
+from vla_pipeline.logs import install_default_handler  # noqa: E402  (after the environment defaults)
+
+install_default_handler()  # the package's info lines print before an entry point configures logging

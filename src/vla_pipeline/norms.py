@@ -18,7 +18,7 @@ from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.features import vector_dims
 from vla_pipeline.data.tables import feature_names, load_info, load_rows_by_index
 from vla_pipeline.data.validation_report import load_report
-from vla_pipeline.errors import ConfigError
+from vla_pipeline.errors import ConfigError, read_json_artifact
 from vla_pipeline.params import int_list, param
 from vla_pipeline.provenance import compute_contract_hash, compute_dataset_fingerprint, compute_split_hash
 
@@ -26,6 +26,7 @@ QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 PROCESSOR_KEYS = ("mean", "std", "min", "max", *QUANTILES)  # what LeRobot's (un)normalizer reads
 NORMS_STATS_FILE = "stats.json"
 NORMS_SPLIT_FILE = "split.json"
+STATS_KEYS = ("features", "dataset_fingerprint")  # what train and evaluate read
 CONSTANT_TOL = 1e-6
 
 
@@ -213,7 +214,7 @@ def load_split(out_dir: Path) -> dict[str, list[int]]:
     path = Path(out_dir) / NORMS_SPLIT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"episode split {path} not found; run `dvc repro norms` first")
-    split = json.loads(path.read_text())
+    split = read_json_artifact(path, "norms", ("train", "val"))
     return {"train": split["train"], "val": split["val"]}
 
 
@@ -221,7 +222,8 @@ def load_norm_stats(out_dir: Path) -> tuple[dict, dict[str, list[int]]]:
     out = Path(out_dir)
     if not (out / NORMS_STATS_FILE).is_file():
         raise FileNotFoundError(f"frozen stats {out / NORMS_STATS_FILE} not found; run `dvc repro norms` first")
-    return json.loads((out / NORMS_STATS_FILE).read_text()), load_split(out)
+    split = load_split(out)  # (a missing split is named before the stats' keys are checked)
+    return read_json_artifact(out / NORMS_STATS_FILE, "norms", STATS_KEYS), split
 
 
 def make_processor_stats(doc: dict) -> dict[str, dict[str, torch.Tensor]]:

@@ -19,13 +19,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from vla_pipeline.errors import ConfigError
+from vla_pipeline.logs import STDERR
+
+log = logging.getLogger(__name__)
 
 STORE_ENV = "VLA_STORE"
 RUNS_DIR = "runs"
@@ -64,7 +67,7 @@ def file_lock(path: Path, what: str, wait: bool = True) -> Iterator[None]:
             if not wait:
                 raise ConfigError(f"another process holds {path} ({what}); wait for it to finish, or change a "
                                   f"param so that this is a different run") from None
-            print(f"waiting for another process to finish {what} (lock {path})", file=sys.stderr, flush=True)
+            log.info(f"waiting for another process to finish {what} (lock {path})", extra=STDERR)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import yaml
+
+from vla_pipeline.errors import read_json_artifact
+
+log = logging.getLogger(__name__)
 
 RUN_IDS_FILE = "run_ids.json"
 CURVES = ("train/loss", "val/loss", "train/lr", "train/grad_norm")
@@ -207,8 +211,8 @@ class WandbTracker:
         mode = cfg.wandb_mode
         problem = check_wandb_online(cfg.init_timeout) if mode == "online" else None
         if problem is not None:  # decided before wandb.init: a failed online init can leave W&B hanging
-            print(f"WARNING: W&B online: {problem}; logging offline to {cfg.wandb_dir} instead. Upload later with "
-                  f"`wandb sync {cfg.wandb_dir}/wandb/offline-run-*`", file=sys.stderr)
+            log.warning(f"W&B online: {problem}; logging offline to {cfg.wandb_dir} instead. Upload later with "
+                        f"`wandb sync {cfg.wandb_dir}/wandb/offline-run-*`")
             mode = "offline"
         self.run = self._init(cfg, mode, run_id)
 
@@ -218,7 +222,7 @@ class WandbTracker:
         import wandb
 
         path = Path(cfg.wandb_dir) / RUN_IDS_FILE
-        ids = json.loads(path.read_text()) if path.is_file() else {}
+        ids = read_json_artifact(path, "train") if path.is_file() else {}
         if cfg.job_type != "train":
             return wandb.util.generate_id()
         if cfg.resume_step is None or cfg.run_key not in ids:
@@ -341,8 +345,8 @@ def make_tracker(cfg: TrackingConfig) -> MultiTracker:
                 problem = f"{type(e).__name__}: {str(e)[:200]}"
                 _teardown_wandb()
         else:
-            print(f"WARNING: W&B ({cfg.wandb_mode}) failed to start twice ({problem}); going on without W&B, "
-                  f"dvclive still logs to {cfg.live_dir}", file=sys.stderr)
+            log.warning(f"W&B ({cfg.wandb_mode}) failed to start twice ({problem}); going on without W&B, "
+                        f"dvclive still logs to {cfg.live_dir}")
     return MultiTracker(trackers)
 
 

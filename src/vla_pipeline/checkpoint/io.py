@@ -40,7 +40,7 @@ from vla_pipeline.checkpoint.manifest import (
     write_manifest,  # noqa: F401
 )
 from vla_pipeline.checkpoint.processor_steps import install_processor_guard
-from vla_pipeline.errors import CheckpointError
+from vla_pipeline.errors import CheckpointError, read_json_artifact
 from vla_pipeline.model.dims import load_dims, save_dims
 from vla_pipeline.model.setup import PolicySetup, make_policy
 from vla_pipeline.phases import timed
@@ -165,9 +165,10 @@ def load_checkpoint(directory: Path, device: str = "cpu") -> LoadedCheckpoint:
     )
     return LoadedCheckpoint(
         policy=policy, preprocessor=pre, postprocessor=post, directory=directory,
-        train_config=json.loads((directory / TRAIN_CONFIG_FILE).read_text()),
-        norm_stats=json.loads((directory / CHECKPOINT_STATS_FILE).read_text()),
-        split=json.loads((directory / CHECKPOINT_SPLIT_FILE).read_text()) if (directory / CHECKPOINT_SPLIT_FILE).is_file() else None,
+        train_config=read_json_artifact(directory / TRAIN_CONFIG_FILE, "train"),
+        norm_stats=read_json_artifact(directory / CHECKPOINT_STATS_FILE, "train", ("features",)),
+        split=read_json_artifact(directory / CHECKPOINT_SPLIT_FILE, "train", ("train", "val"))
+        if (directory / CHECKPOINT_SPLIT_FILE).is_file() else None,
         files=files,
     )
 

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from vla_pipeline.errors import CheckpointError
+from vla_pipeline.errors import CheckpointError, read_json_artifact
 
 CHECKPOINTS_DIR = "checkpoints"  # <run>/checkpoints/<step:06d>/
 SET_ASIDE_DIR = "set_aside"  # <run>/set_aside/<when>/<step>: checkpoints a new or resumed run does not use, kept
@@ -64,7 +64,7 @@ def write_pointer(run_dir: Path, name: str, checkpoint_dir: Path, **extra) -> No
 
 def read_pointer(run_dir: Path, name: str) -> dict | None:
     path = Path(run_dir) / name
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_artifact(path, "train", ("path",)) if path.is_file() else None
 
 
 def find_last(run_dir: Path, name: str = LAST_FILE) -> Path:
@@ -84,4 +84,4 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def read_run_state(step_dir: Path) -> dict:
-    return json.loads((Path(step_dir) / TRAINING_STATE_DIR / RUN_STATE_FILE).read_text())
+    return read_json_artifact(Path(step_dir) / TRAINING_STATE_DIR / RUN_STATE_FILE, "train")

@@ -5,6 +5,7 @@ stage's output, and the move of checkpoints found in the output that the store l
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from vla_pipeline.checkpoint.layout import (
 )
 from vla_pipeline.phases import timed
 from vla_pipeline.store import file_lock, replace_tree, run_dir_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,6 @@ def move_aside(out_dir: Path, store: Path) -> list[Path]:
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(step_dir), str(dest))
-        print(f"moved checkpoint {step_dir} (its run is not in the store) to {dest}; it is kept there")
+        log.info(f"moved checkpoint {step_dir} (its run is not in the store) to {dest}; it is kept there")
         moved.append(dest)
     return moved

@@ -29,12 +29,15 @@ This module is the recognition and the advice; it imports only the standard libr
 from __future__ import annotations
 
 import json
+import logging
 import shlex
-import sys
 from pathlib import Path
 
 from vla_pipeline.data.tables import SUPPORTED_CODEBASE
 from vla_pipeline.errors import VlaError
+from vla_pipeline.logs import STDERR, tagged
+
+log = logging.getLogger(__name__)
 
 V21 = "v2.1"
 LEGACY_FILES = ("meta/episodes.jsonl", "meta/tasks.jsonl", "meta/episodes_stats.jsonl")
@@ -46,8 +49,13 @@ class ConversionError(VlaError):
 
 
 def say(message: str) -> None:
-    """One line of ``vla convert``'s progress or warnings, on stderr."""
-    print(f"vla convert: {message}", file=sys.stderr, flush=True)
+    """One line of ``vla convert``'s progress, on stderr."""
+    log.info(message, extra=tagged("vla convert", **STDERR))
+
+
+def warn(message: str) -> None:
+    """One of ``vla convert``'s warnings: ``vla convert: warning: <message>`` on stderr."""
+    log.warning(message, extra=tagged("vla convert"))
 
 
 # ----------------------------------------------------------------------------- detection and hint

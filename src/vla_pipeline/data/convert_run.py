@@ -20,7 +20,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from vla_pipeline.data.convert import V21, ConversionError, default_output, say
+from vla_pipeline.data.convert import V21, ConversionError, default_output, say, warn
 from vla_pipeline.data.convert_source import Source, read_source
 from vla_pipeline.data.convert_stage import write_view
 from vla_pipeline.data.tables import SUPPORTED_CODEBASE
@@ -113,7 +113,7 @@ def read_and_report(src: Path, dst: Path) -> Source:
     """The source, read whole; every warning printed; every problem that stops the conversion raised at once."""
     source = read_source(src)
     for warning in source.warnings:
-        say(f"warning: {warning}")
+        warn(warning)
     errors = source.errors + _output_problems(src, dst)
     if errors:
         raise ConversionError(_refusal(src, dst, errors))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from vla_pipeline.data.contract import load_contract
 from vla_pipeline.data.faults import plant_fault
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import int_list, param
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -327,7 +330,7 @@ def plant_poison(cfg: DemoConfig) -> dict:
         raise ConfigError("demo.poison needs demo.poison_episodes and dataset.contract")
     planted = plant_fault(Path(cfg.root), cfg.poison, cfg.poison_episodes, load_contract(cfg.contract),
                           np.random.default_rng(cfg.seed))
-    print(f"planted {cfg.poison} into episodes {planted['episodes']} of {cfg.root}")
+    log.info(f"planted {cfg.poison} into episodes {planted['episodes']} of {cfg.root}")
     return planted
 
 

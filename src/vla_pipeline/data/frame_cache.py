@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -35,10 +36,12 @@ from vla_pipeline.data.contract import Contract, load_contract
 from vla_pipeline.data.features import read_cameras
 from vla_pipeline.data.metadata import load_metadata
 from vla_pipeline.data.tables import load_image_bytes, load_rows_by_index
-from vla_pipeline.errors import TrainInputError
+from vla_pipeline.errors import ArtifactError, TrainInputError, read_json_artifact
 from vla_pipeline.params import at_least, param
 from vla_pipeline.provenance import compute_dataset_fingerprint, find_data_mismatch, sha256_file
 from vla_pipeline.store import FRAME_CACHE_DIR, file_lock, resolve_store
+
+log = logging.getLogger(__name__)
 
 FRAME_CACHE_MANIFEST_FILE = "manifest.json"
 
@@ -243,11 +246,11 @@ def _save_shared(cfg: FrameCacheConfig) -> dict:
     with file_lock(entry.with_name(key + ".lock"), f"building the frame cache {entry}"):
         problem = verify_entry(entry)
         if problem is None:
-            print(f"frame cache: reusing {entry} (same dataset version, resolution, cameras and exclusions)")
+            log.info(f"frame cache: reusing {entry} (same dataset version, resolution, cameras and exclusions)")
         else:
-            print(f"frame cache: building {entry}" + (f" ({problem})" if entry.exists() else ""))
+            log.info(f"frame cache: building {entry}" + (f" ({problem})" if entry.exists() else ""))
             _build(entry, lambda tmp: _frames_manifest(cfg, tmp, fingerprint))  # fingerprinted once
-    manifest = json.loads((entry / FRAME_CACHE_MANIFEST_FILE).read_text())
+    manifest = read_json_artifact(entry / FRAME_CACHE_MANIFEST_FILE, "frame_cache")
     return {**manifest, "store_entry": key}
 
 
@@ -256,7 +259,10 @@ def verify_entry(entry: Path) -> str | None:
     path = Path(entry) / FRAME_CACHE_MANIFEST_FILE
     if not path.is_file():
         return "not built"
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = read_json_artifact(path, "frame_cache")
+    except ArtifactError:
+        return f"torn or not this project's ({FRAME_CACHE_MANIFEST_FILE} does not parse as a manifest)"
     for key, doc in manifest.get("cameras", {}).items():
         file = camera_file(Path(entry), key)
         try:
@@ -311,7 +317,7 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
     rebuild = "rebuild it with `dvc repro -f frame_cache` (or `vla frame-cache`)"
     if not path.is_file():
         raise TrainInputError(f"frame_cache.enable is true but {cache_dir} holds no frame cache; {rebuild}")
-    manifest = json.loads(path.read_text())
+    manifest = read_json_artifact(path, "frame_cache", ("enable", "resolution"))
     if not manifest.get("enable"):
         raise TrainInputError(f"{cache_dir} was built with frame_cache.enable: false; {rebuild}")
     if find_data_mismatch(manifest, fingerprint=fingerprint) == "dataset":
@@ -326,7 +332,7 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
         directory = resolve_store(store) / FRAME_CACHE_DIR / manifest["store_entry"]
         problem = verify_entry(directory)
         if problem is not None and rebuild_from is not None:  # the store was cleaned, or is another one
-            print(f"frame cache: {directory} is {problem}; building it again as the frame_cache stage did")
+            log.info(f"frame cache: {directory} is {problem}; building it again as the frame_cache stage did")
             with _rng_untouched():  # (a DataLoader draws its base seed): the run is the same either way
                 rebuilt = _save_shared(FrameCacheConfig(
                     *rebuild_from, out_dir=Path(cache_dir), resolution=cached, num_workers=1,

@@ -10,28 +10,25 @@ only the report's JSON keys (``ok``, ``errors``, ``suggested_exclusions``, ``exc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vla_pipeline.data.tables import camera_keys, format_no_camera, load_info
-from vla_pipeline.errors import ValidationError
+from vla_pipeline.errors import ValidationError, check_artifact, read_json_artifact
 from vla_pipeline.provenance import find_data_mismatch
 
 RERUN = "run `dvc repro validate` (or `vla validate`)"
+REPORT_KEYS = ("ok",)  # and, in a passing report, what every reader reads:
+PASSED_KEYS = ("excluded_episodes",)
 
 
 def read_report_json(path: Path) -> dict:
-    """The report's JSON, or a :class:`ValidationError` saying it is missing or unreadable."""
+    """The report's JSON; a :class:`ValidationError` when it is missing, an :class:`ArtifactError` when it is
+    torn or not a report (no ``ok``; a passing one without ``excluded_episodes``)."""
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"validation report {path} not found; {RERUN} first")
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValidationError(f"validation report {path} cannot be read ({type(e).__name__}: {e}); {RERUN}") from e
-    if not isinstance(report, dict) or "ok" not in report:
-        raise ValidationError(f"{path} is not a validation report (no 'ok' field); {RERUN}")
-    return report
+    report = read_json_artifact(path, "validate", REPORT_KEYS)
+    return check_artifact(report, path, "validate", PASSED_KEYS) if report["ok"] else report
 
 
 def _has_no_camera(dataset_root: Path) -> bool:

@@ -23,12 +23,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from vla_pipeline.errors import ConfigError, VlaError
+
+log = logging.getLogger(__name__)
 
 ASYNC_CLIENT = "async-client"
 
@@ -142,7 +145,7 @@ def strict_from_pretrained(cls, pretrained_name_or_path, *, config=None, **kwarg
     directory = Path(source)
     policy = make_pi05_policy(config, load_dims(directory) if directory.is_dir() else None)
     counts = load_pretrained_weights(policy, source)
-    print(f"vla: {source}: {counts['loaded']} tensors loaded strictly (0 missing, 0 unexpected)")
+    log.info(f"vla: {source}: {counts['loaded']} tensors loaded strictly (0 missing, 0 unexpected)")
     policy.vla_checkpoint_dir = directory if directory.is_dir() else None
     policy.to(config.device)
     policy.eval()
@@ -215,7 +218,7 @@ class RecordAdapter:
         directory = getattr(policy, "vla_checkpoint_dir", None)
         if self.adapter is None and directory is not None and (directory / CONTRACT_FILE).is_file():
             self.adapter = ActionAdapter.connect(load_contract(directory / CONTRACT_FILE), list(self.robot.action_features))
-            print(f"vla: arm-only policy: contract '{self.adapter.contract.name}', robot actions "
+            log.info(f"vla: arm-only policy: contract '{self.adapter.contract.name}', robot actions "
                   f"{list(self.robot.action_features)}, held {self.adapter.contract.hold}")
         return self.adapter
 

@@ -15,6 +15,7 @@ from vla_pipeline.checkpoint.io import (
 )
 from vla_pipeline.checkpoint.layout import CONTRACT_FILE
 from vla_pipeline.data.contract import load_contract
+from vla_pipeline.errors import read_json_artifact
 from vla_pipeline.eval.config import EvaluateConfig
 from vla_pipeline.eval.protocol import NOT_PROTOCOL, RANK_KEY, config_doc
 from vla_pipeline.provenance import EVAL_ENTRY, compute_code_identity, compute_dataset_fingerprint
@@ -79,7 +80,7 @@ def reuse_evaluation(cfg: EvaluateConfig, source: Path, protocol: dict) -> dict:
         (out / "videos").mkdir()
     protocol = {**protocol, "config": config_doc(cfg), "reused_from": str(source)}
     (out / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_json_artifact(source / "metrics.json", f"evaluate@{source.name}")
     with open(out / "episodes.csv", newline="") as f:
         table = [{k: v if k == "task" else _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
     fps = load_contract(pretrained_dir_of(cfg.checkpoint) / CONTRACT_FILE).fps
