@@ -1,6 +1,6 @@
 """`vla`: the subcommands build their config from a params file the way the DVC stages do (one
-config path), flags and --set override its keys, and without --params the flags alone must say
-what to read."""
+config path: --params, else ./params.yaml), --set and then each flag given override its keys (a flag
+has no default of its own), and a command run by hand never writes a DVC stage's output."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vla_pipeline.cli import (
+    EVALUATE_FLAGS,
+    PREFLIGHT_FLAGS,
+    VALIDATE_FLAGS,
+    flag_overrides,
     make_evaluate_config,
     make_frame_cache_config,
     make_norms_config,
@@ -61,20 +66,87 @@ def test_only_validate_reads_the_exclusions_the_later_stages_take_them_from_its_
 
 
 def test_evaluate_with_params_builds_the_stage_config(tiny_run, tmp_path) -> None:
+    """As the stage's, but W&B's files under --out (as `vla train --out`), and the params' frame cache
+    (decoded from the params' dataset) not read for another --dataset."""
     from vla_pipeline.checkpoint.io import resolve_checkpoint
 
     cfg = make_evaluate_config(parse("evaluate", str(tiny_run.train), "--out", str(tmp_path), "--params", str(PARAMS),
                                      "--dataset", str(tiny_run.dataset), "--no-videos"))
-    params = load_params(PARAMS, [f'dataset.root="{tiny_run.dataset}"', "evaluate.videos=false"])
-    assert cfg == EvaluateConfig.from_params(params, resolve_checkpoint(tiny_run.train, "last"), tmp_path)
+    params = load_params(PARAMS, [f'dataset.root="{tiny_run.dataset}"', "evaluate.videos=false",
+                                  "frame_cache.enable=false"])
+    expected = EvaluateConfig.from_params(params, resolve_checkpoint(tiny_run.train, "last"), tmp_path)
+    assert cfg == dataclasses.replace(expected, wandb_dir=tmp_path / "wandb")
 
 
-@pytest.mark.parametrize(("argv", "missing"), [
-    (["validate"], "pass DATASET and --contract, or --params FILE"),
-    (["norms", "data/x", "--contract", "c.yaml"], "pass --report, or --params FILE"),
-    (["frame-cache", "data/x"], "pass --contract, or --params FILE"),
-])
-def test_without_params_the_flags_must_name_the_inputs(argv, missing) -> None:
-    make = {"validate": make_validate_config, "norms": make_norms_config, "frame-cache": make_frame_cache_config}
-    with pytest.raises(ConfigError, match=missing):
-        make[argv[0]](parse(*argv))
+def test_without_params_the_flags_override_params_yaml_here(tmp_path, monkeypatch) -> None:
+    """No flag has a default of its own: without --params, ./params.yaml is the file the flags override."""
+    doc = yaml.safe_load(PARAMS.read_text())
+    doc["norms"]["val_fraction"] = 0.4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    cfg = make_norms_config(parse("norms", "--seed", "3"))
+    assert (cfg.val_fraction, cfg.seed, cfg.out_dir) == (0.4, 3, Path(doc["norms"]["out_dir"]))
+    assert make_validate_config(parse("validate", "d", "--contract", "c.yaml")) == ValidateConfig.from_params(
+        load_params(tmp_path / "params.yaml", ['dataset.root="d"', 'dataset.contract="c.yaml"']))
+    cfg = make_frame_cache_config(parse("frame-cache", "--native", "--num-workers", "2"))
+    assert cfg == dataclasses.replace(FrameCacheConfig.from_params(load_params(tmp_path / "params.yaml")),
+                                      resolution=None, num_workers=2)
+
+
+def test_without_a_params_file_the_error_says_to_pass_one(tmp_path, monkeypatch) -> None:
+    import vla_pipeline.params.load as loading
+
+    if hasattr(loading, "load_default_params"):
+        pytest.skip("the package ships default params: no params.yaml is needed")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"vla validate: no params.yaml in .*; pass --params FILE"):
+        make_validate_config(parse("validate", "d", "--contract", "c.yaml"))
+
+
+def test_every_switch_sets_its_key() -> None:
+    assert flag_overrides(parse("validate", "--no-dry-run", "--exclude"), VALIDATE_FLAGS) == [
+        "dataset.exclude_episodes=[]", "validate.dry_run=false"]
+    assert flag_overrides(parse("preflight", "--probe", "--memory-gib", "0"), PREFLIGHT_FLAGS) == [
+        "preflight.probe=true", "preflight.memory_gib=0.0"]
+    assert flag_overrides(parse("evaluate", "ckpt"), EVALUATE_FLAGS) == []
+
+
+def test_norms_of_another_dataset_than_the_params_needs_its_report() -> None:
+    with pytest.raises(ConfigError, match="data/x is not the params file's dataset.root .*pass --report"):
+        make_norms_config(parse("norms", "data/x", "--params", str(PARAMS)))
+    cfg = make_norms_config(parse("norms", "data/x", "--params", str(PARAMS), "--report", "r.json"))
+    assert (cfg.dataset_root, cfg.report_path) == (Path("data/x"), Path("r.json"))
+
+
+def test_a_frame_cache_of_another_dataset_reads_no_report_unless_named() -> None:
+    cfg = make_frame_cache_config(parse("frame-cache", "data/x", "--params", str(PARAMS)))
+    assert (cfg.exclude_episodes, cfg.report_path) == ((), None)
+    cfg = make_frame_cache_config(parse("frame-cache", "data/x", "--params", str(PARAMS), "--report", "r.json"))
+    assert (cfg.exclude_episodes, cfg.report_path) == (None, Path("r.json"))
+
+
+def test_verbose_and_quiet_before_or_after_the_subcommand() -> None:
+    assert parse("-v", "validate").verbosity == 1 and parse("validate", "-q").verbosity == -1
+    assert parse("store", "du", "--verbose").verbosity == 1 and parse("norms").verbosity == 0
+    with pytest.raises(SystemExit):
+        parse("validate", "-v", "-q")
+
+
+def test_a_dvc_stage_output_is_written_under_by_hand_and_said(tmp_path, caplog) -> None:
+    from vla_pipeline.workspace import by_hand, refuse_stage_output, stage_outputs
+
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "params.yaml").write_text("out: {dir: art}\nkeys: [a, b]\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  one:\n    cmd: x\n    outs:\n      - ${out.dir}/one.json\n"
+                                       "      - big:\n          cache: false\n  two:\n    foreach: ${keys}\n"
+                                       "    do:\n      cmd: y\n      metrics:\n        - ${out.dir}/${item}/m.json\n")
+    assert stage_outputs(tmp_path) == {tmp_path / "art/one.json": "one", tmp_path / "big": "one",
+                                       tmp_path / "art/a/m.json": "two@a", tmp_path / "art/b/m.json": "two@b"}
+    for path, stage in ((tmp_path / "art/one.json", "one"), (tmp_path / "big/x", "one"), (tmp_path / "art", "one")):
+        with caplog.at_level("WARNING"):
+            assert by_hand(path, "it") == tmp_path / ".vla/by-hand" / path.relative_to(tmp_path)
+        assert f"output of DVC stage '{stage}'" in caplog.text
+    assert by_hand(tmp_path / "elsewhere", "it") == tmp_path / "elsewhere"
+    assert (tmp_path / ".vla/.gitignore").read_text().splitlines()[-1] == "*"
+    with pytest.raises(ConfigError, match="output of DVC stage 'two@b'.*give --out another"):
+        refuse_stage_output(tmp_path / "art/b", "--out")

@@ -1,79 +1,94 @@
-"""``vla``: the library's entry points outside DVC (same functions the stages call)."""
+"""``vla``: the library's entry points outside DVC (same functions the stages call).
+
+Every subcommand that the pipeline runs as a stage (validate, norms, frame-cache, preflight, train,
+evaluate) reads one params file: ``--params FILE``, else ``params.yaml`` of the current directory.
+``--set KEY=VALUE`` overrides its keys, then each flag given overrides the one key it stands for
+(``FLAGS`` below): a flag has no default of its own. The flags that name no params key (the run's
+directory of ``train --out``, ``evaluate``'s ``--out``/``--pick``/``--norms``, ``--exclude`` of norms
+and frame-cache, ``frame-cache --resolution``, ``preflight --testdata``/``--allow-cuda-graphs``) say
+so in their help. A command run by hand never writes a DVC stage's output (workspace.by_hand)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import logging
 import sys
 from pathlib import Path
 
 from vla_pipeline.cli_data import add_contract, add_dataset_tools, add_store
-from vla_pipeline.cli_deploy import add_lerobot, add_serve, cmd_lerobot
+from vla_pipeline.cli_deploy import add_check_compat, add_lerobot, add_serve, cmd_lerobot
 from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
+from vla_pipeline.workspace import by_hand, tracked_by
+
+log = logging.getLogger(__name__)
+DEFAULT_PARAMS = "params.yaml"
 
 
-def cmd_check_compat(args) -> int:
-    from vla_pipeline.model.reference import compare_with_reference
+def flag_overrides(args, flags: dict) -> list[str]:
+    """The flags given, as overrides: ``flags`` maps an argument to its dotted key, or a switch to (key, the
+    value it sets)."""
+    overrides = []
+    for name, spec in flags.items():
+        key, const = spec if isinstance(spec, tuple) else (spec, None)
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            overrides.append(f"{key}={json.dumps(value if const is None else const)}")  # JSON is YAML
+    return overrides
 
-    errors = compare_with_reference(Path(args.reference))
-    for e in errors:
-        print(f"{e.name:>18}: max abs error {e.max_abs_error:.3e} (atol {e.atol:g}) {'ok' if e.ok else 'MISMATCH'}")
-    ok = all(e.ok for e in errors)
-    print("compat: PASS" if ok else "compat: FAIL")
-    return 0 if ok else 1
+
+def read_params(args, overrides=()) -> dict:
+    """The params file (``--params``, else ./params.yaml, else the defaults the package ships), then
+    ``--set``, then ``overrides``, checked by the schema: what the stage would read."""
+    overrides = [*args.set, *overrides]
+    if args.params is not None or Path(DEFAULT_PARAMS).is_file():
+        return load_params(args.params or DEFAULT_PARAMS, overrides)
+    from vla_pipeline.params import load as loading
+
+    load_defaults = getattr(loading, "load_default_params", None)  # the shipped defaults, where the package has them
+    if load_defaults is None:
+        raise ConfigError(f"vla {args.command}: no {DEFAULT_PARAMS} in {Path.cwd()}; pass --params FILE (the "
+                          f"pipeline repository's params.yaml, or a copy of it)")
+    return load_defaults(overrides)
 
 
-def stage_params(args, flags: dict[str, str]) -> dict | None:
-    """With ``--params FILE``: the file, ``--set`` overrides, then the subcommand's explicit flags as
-    overrides (``flags``: argument name -> dotted key), checked by the schema: the mapping the stage
-    reads. None without ``--params`` (the flags alone describe the run)."""
-    if args.params is None:
+def stage_params(args, flags: dict) -> dict:
+    """The params file, ``--set`` overrides, then the subcommand's explicit flags as overrides (``flags``:
+    argument name -> dotted key): the mapping the stage reads."""
+    return read_params(args, flag_overrides(args, flags))
+
+
+def other_dataset(args) -> str | None:
+    """The params file's ``dataset.root`` when the command's dataset flag names another dataset: what the
+    file derives from its own dataset (its validation report, its frame cache) does not apply then."""
+    if getattr(args, "dataset", None) is None:
         return None
-    overrides = list(args.set)
-    for name, key in flags.items():
-        value = getattr(args, name)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")  # JSON is YAML: strings, numbers, lists read back
-    return load_params(args.params, overrides)
-
-
-def require_flags(args, command: str, *names: str) -> None:
-    missing = [f"--{n.replace('_', '-')}" if n != "dataset" else "DATASET" for n in names if getattr(args, n) is None]
-    if missing:
-        raise ConfigError(f"vla {command}: pass {' and '.join(missing)}, or --params FILE to take them from a params "
-                          f"file as the DVC stage does")
+    root = read_params(args)["dataset"]["root"]
+    return None if Path(root).resolve() == Path(args.dataset).resolve() else root
 
 
 VALIDATE_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "report": "validate.report",
                   "exclude": "dataset.exclude_episodes", "min_episode_length": "policy.chunk_size",
-                  "decode_samples": "validate.decode_samples"}
+                  "decode_samples": "validate.decode_samples", "no_dry_run": ("validate.dry_run", False)}
 
 
 def make_validate_config(args):
     from vla_pipeline.validate.config import ValidateConfig
 
-    params = stage_params(args, VALIDATE_FLAGS)
-    if params is not None:
-        return ValidateConfig.from_params(params)
-    require_flags(args, "validate", "dataset", "contract")
-    return ValidateConfig(Path(args.dataset), Path(args.contract), Path(args.report or "validation_report.json"),
-                          tuple(args.exclude or ()), args.min_episode_length or 1, args.decode_samples or 0)
+    return ValidateConfig.from_params(stage_params(args, VALIDATE_FLAGS))
 
 
 def make_validate_dry_run(args):
-    """The dry run that ends validation: the run the params file describes, else a full-size run's shape
-    (``train.dry_run``); None with ``--no-dry-run`` or ``validate.dry_run: false``."""
+    """The dry run that ends validation: the run the params describe; None with ``validate.dry_run: false``
+    (``--no-dry-run``)."""
     from vla_pipeline.train.dry_run import DryRunConfig, make_dry_run_check
 
     params = stage_params(args, VALIDATE_FLAGS)
-    if args.no_dry_run or (params is not None and not params["validate"]["dry_run"]):
-        return None
-    cfg = DryRunConfig.from_params(params) if params is not None else DryRunConfig.full_size(
-        args.min_episode_length or DryRunConfig.full_size().policy.chunk_size)
-    return make_dry_run_check(cfg)
+    return make_dry_run_check(DryRunConfig.from_params(params)) if params["validate"]["dry_run"] else None
 
 
 def cmd_validate(args) -> int:
@@ -81,6 +96,7 @@ def cmd_validate(args) -> int:
     from vla_pipeline.validate.run import validate_dataset
 
     cfg = make_validate_config(args)
+    cfg = dataclasses.replace(cfg, report_path=by_hand(cfg.report_path, "the report"))
     report = validate_dataset(cfg, make_validate_dry_run(args))
     print(format_report(report, where=str(cfg.report_path)))  # its last line: "Validation passed: ..."
     return 0
@@ -93,20 +109,20 @@ NORMS_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "out":
 def make_norms_config(args):
     from vla_pipeline.norms import NormsConfig
 
-    params = stage_params(args, NORMS_FLAGS)
-    if params is not None:  # the exclusions the report recorded, unless --exclude says otherwise
-        cfg = NormsConfig.from_params(params)
-        return cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
-    require_flags(args, "norms", "dataset", "contract", "report")
-    return NormsConfig(Path(args.dataset), Path(args.contract), Path(args.out or "norms"), report_path=Path(args.report),
-                       exclude_episodes=tuple(args.exclude or ()),
-                       val_fraction=0.2 if args.val_fraction is None else args.val_fraction, seed=args.seed or 0)
+    root = other_dataset(args) if args.report is None else None
+    if root is not None:
+        raise ConfigError(f"vla norms: {args.dataset} is not the params file's dataset.root ({root}), whose "
+                          f"validation report validate.report names; pass --report with {args.dataset}'s (vla "
+                          f"validate {args.dataset})")
+    cfg = NormsConfig.from_params(stage_params(args, NORMS_FLAGS))  # the exclusions its report recorded
+    return cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
 
 
 def cmd_norms(args) -> int:
     from vla_pipeline.norms import save_norm_stats
 
-    print(f"frozen stats: {save_norm_stats(make_norms_config(args))}")
+    cfg = make_norms_config(args)
+    print(f"frozen stats: {save_norm_stats(dataclasses.replace(cfg, out_dir=by_hand(cfg.out_dir, 'the stats')))}")
     return 0
 
 
@@ -114,17 +130,19 @@ def cmd_train(args) -> int:
     from vla_pipeline.train.config import TrainConfig
     from vla_pipeline.train.trainer import train
 
-    params = load_params(args.params or "params.yaml", args.set)
+    params = read_params(args)
     # --out OUT puts the whole run under OUT (checkpoints, live metrics, W&B), never into the workspace's DVC
     # outputs. Without it, a train.out_dir inside this DVC workspace is the train stage's output, which DVC
-    # deletes before the stage runs: the run goes to the store and its best and last are published there, as
-    # the stage does. Elsewhere train.out_dir is the run's own directory (checkpoints, resumed from there).
+    # deletes before the stage runs: the run goes to the store and its best and last are published, as the
+    # stage does, but to .vla/by-hand/ where the out_dir is the stage's (dvc status stays as it was).
+    # Elsewhere train.out_dir is the run's own directory (checkpoints, resumed from there).
     overrides = {"runs_in_store": False}
     if args.out:
-        out = Path(args.out)
+        out = by_hand(args.out, "the run")
         overrides.update(out_dir=out, live_dir=out / "live", wandb_dir=out / "wandb")
     elif is_dvc_output_here(params["train"]["out_dir"]):
-        overrides = {}
+        out_dir, live_dir = params["train"]["out_dir"], params["train"]["live_dir"]
+        overrides = {"out_dir": by_hand(out_dir, "the published run"), "live_dir": by_hand(live_dir, "live metrics")}
     print(f"final checkpoint: {train(TrainConfig.from_params(params, **overrides))}")
     return 0
 
@@ -137,130 +155,137 @@ def is_dvc_output_here(out_dir: str) -> bool:
 EVALUATE_FLAGS = {"dataset": "dataset.root", "stride": "evaluate.stride", "batch_size": "evaluate.batch_size",
                   "noise_seed": "evaluate.noise_seed", "device": "evaluate.device", "num_workers": "evaluate.num_workers",
                   "wandb": "evaluate.wandb.mode", "wandb_project": "evaluate.wandb.project",
-                  "wandb_dir": "evaluate.wandb.dir"}
+                  "wandb_dir": "evaluate.wandb.dir", "no_videos": ("evaluate.videos", False),
+                  "frame_cache": "frame_cache.dir"}
 
 
 def make_evaluate_config(args):
+    """The evaluate section; the output, and W&B's files unless evaluate.wandb.dir names a place, under
+    ``--out``; the params' frame cache only for the params' dataset (``--frame-cache`` names another)."""
     from vla_pipeline.checkpoint.io import resolve_checkpoint
     from vla_pipeline.eval.config import EvaluateConfig
 
     checkpoint, out = resolve_checkpoint(Path(args.checkpoint), args.pick), Path(args.out)
-    params = stage_params(args, EVALUATE_FLAGS)
-    if params is not None:
-        if args.no_videos:
-            params["evaluate"]["videos"] = False
-        cfg = EvaluateConfig.from_params(params, checkpoint, out)
-        return cfg if args.norms is None else dataclasses.replace(cfg, norms_dir=Path(args.norms))
-    require_flags(args, "evaluate", "dataset")
-    return EvaluateConfig(
-        checkpoint, Path(args.dataset), out, norms_dir=Path(args.norms) if args.norms else None, stride=args.stride,
-        batch_size=args.batch_size or 16, noise_seed=args.noise_seed or 0, device=args.device or "cpu",
-        num_workers=0 if args.num_workers is None else args.num_workers, videos=not args.no_videos,
-        wandb_mode=args.wandb or "offline", wandb_project=args.wandb_project or "vla-pipeline",
-        wandb_dir=Path(args.wandb_dir) if args.wandb_dir else out / "wandb",
-        frame_cache=Path(args.frame_cache) if args.frame_cache else None,
-    )
+    cache = ["frame_cache.enable=true"] if args.frame_cache else []
+    if not args.frame_cache and other_dataset(args) is not None:
+        cache = ["frame_cache.enable=false"]  # the params' frame cache was decoded from the params' dataset
+    params = read_params(args, [*flag_overrides(args, EVALUATE_FLAGS), *cache])
+    cfg = EvaluateConfig.from_params(params, checkpoint, out)
+    if params["evaluate"]["wandb"]["dir"] is None:
+        cfg = dataclasses.replace(cfg, wandb_dir=out / "wandb")  # as `vla train --out`: the whole run under OUT
+    return cfg if args.norms is None else dataclasses.replace(cfg, norms_dir=Path(args.norms))
 
 
 def cmd_evaluate(args) -> int:
     from vla_pipeline.eval.run import evaluate, format_summary
 
     cfg = make_evaluate_config(args)
+    out = by_hand(cfg.out_dir, "the evaluation")
+    if out != cfg.out_dir:
+        cfg = dataclasses.replace(cfg, out_dir=out, wandb_dir=out / "wandb" if cfg.wandb_dir == cfg.out_dir / "wandb"
+                                  else cfg.wandb_dir)
     print(format_summary(evaluate(cfg), cfg.checkpoint, cfg.out_dir, cfg.videos))  # the full JSON: metrics.json
     return 0
 
 
 FRAME_CACHE_FLAGS = {"dataset": "dataset.root", "contract": "dataset.contract", "out": "frame_cache.dir",
-                     "num_workers": "frame_cache.num_workers"}
+                     "num_workers": "frame_cache.num_workers", "report": "validate.report",
+                     "native": ("frame_cache.resize", False)}
 
 
 def make_frame_cache_config(args):
+    """The frame_cache section; the exclusions the params' validation report recorded, unless ``--exclude``
+    names them or the dataset is another than the params' (none then, without ``--report``)."""
     from vla_pipeline.data.frame_cache import FrameCacheConfig
 
-    params = stage_params(args, FRAME_CACHE_FLAGS)
-    if params is not None:
-        cfg = FrameCacheConfig.from_params(params)  # the exclusions the report recorded, unless --exclude
-        cfg = cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
-        return dataclasses.replace(cfg, resolution=None) if args.native else cfg
-    require_flags(args, "frame-cache", "dataset", "contract")
-    return FrameCacheConfig(Path(args.dataset), Path(args.contract), Path(args.out or "frame_cache"),
-                            resolution=None if args.native else tuple(args.resolution or (224, 224)),
-                            num_workers=args.num_workers or 1, exclude_episodes=tuple(args.exclude or ()))
+    cfg = FrameCacheConfig.from_params(stage_params(args, FRAME_CACHE_FLAGS))
+    if args.exclude is None and args.report is None and other_dataset(args) is not None:
+        cfg = dataclasses.replace(cfg, exclude_episodes=(), report_path=None)
+    cfg = cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
+    return cfg if args.resolution is None or args.native else dataclasses.replace(cfg, resolution=tuple(args.resolution))
 
 
 def cmd_frame_cache(args) -> int:
     from vla_pipeline.data.frame_cache import save_frame_cache
 
-    print(f"frame cache: {save_frame_cache(make_frame_cache_config(args))}")
+    cfg = make_frame_cache_config(args)
+    print(f"frame cache: {save_frame_cache(dataclasses.replace(cfg, out_dir=by_hand(cfg.out_dir, 'the cache')))}")
     return 0
 
 
-def cmd_preflight(args) -> int:
-    from vla_pipeline.preflight.run import PreflightConfig, require_preflight
+PREFLIGHT_FLAGS = {"report": "preflight.report", "probe": ("preflight.probe", True),
+                   "memory_gib": "preflight.memory_gib"}
 
-    cfg = PreflightConfig.from_params(load_params(args.params or "params.yaml", args.set))
-    cfg = dataclasses.replace(cfg, report_path=Path(args.report) if args.report else cfg.report_path,
-                              testdata=Path(args.testdata) if args.testdata else None,
-                              allow_cuda_graphs=args.allow_cuda_graphs, probe=args.probe or cfg.probe,
-                              memory_gib=args.memory_gib if args.memory_gib is not None else cfg.memory_gib)
-    require_preflight(cfg)
+
+def cmd_preflight(args) -> int:
+    from vla_pipeline.preflight.run import PreflightConfig, require_preflight, verdict_path
+
+    cfg = PreflightConfig.from_params(stage_params(args, PREFLIGHT_FLAGS))
+    verdict = verdict_path(cfg.report_path)  # written beside the report: the stage's tracked output
+    moved = by_hand(verdict, "the verdict and the report")
+    report = moved.with_name(cfg.report_path.name) if moved != verdict else by_hand(cfg.report_path, "the report")
+    require_preflight(dataclasses.replace(cfg, report_path=report, allow_cuda_graphs=args.allow_cuda_graphs,
+                                          testdata=Path(args.testdata) if args.testdata else None))
     return 0
 
 
 def add_params_options(s, what: str) -> None:
-    s.add_argument("--params", help=f"take {what} from this params file, as the DVC stage does; the other flags "
-                                     f"given here override its keys")
+    s.add_argument("--params", help=f"the params file to take {what} from, as the DVC stage does (default: "
+                                     f"{DEFAULT_PARAMS} here); the flags given override the keys they name")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a params key (dotted, e.g. dataset.exclude_episodes=[3]), repeatable; with --params")
+                   help="override a params key (dotted, e.g. dataset.exclude_episodes=[3]), repeatable")
 
 
 def add_validate(sub) -> None:
     s = sub.add_parser("validate", help="validate a LeRobotDataset v3.0 against an action contract")
-    s.add_argument("dataset", nargs="?")
-    s.add_argument("--contract")
-    s.add_argument("--report", help="default: validation_report.json")
-    s.add_argument("--exclude", type=int, nargs="*", help="episode indices to leave out")
-    s.add_argument("--min-episode-length", type=int, help="warn below this (the policy's chunk size; default 1)")
-    s.add_argument("--decode-samples", type=int, help="frames to decode per video file (default 0)")
-    s.add_argument("--no-dry-run", action="store_true", help="skip the last check: sampled frames through the train "
-                   "stage's data paths and one training step of a tiny Pi0.5 shaped like the run")
+    s.add_argument("dataset", nargs="?", help="dataset.root")
+    s.add_argument("--contract", help="dataset.contract")
+    s.add_argument("--report", help="validate.report")
+    s.add_argument("--exclude", type=int, nargs="*", help="dataset.exclude_episodes: episode indices to leave out")
+    s.add_argument("--min-episode-length", type=int, help="policy.chunk_size: warn below this")
+    s.add_argument("--decode-samples", type=int, help="validate.decode_samples: frames to decode per video file")
+    s.add_argument("--no-dry-run", action="store_true", help="validate.dry_run=false: skip the last check (sampled "
+                   "frames through the train stage's data paths and one training step of a tiny Pi0.5 shaped like "
+                   "the run)")
     add_params_options(s, "the dataset, contract, exclusions and report")
     s.set_defaults(func=cmd_validate)
 
 
 def add_norms(sub) -> None:
     s = sub.add_parser("norms", help="split episodes and freeze normalization statistics")
-    s.add_argument("dataset", nargs="?")
-    s.add_argument("--contract")
-    s.add_argument("--out", help="default: norms")
-    s.add_argument("--report", help="the dataset's validation report (vla validate)")
-    s.add_argument("--exclude", type=int, nargs="*", help="episode indices to leave out")
-    s.add_argument("--val-fraction", type=float, help="default 0.2")
-    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("dataset", nargs="?", help="dataset.root")
+    s.add_argument("--contract", help="dataset.contract")
+    s.add_argument("--out", help="norms.out_dir")
+    s.add_argument("--report", help="validate.report: the dataset's validation report (vla validate)")
+    s.add_argument("--exclude", type=int, nargs="*", help="episode indices to leave out (not a params key: default "
+                                                           "those the validation report recorded)")
+    s.add_argument("--val-fraction", type=float, help="norms.val_fraction")
+    s.add_argument("--seed", type=int, help="norms.split_seed")
     add_params_options(s, "the dataset, contract, exclusions and split settings")
     s.set_defaults(func=cmd_norms)
 
 
 def add_train(sub) -> None:
     s = sub.add_parser("train", help="fine-tune Pi0.5 as the train stage does, from a params file")
-    s.add_argument("--out", help="the run's directory: checkpoints (resumed from here), live metrics (OUT/live) "
-                                 "and W&B files (OUT/wandb) all go under it (default: train.out_dir, "
-                                 "train.live_dir, train.wandb.dir)")
-    add_params_options(s, "everything (default: params.yaml)")
+    s.add_argument("--out", help="the run's directory (not a params key): checkpoints (resumed from here), live "
+                                 "metrics (OUT/live) and W&B files (OUT/wandb) all go under it (default: "
+                                 "train.out_dir, train.live_dir, train.wandb.dir)")
+    add_params_options(s, "everything")
     s.set_defaults(func=cmd_train)
 
 
 def add_preflight(sub) -> None:
     s = sub.add_parser("preflight", help="check the machine, numerics, memory, disk and inputs of the train run")
-    s.add_argument("--report", help="write the JSON report here (default: preflight.report)")
-    s.add_argument("--testdata", help="reference vectors (default: ../shared/testdata, else the shipped copy)")
+    s.add_argument("--report", help="preflight.report: the JSON report (the verdict beside it)")
+    s.add_argument("--testdata", help="reference vectors (not a params key; default: ../shared/testdata, else the "
+                                      "shipped copy)")
     s.add_argument("--allow-cuda-graphs", action="store_true",
-                   help="accept compile modes that use CUDA graphs on ROCm (refused by default)")
+                   help="accept compile modes that use CUDA graphs on ROCm (not a params key; refused by default)")
     s.add_argument("--probe", action="store_true",
-                   help="measure peak memory with one training step per batch size (random weights) instead of "
-                        "predicting it (default: preflight.probe)")
-    s.add_argument("--memory-gib", type=float, help="the memory budget (default: preflight.memory_gib, else the GPU's)")
-    add_params_options(s, "the run to check (default: params.yaml)")
+                   help="preflight.probe=true: measure peak memory with one training step per batch size (random "
+                        "weights) instead of predicting it")
+    s.add_argument("--memory-gib", type=float, help="preflight.memory_gib: the memory budget")
+    add_params_options(s, "the run to check")
     s.set_defaults(func=cmd_preflight)
 
 
@@ -268,57 +293,88 @@ def add_evaluate(sub) -> None:
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on its held-out episodes (metrics, traces, videos)")
     s.add_argument("checkpoint", help="a train run dir (its last/best checkpoint), a checkpoints/<step> dir "
                                       "or a pretrained_model dir")
-    s.add_argument("--dataset", help="the LeRobotDataset root the checkpoint was trained on")
-    s.add_argument("--out", default="eval", help="output directory (default: eval)")
-    s.add_argument("--pick", choices=["last", "best"], default="last", help="which checkpoint of a run dir")
-    s.add_argument("--norms", help="take the split from this norms dir (default: the checkpoint's own)")
-    s.add_argument("--stride", type=int, help="replan every N frames (default: the checkpoint's n_action_steps)")
-    s.add_argument("--batch-size", type=int, help="default 16")
-    s.add_argument("--noise-seed", type=int, help="default 0")
-    s.add_argument("--device", help="default cpu")
-    s.add_argument("--num-workers", type=int, help="video-decoding workers (default 0)")
-    s.add_argument("--no-videos", action="store_true", help="skip the MP4s (traces and metrics only)")
-    s.add_argument("--wandb", choices=["offline", "online", "disabled"], help="default offline")
-    s.add_argument("--wandb-project", help="default vla-pipeline")
-    s.add_argument("--wandb-dir", help="W&B run files (default: OUT/wandb)")
-    s.add_argument("--frame-cache", help="read camera frames from this decoded-frame cache (vla frame-cache)")
+    s.add_argument("--dataset", help="dataset.root: the LeRobotDataset the checkpoint was trained on (another "
+                                     "than the params file's: its frame cache is not read)")
+    s.add_argument("--out", default="eval", help="output directory, W&B files under it unless evaluate.wandb.dir "
+                                                 "(not a params key; default: eval)")
+    s.add_argument("--pick", choices=["last", "best"], default="last",
+                   help="which checkpoint of a run dir (not a params key)")
+    s.add_argument("--norms", help="take the split from this norms dir (not a params key; default: the "
+                                   "checkpoint's own)")
+    s.add_argument("--stride", type=int, help="evaluate.stride: replan every N frames")
+    s.add_argument("--batch-size", type=int, help="evaluate.batch_size")
+    s.add_argument("--noise-seed", type=int, help="evaluate.noise_seed")
+    s.add_argument("--device", help="evaluate.device")
+    s.add_argument("--num-workers", type=int, help="evaluate.num_workers: video-decoding workers")
+    s.add_argument("--no-videos", action="store_true", help="evaluate.videos=false: traces and metrics only")
+    s.add_argument("--wandb", choices=["offline", "online", "disabled"], help="evaluate.wandb.mode")
+    s.add_argument("--wandb-project", help="evaluate.wandb.project")
+    s.add_argument("--wandb-dir", help="evaluate.wandb.dir: W&B run files")
+    s.add_argument("--frame-cache", help="frame_cache.dir (and frame_cache.enable=true): read camera frames from "
+                                         "this decoded-frame cache (vla frame-cache)")
     add_params_options(s, "the dataset and the evaluate section")
     s.set_defaults(func=cmd_evaluate)
 
 
 def add_frame_cache(sub) -> None:
     s = sub.add_parser("frame-cache", help="decode every camera frame once into a memory-mapped cache")
-    s.add_argument("dataset", nargs="?")
-    s.add_argument("--contract")
-    s.add_argument("--out", help="default: frame_cache")
+    s.add_argument("dataset", nargs="?", help="dataset.root")
+    s.add_argument("--contract", help="dataset.contract")
+    s.add_argument("--out", help="frame_cache.dir")
+    s.add_argument("--report", help="validate.report: the exclusions it recorded are not decoded")
     s.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"),
-                   help="the policy's image_resolution (default 224 224: full-size Pi0.5)")
-    s.add_argument("--native", action="store_true", help="keep decoded frames as they are (bit-identical, larger)")
-    s.add_argument("--exclude", type=int, nargs="*", help="episode indices not to decode")
-    s.add_argument("--num-workers", type=int, help="decoding processes (default 1)")
+                   help="not a params key: instead of the policy's image resolution (policy.size, "
+                        "policy.dims.vision.image_size)")
+    s.add_argument("--native", action="store_true", help="frame_cache.resize=false: keep decoded frames as they "
+                                                         "are (bit-identical, larger)")
+    s.add_argument("--exclude", type=int, nargs="*", help="episode indices not to decode (not a params key; default: "
+                                                           "the report's, none for another dataset than the params')")
+    s.add_argument("--num-workers", type=int, help="frame_cache.num_workers: decoding processes")
     add_params_options(s, "the dataset, contract, exclusions, resolution and store")
     s.set_defaults(func=cmd_frame_cache)
 
 
-def add_tools(sub) -> None:
-    s = sub.add_parser("check-compat", help="compare Pi0.5 on stock transformers with reference vectors")
-    s.add_argument("reference", help="a .safetensors file of shared/testdata (its .json beside it)")
-    s.set_defaults(func=cmd_check_compat)
+VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def add_verbosity(parser, default) -> None:
+    """``-v``/``-q``, before the subcommand or after it (``default``: SUPPRESS on a subcommand's, so that the
+    one given before it stays)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+                       help="also debug lines and other libraries' info")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+                       help="warnings and errors only")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vla", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vla", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_validate, add_norms, add_frame_cache, add_preflight, add_train, add_evaluate, add_tools,
+    for add in (add_validate, add_norms, add_frame_cache, add_preflight, add_train, add_evaluate, add_check_compat,
                 add_dataset_tools, add_contract, add_store, add_serve, add_lerobot):
         add(sub)
+    for command in subcommand_parsers(parser):
+        add_verbosity(command, argparse.SUPPRESS)
     return parser
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser):
+    """Every subcommand's parser, nested ones too (``vla store du``), but ``lerobot``'s (LeRobot's flags)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                if name != "lerobot":
+                    yield command
+                    yield from subcommand_parsers(command)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["lerobot"]:  # the rest is LeRobot's, unparsed (its flags look like ours)
-        return run_entry_point(lambda: cmd_lerobot(argv[1:]))
+    lead = len(list(itertools.takewhile(lambda a: a in VERBOSITY_FLAGS, argv)))
+    if argv[lead:lead + 1] == ["lerobot"]:  # the rest is LeRobot's, unparsed (its flags look like ours)
+        return run_entry_point(lambda: cmd_lerobot(argv[lead + 1:]))
     args = make_parser().parse_args(argv)
     quiet_third_party()
     return run_entry_point(lambda: args.func(args))

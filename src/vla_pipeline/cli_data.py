@@ -3,12 +3,18 @@ docs/datasets.md), and ``vla store du|gc``, the store's disk use and cleaning (d
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+from vla_pipeline.workspace import refuse_stage_output
+
+log = logging.getLogger(__name__)
 
 
 def cmd_make_demo(args) -> int:
     from vla_pipeline.data.demo import DemoConfig, make_demo_dataset
 
+    refuse_stage_output(args.out, "OUT")  # the demo_data stage's (dvc repro demo_data)
     print(f"demo dataset: {make_demo_dataset(DemoConfig(root=Path(args.out), num_episodes=args.episodes))}")
     return 0
 
@@ -16,6 +22,7 @@ def cmd_make_demo(args) -> int:
 def cmd_convert(args) -> int:
     from vla_pipeline.data.convert_run import convert_v21_to_v30
 
+    refuse_stage_output(args.out, "--out")
     out = convert_v21_to_v30(Path(args.src), Path(args.out))
     print(f"converted {args.src} -> {out} (LeRobot v3.0, loads with LeRobot); next: point dataset.root "
           f"(params.yaml) at {out} and `dvc add {out}`")
@@ -26,6 +33,7 @@ def cmd_trim(args) -> int:
     from vla_pipeline.data.trim import parse_trims, trim_dataset
     from vla_pipeline.data.validation_report import load_report
 
+    refuse_stage_output(args.out, "--out")
     report = load_report(Path(args.report), Path(args.dataset), Path(args.contract) if args.contract else None)
     keep = parse_trims(report.get("suggested_trims") or {})
     if not keep:
@@ -138,7 +146,7 @@ def plan_store(args, also: bool = False):
     usage = compute_store_usage(store, [p for p in (out_dir, DvcCache(repo).root) if also and p.exists()])
     warning = register_repo(store, repo)
     if warning:
-        print(warning)
+        log.warning(warning)
     return store, repo, usage, consulted, plan_gc(usage, consulted.refs, consulted.rules)
 
 
@@ -153,7 +161,8 @@ def cmd_store_du(args) -> int:
         print_plan_header(consulted, plan)
     else:
         usage = compute_store_usage(store_and_repo(args)[0])
-        print(f"no {LOCK_FILE} in {Path(args.repo).resolve()}: which runs are referenced is unknown (pass --repo DIR)")
+        log.warning(f"no {LOCK_FILE} in {Path(args.repo).resolve()}: which runs are referenced is unknown (pass "
+                    f"--repo DIR)")
     for line in format_usage(usage, lambda e: status.get(e.path, "?")):
         print(line)
     return 0

@@ -1,4 +1,5 @@
-"""The ``vla serve`` and ``vla lerobot`` commands (the policy on the robot, docs/deploy.md)."""
+"""The ``vla serve`` and ``vla lerobot`` commands (the policy on the robot, docs/deploy.md), and ``vla
+check-compat`` (the policy on stock transformers against the reference vectors)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def cmd_serve(args) -> int:
     finally:
         server.stop(grace=1.0)
     return 0
+
+
+def cmd_check_compat(args) -> int:
+    from vla_pipeline.model.reference import compare_with_reference
+
+    errors = compare_with_reference(Path(args.reference))
+    for e in errors:
+        print(f"{e.name:>18}: max abs error {e.max_abs_error:.3e} (atol {e.atol:g}) {'ok' if e.ok else 'MISMATCH'}")
+    ok = all(e.ok for e in errors)
+    print("compat: PASS" if ok else "compat: FAIL")
+    return 0 if ok else 1
 
 
 def cmd_lerobot(argv: list[str]) -> int:
@@ -64,3 +76,9 @@ def add_lerobot(sub) -> None:
     s = sub.add_parser("lerobot", help="run a LeRobot CLI (record, replay, eval, async-client, ...) with our "
                                        "checkpoints' strict loader; `vla lerobot --help` lists them")
     s.add_argument("tool_args", nargs=argparse.REMAINDER, help="the tool, then its own arguments")
+
+
+def add_check_compat(sub) -> None:
+    s = sub.add_parser("check-compat", help="compare Pi0.5 on stock transformers with reference vectors")
+    s.add_argument("reference", help="a .safetensors file of shared/testdata (its .json beside it)")
+    s.set_defaults(func=cmd_check_compat)
