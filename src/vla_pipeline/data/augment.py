@@ -17,6 +17,7 @@ from lerobot.datasets.transforms import ImageTransformConfig, ImageTransforms, I
 from torchvision.transforms import v2
 
 from vla_pipeline.params import at_least, optional_float, param
+from vla_pipeline.params.models import default
 
 
 def _range(value) -> tuple[float, float] | None:
@@ -25,15 +26,17 @@ def _range(value) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    enable: bool = False
-    seed: int = 0
-    max_num_transforms: int = 2
-    brightness: tuple[float, float] | None = (0.9, 1.1)
-    contrast: tuple[float, float] | None = (0.9, 1.1)
-    saturation: tuple[float, float] | None = None
-    hue: tuple[float, float] | None = None
-    sharpness: tuple[float, float] | None = None
-    crop_scale: float | None = None  # e.g. 0.95: crop >= 95% of the area at random, resize back
+    """``train.augment``; the defaults are params.yaml's (``params/models.py``)."""
+
+    enable: bool = default("train.augment.enable")
+    seed: int = default("train.augment.seed")
+    max_num_transforms: int = default("train.augment.max_num_transforms")
+    brightness: tuple[float, float] | None = _range(default("train.augment.brightness"))
+    contrast: tuple[float, float] | None = _range(default("train.augment.contrast"))
+    saturation: tuple[float, float] | None = _range(default("train.augment.saturation"))
+    hue: tuple[float, float] | None = _range(default("train.augment.hue"))
+    sharpness: tuple[float, float] | None = _range(default("train.augment.sharpness"))
+    crop_scale: float | None = default("train.augment.crop_scale")  # e.g. 0.95: crop >= 95% of the area, resize back
 
     @classmethod
     def from_params(cls, p: dict) -> AugmentConfig:

@@ -7,24 +7,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vla_pipeline.params import at_least, int_or_auto, param
+from vla_pipeline.params.models import default
 from vla_pipeline.store import WANDB_DIR, resolve_store
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """The defaults are params.yaml's (``params/models.py``)."""
+
     checkpoint: Path
     dataset_root: Path
     out_dir: Path
     norms_dir: Path | None = None  # take the split from here instead of the checkpoint's own split.json
-    stride: int | None = None  # replan every `stride` frames; None: the checkpoint's n_action_steps
-    batch_size: int = 16
-    noise_seed: int = 0
-    device: str = "cpu"
-    num_workers: int | str = 0  # "auto": sampler.resolve_num_workers
-    saturation_margin: float = 0.01  # fraction of a joint's range counted as "at the limit"
-    videos: bool = True
-    wandb_mode: str = "offline"
-    wandb_project: str = "vla-pipeline"
+    stride: int | None = default("evaluate.stride")  # replan every `stride` frames; None: the checkpoint's n_action_steps
+    batch_size: int = default("evaluate.batch_size")
+    noise_seed: int = default("evaluate.noise_seed")
+    device: str = default("evaluate.device")
+    num_workers: int | str = default("evaluate.num_workers")  # "auto": sampler.resolve_num_workers
+    saturation_margin: float = default("evaluate.saturation_margin")  # fraction of a joint's range "at the limit"
+    videos: bool = default("evaluate.videos")
+    wandb_mode: str = default("evaluate.wandb.mode")
+    wandb_project: str = default("evaluate.wandb.project")
     wandb_dir: Path | None = None  # None: out_dir/wandb
     frame_cache: Path | None = None  # read camera frames from this decoded-frame cache instead of the videos
     store: Path | None = None  # where a frame cache's manifest points (base.store); None: auto

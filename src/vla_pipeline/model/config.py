@@ -13,23 +13,25 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.model.dims import ModelDims
 from vla_pipeline.params import at_least, choice, param
+from vla_pipeline.params.models import default
 
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """What the train stage needs to build the policy (params section ``policy``)."""
+    """What the train stage needs to build the policy (params section ``policy``); the defaults are
+    params.yaml's (``params/models.py``), but for ``dims``: the dataclass alone describes a full-size policy."""
 
     dims: ModelDims | None = None  # None: LeRobot's full size (gemma_2b + gemma_300m)
-    tokenizer: str = "local"  # "local": the project's offline tokenizer; else a hub id or directory
-    pretrained: str | None = None  # hub id (lerobot/pi05_base), local directory or .safetensors; None: random init
-    chunk_size: int = 10
-    n_action_steps: int = 10
-    num_inference_steps: int = 10
-    tokenizer_max_length: int = 48
-    dtype: str = "float32"
-    normalization: str = "QUANTILES"  # or MEAN_STD
+    tokenizer: str = default("policy.tokenizer")  # "local": the project's offline tokenizer; else a hub id or directory
+    pretrained: str | None = default("policy.pretrained")  # hub id (lerobot/pi05_base), local directory or .safetensors; None: random init
+    chunk_size: int = default("policy.chunk_size")
+    n_action_steps: int = default("policy.n_action_steps")
+    num_inference_steps: int = default("policy.num_inference_steps")
+    tokenizer_max_length: int = default("policy.tokenizer_max_length")
+    dtype: str = default("policy.dtype")
+    normalization: str = default("policy.normalization")  # or MEAN_STD
 
     @classmethod
     def from_params(cls, p: dict) -> PolicyConfig:

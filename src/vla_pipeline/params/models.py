@@ -6,6 +6,7 @@ does not declare (``extra="forbid"``). ``params/schema.py`` checks a mapping aga
 words every problem; the library never reads params.yaml."""
 
 import copy
+import functools
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -283,9 +284,14 @@ def submodel(field) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+@functools.cache
+def _shipped() -> Params:
+    return Params()
+
+
 def default(dotted: str) -> Any:
     """The default of ``dotted`` (``train.val_samples``), as params.yaml ships it (a fresh copy of a list)."""
-    node: Any = Params()
+    node: Any = _shipped()
     for part in dotted.split("."):
         if isinstance(node, dict):
             node = node[part]

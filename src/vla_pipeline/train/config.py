@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vla_pipeline.checkpoint.resume import RESUME_MODES
@@ -16,7 +16,7 @@ from vla_pipeline.model.freeze import GROUP_NAMES
 from vla_pipeline.model.lora import LoraSpec, make_lora_spec
 from vla_pipeline.model.setup import PolicySetup
 from vla_pipeline.params import at_least, choice, int_or_auto, optional_float, param
-from vla_pipeline.params.schema import PHASE_KEYS
+from vla_pipeline.params.models import PHASE_KEYS, default
 from vla_pipeline.store import WANDB_DIR, resolve_store
 from vla_pipeline.train.runtime import RuntimeOptions
 
@@ -53,13 +53,19 @@ def make_peft(section: dict | None) -> LoraSpec | None:
         raise ConfigError(f"params: train.peft: {e}") from None
 
 
+def _runtime_defaults() -> RuntimeOptions:
+    """``train.device``, ``train.precision``, ... as params.yaml ships them."""
+    return RuntimeOptions(**{f.name: default(f"train.{f.name}") for f in fields(RuntimeOptions)})
+
+
 def _switch(value):
     return value if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run uses; built from params (``from_params``), never hard-coded."""
+    """Everything a training run uses; built from params (``from_params``), never hard-coded: the defaults
+    are params.yaml's (``params/models.py``)."""
 
     dataset_root: Path
     contract_path: Path
@@ -84,23 +90,23 @@ class TrainConfig:
     eval_every: int  # 0: only at the end
     wandb_project: str
     wandb_mode: str
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    freeze: tuple[str, ...] = ()
-    resume: str = "auto"
-    keep_last: int = 2
-    val_samples: int = 256
-    wandb_init_timeout: float = 60.0
-    wandb_log_checkpoints: bool = True
+    runtime: RuntimeOptions = field(default_factory=_runtime_defaults)
+    freeze: tuple[str, ...] = tuple(default("train.freeze"))
+    resume: str = default("train.resume")
+    keep_last: int = default("train.keep_last")
+    val_samples: int = default("train.val_samples")
+    wandb_init_timeout: float = float(default("train.wandb.init_timeout"))
+    wandb_log_checkpoints: bool = default("train.wandb.log_checkpoints")
     augment: AugmentConfig = AugmentConfig()
-    phase: str = "smoke"
+    phase: str = default("train.phase")
     frame_cache_dir: Path | None = None  # read camera frames from this decoded-frame cache (frame_cache stage)
-    pin_memory: str | bool = "auto"  # page-locked batches for fast host-to-GPU copies (auto: on a GPU)
-    prefetch_factor: int = 2  # batches each loader worker prepares ahead
-    trim_prompt_padding: bool = True  # drop prompt positions that are padding in the whole batch (step.py)
+    pin_memory: str | bool = default("train.pin_memory")  # page-locked batches for fast host-to-GPU copies (auto: on a GPU)
+    prefetch_factor: int = default("train.prefetch_factor")  # batches each loader worker prepares ahead
+    trim_prompt_padding: bool = default("train.trim_prompt_padding")  # drop prompt positions that are padding in the whole batch (step.py)
     store: Path | None = None  # the store (store.py): shared frame caches, and runs when runs_in_store
     runs_in_store: bool = True  # with a store: checkpoints in <store>/runs/<run key>, published to out_dir
     peft: LoraSpec | None = None  # train.peft: LoRA adapters (model/lora.py); None: full fine-tuning
-    ema_decay: float | None = None  # train.ema.decay: an EMA of the trainable weights (train/ema.py); None: off
+    ema_decay: float | None = default("train.ema.decay")  # train.ema.decay: an EMA of the trainable weights (train/ema.py); None: off
     preflight_report: Path | None = None  # the preflight's report, logged with the run (not part of its identity)
 
     def __post_init__(self) -> None:
