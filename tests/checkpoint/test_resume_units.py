@@ -18,6 +18,7 @@ import torch
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
 from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline, UnnormalizerProcessorStep
 from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.random_utils import deserialize_rng_state, serialize_rng_state
 from safetensors.torch import load_file, save_file
 
 from vla_pipeline.checkpoint.io import write_manifest
@@ -34,11 +35,13 @@ from vla_pipeline.checkpoint.layout import (
 )
 from vla_pipeline.checkpoint.resume import (
     check_resumed_stats,
-    load_state,
+    load_weights,
     plan_resume,
-    restore_rng,
-    save_state,
+    read_rng,
+    read_train_state,
+    save_train_state,
     set_aside,
+    trainable_weights,
 )
 from vla_pipeline.errors import CheckpointError, TrainInputError
 from vla_pipeline.norms import make_processor_stats
@@ -240,6 +243,21 @@ def _draws() -> tuple:
     return random.random(), float(np.random.rand()), float(torch.rand(1))
 
 
+def _state(model: torch.nn.Module, optimizer, scheduler, step: int, ema: dict | None = None) -> dict:
+    """What ``Trainer.state_dict()`` returns, for a small module."""
+    return {"step": step, "best": {"step": step, "val_loss": 0.5}, "weights": trainable_weights(model),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "ema": ema,
+            "rng": serialize_rng_state()}
+
+
+def _apply(state: dict, model: torch.nn.Module, optimizer, scheduler) -> None:
+    """What ``Trainer.load_state_dict`` does, for a small module."""
+    load_weights(model, state)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    deserialize_rng_state(state["rng"])
+
+
 def _save(step_dir: Path, step: int, rank: int, model: torch.nn.Module) -> tuple:
     """Train one step, save this rank's state (and the weights), return the draws that follow."""
     optimizer, scheduler = _optimizer_and_scheduler(model)
@@ -248,11 +266,16 @@ def _save(step_dir: Path, step: int, rank: int, model: torch.nn.Module) -> tuple
     scheduler.step()
     (step_dir / "pretrained_model").mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), step_dir / "pretrained_model" / "model.safetensors")
-    save_state(step_dir, step, optimizer, scheduler, {"run_key": "k", "sampler": 7}, rank)
+    save_train_state(step_dir, _state(model, optimizer, scheduler, step), {"run_key": "k", "sampler": 7}, rank)
     return _draws()
 
 
-def test_rank_zero_saves_training_state_and_run_state_and_load_state_restores_them(tmp_path) -> None:
+def _read(step_dir: Path, model: torch.nn.Module, rank: int = 0, **kwargs) -> tuple[dict, object, object]:
+    optimizer, scheduler = _optimizer_and_scheduler(model)
+    return read_train_state(step_dir, _state(model, optimizer, scheduler, 0), rank, **kwargs), optimizer, scheduler
+
+
+def test_rank_zero_saves_training_state_and_run_state_and_read_train_state_restores_them(tmp_path) -> None:
     torch.manual_seed(0)
     model = Tiny()
     after = _save(tmp_path, 12, 0, model)
@@ -260,13 +283,34 @@ def test_rank_zero_saves_training_state_and_run_state_and_load_state_restores_th
     text = (tmp_path / TRAINING_STATE_DIR / RUN_STATE_FILE).read_text()
     assert text == json.dumps({"run_key": "k", "sampler": 7}, indent=2)  # readable
     fresh = Tiny()
-    optimizer, scheduler = _optimizer_and_scheduler(fresh)
     _draws()
-    step, run_state = load_state(tmp_path, fresh, optimizer, scheduler, 0)
-    assert (step, run_state) == (12, {"run_key": "k", "sampler": 7})
+    state, optimizer, scheduler = _read(tmp_path, fresh)
+    assert state["step"] == 12 and state["weights"] is None  # the weights come from pretrained_model
+    _apply(state, fresh, optimizer, scheduler)
     assert torch.equal(fresh.linear.weight, model.linear.weight) and scheduler.last_epoch == 1
     assert optimizer.state_dict()["state"][0]["step"] == 1
     assert _draws() == after  # the RNG streams continue where they were saved
+
+
+def test_the_files_are_lerobots_own_byte_for_byte(tmp_path) -> None:
+    """save_train_state writes exactly what LeRobot's save_training_state writes for the same optimizer,
+    scheduler, step and RNG (existing checkpoints stay readable, LeRobot reads ours)."""
+    from lerobot.utils.train_utils import save_training_state
+
+    torch.manual_seed(3)
+    model = Tiny()
+    optimizer, scheduler = _optimizer_and_scheduler(model)
+    model.linear.weight.sum().backward()
+    optimizer.step()
+    scheduler.step()
+    rng = torch.random.get_rng_state()
+    save_training_state(tmp_path / "lerobot", 7, optimizer, scheduler)
+    torch.random.set_rng_state(rng)
+    save_train_state(tmp_path / "ours", _state(model, optimizer, scheduler, 7), {}, 0)
+    theirs = {p.name: p.read_bytes() for p in (tmp_path / "lerobot" / TRAINING_STATE_DIR).iterdir()}
+    ours = {p.name: p.read_bytes() for p in (tmp_path / "ours" / TRAINING_STATE_DIR).iterdir()}
+    assert set(ours) - set(theirs) == {RUN_STATE_FILE} and len(theirs) == 5
+    assert all(ours[name] == theirs[name] for name in theirs)
 
 
 def test_other_ranks_save_and_restore_only_their_rng(tmp_path) -> None:
@@ -274,37 +318,64 @@ def test_other_ranks_save_and_restore_only_their_rng(tmp_path) -> None:
     after = _save(tmp_path, 3, 2, Tiny())
     assert sorted(p.name for p in (tmp_path / TRAINING_STATE_DIR).iterdir()) == ["rng_state_rank2.safetensors"]
     _draws()
-    restore_rng(tmp_path, 2)
+    deserialize_rng_state(read_rng(tmp_path, 2))
     assert _draws() == after
     with pytest.raises(FileNotFoundError):
-        restore_rng(tmp_path, 0)  # rank 0's RNG lives in LeRobot's training state, which rank 2 did not write
+        read_rng(tmp_path, 0)  # rank 0's RNG lives in LeRobot's training state, which rank 2 did not write
 
 
 def test_other_ranks_save_beside_rank_zero_in_any_order(tmp_path) -> None:
     _save(tmp_path / "a", 3, 0, Tiny())
     _save(tmp_path / "a", 3, 1, Tiny())  # rank 0 made training_state/ first
     assert (tmp_path / "a" / TRAINING_STATE_DIR / "rng_state_rank1.safetensors").is_file()
-    optimizer, scheduler = _optimizer_and_scheduler(Tiny())
-    save_state(tmp_path / "b" / "000003.tmp", 3, optimizer, scheduler, {}, 1)  # the step directory is made too
+    model = Tiny()
+    save_train_state(tmp_path / "b" / "000003.tmp", _state(model, *_optimizer_and_scheduler(model), 3), {}, 1)
     assert (tmp_path / "b" / "000003.tmp" / TRAINING_STATE_DIR / "rng_state_rank1.safetensors").is_file()
 
 
 def test_an_unreadable_training_state_is_a_checkpoint_error(tmp_path) -> None:
     _save(tmp_path, 5, 0, Tiny())
     (tmp_path / TRAINING_STATE_DIR / RUN_STATE_FILE).write_text("{ torn")
-    model = Tiny()
     with pytest.raises(CheckpointError) as e:
-        load_state(tmp_path, model, *_optimizer_and_scheduler(model), 0)
-    assert str(e.value).startswith(f"{tmp_path}: cannot load the training state (JSONDecodeError: ")
-    assert isinstance(e.value.__cause__, json.JSONDecodeError)
+        _read(tmp_path, Tiny())
+    assert str(e.value).startswith(f"{tmp_path}: cannot load the training state (ArtifactError: ")
+    assert "run_state.json is torn" in str(e.value) and isinstance(e.value.__cause__.__cause__, json.JSONDecodeError)
 
 
 def test_weights_that_do_not_fit_are_refused_as_they_are(tmp_path) -> None:
     _save(tmp_path, 5, 0, Tiny())
     other = torch.nn.Linear(2, 2)  # no "linear." prefix: every key is missing and unexpected
+    state, _, _ = _read(tmp_path, other)
     with pytest.raises(CheckpointError, match="2 missing keys") as e:
-        load_state(tmp_path, other, *_optimizer_and_scheduler(other), 0)
+        load_weights(other, state)
     assert "cannot load the training state" not in str(e.value)  # the strict loader's own message
+
+
+def test_raw_weights_and_the_ema_round_trip_and_other_trainable_parameters_are_refused(tmp_path) -> None:
+    """training_state/raw_weights.safetensors and ema.safetensors must hold exactly what this run trains: a
+    checkpoint saved with another train.freeze / train.peft is refused, and one without the file names the
+    settings."""
+    model = Tiny()
+    optimizer, scheduler = _optimizer_and_scheduler(model)
+    ema = {"decay": 0.9, "shadow": {n: p.detach() * 2 for n, p in model.named_parameters()}}
+    save_train_state(tmp_path, _state(model, optimizer, scheduler, 1, ema), {}, 0, raw=True)
+    assert load_file(tmp_path / TRAINING_STATE_DIR / "ema.safetensors").keys() == ema["shadow"].keys()
+    raw = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        model.linear.weight.zero_()
+    state = read_train_state(tmp_path, _state(model, optimizer, scheduler, 0, ema), 0, raw=True, wrapped=True)
+    assert state["model"] is None and all(torch.equal(state["ema"]["shadow"][n], 2 * raw[n]) for n in raw)
+    load_weights(model, state)
+    assert torch.equal(model.linear.weight, raw["linear.weight"])  # put back
+    model.linear.bias.requires_grad_(False)  # another freeze
+    with pytest.raises(CheckpointError, match=r"1 differ, e.g. \['linear.bias'\]"):
+        read_train_state(tmp_path, _state(model, optimizer, scheduler, 0, ema), 0, raw=True, wrapped=True)
+    with pytest.raises(CheckpointError, match=r"1 differ, e.g. \['linear.bias'\]"):
+        load_weights(model, {"weights": raw})
+    model.linear.bias.requires_grad_(True)
+    (tmp_path / TRAINING_STATE_DIR / "ema.safetensors").unlink()  # saved without train.ema
+    with pytest.raises(CheckpointError, match="train.ema / train.peft"):
+        read_train_state(tmp_path, _state(model, optimizer, scheduler, 0, ema), 0, raw=True, wrapped=True)
 
 
 # ----------------------------------------------------------------------------- resumed stats
@@ -365,22 +436,3 @@ def test_a_saved_normalizer_with_other_keys_differs(tmp_path) -> None:
         check_resumed_stats(step_dir, live, doc)
     shutil.rmtree(step_dir / "pretrained_model")
     check_resumed_stats(step_dir, live, doc)  # no saved processors: the live one alone is compared
-
-
-def test_raw_weights_of_other_trainable_parameters_are_refused(tmp_path) -> None:
-    """training_state/raw_weights.safetensors must hold exactly what this run trains: a checkpoint saved
-    with another train.freeze / train.peft is refused, and one without the file names the settings."""
-    from vla_pipeline.checkpoint.resume import load_raw_weights, save_raw_weights
-    from vla_pipeline.errors import CheckpointError
-
-    model = torch.nn.Linear(2, 2)
-    save_raw_weights(tmp_path, model)
-    with torch.no_grad():
-        model.weight.zero_()
-    load_raw_weights(tmp_path, model)
-    assert model.weight.abs().sum() > 0  # put back
-    model.bias.requires_grad_(False)  # another freeze
-    with pytest.raises(CheckpointError, match=r"1 differ, e.g. \['bias'\]"):
-        load_raw_weights(tmp_path, model)
-    with pytest.raises(CheckpointError, match="train.ema / train.peft"):
-        load_raw_weights(tmp_path / "elsewhere", model)

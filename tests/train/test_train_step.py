@@ -93,11 +93,13 @@ def test_precision_is_the_dtype_the_matmuls_run_in(tiny_run, raw_batch, precisio
     assert torch.isfinite(out["loss"])
 
 
-def test_a_nan_loss_stops_the_run_before_it_is_logged_or_saved(params, tiny_run, tmp_path, monkeypatch) -> None:
+def test_a_nan_loss_stops_the_run_before_it_is_logged_or_saved(params, tiny_run, tmp_path) -> None:
     """The loss turns NaN at a step past the guarded first steps, between two checks; the next check
     (a periodic save) raises before that step's log and save: no NaN in any curve, no checkpoint."""
-    import vla_pipeline.train.trainer as train_module
-    from vla_pipeline.train.trainer import train
+    from dataclasses import replace
+
+    from vla_pipeline.train.components import make_components
+    from vla_pipeline.train.trainer import Trainer
 
     nan_at, save_at = GUARD_STEPS + 2, GUARD_STEPS + 3
     calls = {"n": 0}
@@ -108,12 +110,13 @@ def test_a_nan_loss_stops_the_run_before_it_is_logged_or_saved(params, tiny_run,
             calls["n"] += 1
             return loss * float("nan") if calls["n"] == nan_at else loss
 
-    monkeypatch.setattr(train_module, "Pi05Loss", NanAt)
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms,
                             validation_report=tiny_run.report, steps=save_at + 2, decay_steps=save_at + 2,
                             save_every=save_at, eval_every=0, log_every=GUARD_STEPS + 1, keep_last=0)
+    components = make_components(cfg)
+    components.step = replace(components.step, model=NanAt(components.built.policy))  # injected: the Trainer's step
     with pytest.raises(TrainingDivergedError, match=f"NaN/Inf at or before step {save_at}"):
-        train(cfg)
+        Trainer(cfg, components).fit()
     assert calls["n"] == save_at  # it stopped at the first check after the NaN
     loss_curve = (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert [int(line.split("\t")[0]) for line in loss_curve[1:]] == [GUARD_STEPS + 1]

@@ -1,6 +1,7 @@
 """Resuming a run. Beside each checkpoint's ``pretrained_model`` sits LeRobot's ``training_state``
 (step, optimizer, scheduler, RNG of python/numpy/torch/CUDA) plus every other process's RNG and
-``run_state.json`` (run key, sampler position, best validation loss so far).
+``run_state.json`` (run key, sampler position, best validation loss so far). ``save_train_state`` writes
+a ``Trainer.state_dict()`` there and ``read_train_state`` reads it back for ``Trainer.load_state_dict``.
 
 A run is identified by its *run key*: the resolved config (minus bookkeeping such as intervals,
 directories and W&B settings), the frozen stats, the code and the package versions. ``resume:
@@ -10,6 +11,7 @@ auto`` continues only a run with the same key; anything else starts a new run.""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,15 +19,18 @@ from pathlib import Path
 
 import torch
 from lerobot.datasets.utils import flatten_dict, unflatten_dict
+from lerobot.optim.optimizers import load_optimizer_state, save_optimizer_state
+from lerobot.optim.schedulers import load_scheduler_state, save_scheduler_state
 from lerobot.processor import NormalizerProcessorStep
-from lerobot.utils.random_utils import deserialize_rng_state, load_rng_state, serialize_rng_state
-from lerobot.utils.train_utils import load_training_state, save_training_state
+from lerobot.utils.constants import RNG_STATE
+from lerobot.utils.train_utils import load_training_step, save_training_step
 from safetensors.torch import load_file, save_file
 
-from vla_pipeline.checkpoint.io import load_policy_weights
+from vla_pipeline.checkpoint.io import load_state_strict
 from vla_pipeline.checkpoint.layout import (
     BEST_FILE,
     CHECKPOINTS_DIR,
+    EMA_FILE,
     LAST_FILE,
     PRETRAINED_DIR,
     RAW_WEIGHTS_FILE,
@@ -44,25 +49,87 @@ from vla_pipeline.phases import timed
 
 RESUME_MODES = ("auto", "never")
 
+log = logging.getLogger(__name__)
 
-def save_state(step_dir: Path, step: int, optimizer, scheduler, run_state: dict, rank: int) -> None:
-    """This process's part of the training state (process 0 writes LeRobot's files and run_state)."""
+
+class _StateHolder:
+    """A state dict behind ``state_dict``/``load_state_dict``: LeRobot's optimizer and scheduler
+    (de)serializers take objects, this lets them write a training state's dicts and read into them,
+    so the files stay LeRobot's own."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return dict(self.state)  # LeRobot pops param_groups from what it gets
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+def save_train_state(step_dir: Path, state: dict, run_state: dict, rank: int, *, raw: bool = False) -> None:
+    """This process's part of a training state (``Trainer.state_dict()``) in ``training_state/``.
+    Process 0 writes LeRobot's files (step, RNG, optimizer, scheduler), ``run_state.json``, the EMA when
+    the state holds one and, when ``raw`` (``pretrained_model`` holds other weights: EMA or LoRA), the
+    trainable weights; every other process its own RNG."""
     state_dir = Path(step_dir) / TRAINING_STATE_DIR
-    if rank == 0:
-        save_training_state(Path(step_dir), step, optimizer, scheduler)
-        (state_dir / RUN_STATE_FILE).write_text(json.dumps(run_state, indent=2))
-    else:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        save_file(flatten_dict(serialize_rng_state()), state_dir / f"rng_state_rank{rank}.safetensors")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if rank != 0:
+        save_file(flatten_dict(state["rng"]), state_dir / f"rng_state_rank{rank}.safetensors")
+        return
+    if raw:
+        save_trainable_tensors(step_dir, RAW_WEIGHTS_FILE, state["weights"])
+    if state.get("ema") is not None:
+        save_trainable_tensors(step_dir, EMA_FILE, state["ema"]["shadow"], metadata={"decay": repr(state["ema"]["decay"])})
+    save_training_step(state["step"], state_dir)
+    save_file(flatten_dict(state["rng"]), state_dir / RNG_STATE)
+    save_optimizer_state(_StateHolder(state["optimizer"]), state_dir)
+    save_scheduler_state(_StateHolder(state["scheduler"]), state_dir)
+    (state_dir / RUN_STATE_FILE).write_text(json.dumps(run_state, indent=2))
 
 
-def restore_rng(step_dir: Path, rank: int) -> None:
-    """Put this process's RNG streams back where they were when ``step_dir`` was saved."""
+def read_rng(step_dir: Path, rank: int) -> dict:
+    """This process's RNG streams as ``step_dir`` saved them (``serialize_rng_state``'s form)."""
     state_dir = Path(step_dir) / TRAINING_STATE_DIR
-    if rank == 0:
-        load_rng_state(state_dir)
-    else:
-        deserialize_rng_state(unflatten_dict(load_file(state_dir / f"rng_state_rank{rank}.safetensors")))
+    name = RNG_STATE if rank == 0 else f"rng_state_rank{rank}.safetensors"
+    return unflatten_dict(load_file(state_dir / name))
+
+
+def read_train_state(step_dir: Path, template: dict, rank: int, *, raw: bool = False, wrapped: bool = False) -> dict:
+    """The training state ``save_train_state`` (and ``pretrained_model``) left in ``step_dir``, shaped as
+    ``template`` (the live ``Trainer.state_dict()``: its optimizer's param groups, scheduler, EMA and
+    trainable names). ``model``: every weight of ``pretrained_model`` (not for a LoRA-``wrapped`` policy:
+    it holds merged weights); ``weights``: the trainable ones as training had them (``raw``: EMA or LoRA
+    runs, whose ``pretrained_model`` holds others; else None, ``model`` has them). Any unreadable file
+    is a ``CheckpointError``."""
+    try:
+        with timed("loading", f"training state of {step_dir}"):
+            return _read_train_state(Path(step_dir), template, rank, raw=raw, wrapped=wrapped)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any unreadable file makes the checkpoint unusable
+        raise CheckpointError(f"{step_dir}: cannot load the training state ({type(e).__name__}: {e})") from e
+
+
+def _read_train_state(step_dir: Path, template: dict, rank: int, *, raw: bool, wrapped: bool) -> dict:
+    state_dir = step_dir / TRAINING_STATE_DIR
+    if not state_dir.is_dir():
+        raise NotADirectoryError(state_dir)
+    weights = step_dir / PRETRAINED_DIR / "model.safetensors"
+    if not wrapped and not weights.is_file():
+        raise CheckpointError(f"{weights} not found: the checkpoint has no weights")
+    optimizer, scheduler = _StateHolder(template["optimizer"]), _StateHolder(template["scheduler"])
+    load_optimizer_state(optimizer, state_dir)
+    load_scheduler_state(scheduler, state_dir)
+    run_state = read_run_state(step_dir)
+    ema = template.get("ema")
+    return {
+        "step": load_training_step(state_dir), "best": run_state.get("best"),
+        "optimizer": optimizer.state, "scheduler": scheduler.state, "rng": read_rng(step_dir, rank),
+        "model": None if wrapped else load_file(weights), "model_source": str(weights),
+        "weights": load_trainable_tensors(step_dir, RAW_WEIGHTS_FILE, list(template["weights"])) if raw else None,
+        "ema": None if ema is None else {**ema, "shadow": load_trainable_tensors(step_dir, EMA_FILE, list(ema["shadow"]))},
+    }
 
 
 def save_trainable_tensors(step_dir: Path, file: str, tensors: dict, metadata: dict | None = None) -> None:
@@ -86,45 +153,27 @@ def load_trainable_tensors(step_dir: Path, file: str, names: list[str]) -> dict:
     return tensors
 
 
-def save_raw_weights(step_dir: Path, policy) -> None:
-    """The trainable weights as training has them, when ``pretrained_model`` holds others (the EMA
-    applied, or the LoRA adapters merged)."""
-    save_trainable_tensors(step_dir, RAW_WEIGHTS_FILE,
-                           {n: p for n, p in policy.named_parameters() if p.requires_grad})
+def trainable_weights(policy) -> dict:
+    """The trainable parameters by name (references, as ``state_dict`` gives them)."""
+    return {n: p.detach() for n, p in policy.named_parameters() if p.requires_grad}
 
 
-def load_raw_weights(step_dir: Path, policy) -> None:
-    """Put ``save_raw_weights``' tensors back: exactly the parameters that train, no other."""
+def load_weights(policy, state: dict) -> None:
+    """A training state's weights into ``policy``: every weight of ``pretrained_model`` strictly (``model``,
+    when read from a checkpoint), then the trainable ones as training had them (``weights``: exactly the
+    parameters that train, no other)."""
+    if state.get("model") is not None:
+        load_state_strict(policy, state["model"], state.get("model_source", "training state"))
+    if state.get("weights") is None:
+        return
     params = {n: p for n, p in policy.named_parameters() if p.requires_grad}
-    raw = load_trainable_tensors(step_dir, RAW_WEIGHTS_FILE, list(params))
+    if set(params) != set(state["weights"]):
+        differ = sorted(set(params) ^ set(state["weights"]))
+        raise CheckpointError(f"the training state holds other parameters than this run trains ({len(differ)} differ, "
+                              f"e.g. {differ[:2]}): train.freeze or train.peft changed")
     with torch.no_grad():
         for name, param in params.items():
-            param.copy_(raw[name])
-
-
-def load_state(step_dir: Path, policy, optimizer, scheduler, rank: int, *, raw: bool = False,
-               wrapped: bool = False) -> tuple[int, dict]:
-    """Weights, optimizer, scheduler and RNG from ``step_dir``; returns (step, run_state). ``raw``: the
-    trainable weights come from ``training_state`` (EMA or LoRA runs); ``wrapped``: the policy has
-    LoRA adapters, so its frozen base stays as built (``pretrained_model`` holds merged weights)."""
-    try:
-        with timed("loading", f"training state of {step_dir}"):
-            return _load_state(step_dir, policy, optimizer, scheduler, rank, raw=raw, wrapped=wrapped)
-    except CheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any unreadable file makes the checkpoint unusable
-        raise CheckpointError(f"{step_dir}: cannot load the training state ({type(e).__name__}: {e})") from e
-
-
-def _load_state(step_dir: Path, policy, optimizer, scheduler, rank: int, *, raw: bool, wrapped: bool
-                ) -> tuple[int, dict]:
-    if not wrapped:
-        load_policy_weights(policy, Path(step_dir) / PRETRAINED_DIR)
-    if raw:
-        load_raw_weights(step_dir, policy)
-    step, _, _ = load_training_state(Path(step_dir), optimizer, scheduler)
-    restore_rng(step_dir, rank)
-    return step, read_run_state(step_dir)
+            param.copy_(state["weights"][name])
 
 
 @dataclass(frozen=True)
@@ -142,7 +191,7 @@ def plan_resume(run_dir: Path, run_key: str, mode: str) -> ResumePlan:
     steps = list_checkpoints(run_dir)
     if mode == "never" or not steps:
         if steps:
-            print(f"train.resume=never: starting a new run; the {len(steps)} checkpoint(s) in {run_dir} are set aside")
+            log.info("train.resume=never: starting a new run; the %d checkpoint(s) in %s are set aside", len(steps), run_dir)
         return ResumePlan(None, leftovers + steps)
     newer: list[Path] = []
     for i, step_dir in enumerate(steps):
@@ -151,9 +200,9 @@ def plan_resume(run_dir: Path, run_key: str, mode: str) -> ResumePlan:
             key = read_run_state(step_dir).get("run_key")
             if key == run_key:
                 return ResumePlan(step_dir, leftovers + newer)
-            print(f"{run_dir} holds checkpoints of another run (config, data, code or versions differ); starting a "
-                  f"new run, they are set aside. To go on from that run's weights (more steps, another lr), set "
-                  f"policy.pretrained: {set_aside_path(run_dir, step_dir) / PRETRAINED_DIR}")
+            log.info("%s holds checkpoints of another run (config, data, code or versions differ); starting a new "
+                     "run, they are set aside. To go on from that run's weights (more steps, another lr), set "
+                     "policy.pretrained: %s", run_dir, set_aside_path(run_dir, step_dir) / PRETRAINED_DIR)
             return ResumePlan(None, leftovers + steps)
         then = "falling back to the previous one" if i + 1 < len(steps) else "no usable checkpoint is left: a new run starts"
         warn_loudly(f"checkpoint {step_dir} is unusable: {problem}; it is set aside; {then}")
@@ -182,7 +231,7 @@ def set_aside(run_dir: Path, paths: list[Path]) -> list[Path]:
         if dest.exists():
             dest = dest.with_name(f"{dest.name}.{len(list(dest.parent.glob(dest.name + '*')))}")
         shutil.move(str(path), str(dest))
-        print(f"set aside {path} -> {dest} (kept; delete it yourself once it is not needed)")
+        log.info("set aside %s -> %s (kept; delete it yourself once it is not needed)", path, dest)
         moved.append(dest)
     if not list_checkpoints(run_dir):
         for name in (LAST_FILE, BEST_FILE):

@@ -8,12 +8,8 @@ continues bit-identically."""
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
-
-from vla_pipeline.checkpoint.layout import EMA_FILE
-from vla_pipeline.checkpoint.resume import load_trainable_tensors, save_trainable_tensors
 
 
 class EMA:
@@ -44,15 +40,16 @@ class EMA:
         finally:
             torch._foreach_copy_([p.data for p in self.params], raw)
 
-    def save(self, step_dir: Path) -> None:
-        """The EMA into ``training_state/`` (``pretrained_model/`` holds it applied; the raw weights are
-        saved beside it by ``checkpoint.resume.save_raw_weights``)."""
-        save_trainable_tensors(step_dir, EMA_FILE, dict(zip(self.names, self.shadow, strict=True)),
-                               metadata={"decay": repr(self.decay)})
+    def state_dict(self) -> dict:
+        """The decay and the EMA by parameter name (references, as torch's ``state_dict``); it goes into
+        ``training_state/`` (``pretrained_model/`` holds it applied; the raw weights are saved beside it)."""
+        return {"decay": self.decay, "shadow": dict(zip(self.names, self.shadow, strict=True))}
 
     @torch.no_grad()
-    def load(self, step_dir: Path) -> None:
-        """The EMA where ``save`` left it."""
-        shadow = load_trainable_tensors(step_dir, EMA_FILE, self.names)
+    def load_state_dict(self, state: dict) -> None:
+        """The EMA where ``state_dict`` left it (the same parameter names)."""
+        shadow = state["shadow"]
+        if set(shadow) != set(self.names):
+            raise ValueError(f"EMA of other parameters ({len(set(shadow) ^ set(self.names))} names differ)")
         for name, ema in zip(self.names, self.shadow, strict=True):
             ema.copy_(shadow[name])

@@ -1,9 +1,11 @@
 """Fine-tune LeRobot's Pi0.5 on the contract's arm-only action with the frozen statistics.
 
-A :class:`Trainer` owns what a run is made of (accelerator, policy, optimizer, scheduler, run key,
-checkpointer, tracker); ``fit()`` reads like the plan: claim the run's directory, resume if this run
-was interrupted, then ``train_step()`` after ``train_step()``; the checkpointer decides when to
-evaluate and save. ``train(cfg)`` is the entry point the stage and ``vla train`` call.
+A :class:`Trainer` takes what a run is made of (:class:`~vla_pipeline.train.components.TrainComponents`:
+accelerator, policy, data, optimizer and schedule, run key, checkpointer, tracker), built once by
+``make_components`` or injected; ``fit()`` reads like the plan: claim the run's directory, resume if this
+run was interrupted (``load_state_dict``), then ``train_step()`` after ``train_step()``; the checkpointer
+decides when to evaluate and save (``state_dict``). ``train(cfg)`` is the entry point the stage and
+``vla train`` call.
 """
 
 from __future__ import annotations
@@ -11,49 +13,40 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from lerobot.utils.random_utils import deserialize_rng_state, serialize_rng_state
 from tqdm import tqdm
 
 from vla_pipeline.checkpoint.checkpointer import Checkpointer
 from vla_pipeline.checkpoint.io import save_pretrained_model
 from vla_pipeline.checkpoint.layout import ADAPTER_DIR, BEST_FILE, LAST_FILE, PRETRAINED_DIR, read_pointer
-from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
 from vla_pipeline.checkpoint.resume import (
     check_resumed_stats,
-    load_state,
+    load_weights,
     plan_resume,
+    read_train_state,
     repair_pointers,
-    restore_rng,
-    save_raw_weights,
-    save_state,
+    save_train_state,
     set_aside,
+    trainable_weights,
 )
-from vla_pipeline.checkpoint.run_place import RunPlace, move_aside
-from vla_pipeline.data.sampler import compute_batches_per_epoch, make_loader, resolve_num_workers
+from vla_pipeline.checkpoint.run_place import move_aside
+from vla_pipeline.data.sampler import compute_batches_per_epoch
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.data.validation_report import read_report_json
 from vla_pipeline.errors import ConfigError, UserInterruptError
 from vla_pipeline.model.compat.attention import attention_kernel
-from vla_pipeline.model.freeze import describe_trainable
 from vla_pipeline.model.lora import compute_merged_state_dict, save_adapter
-from vla_pipeline.model.loss import Pi05Loss
-from vla_pipeline.model.setup import make_policy
 from vla_pipeline.norms import NORMS_STATS_FILE, compute_split_id
-from vla_pipeline.provenance import (
-    TRAIN_ENTRY,
-    collect_git,
-    collect_gpus,
-    collect_versions,
-    compute_code_identity,
-    compute_run_key,
-)
-from vla_pipeline.tracking import MACHINE_KEYS, NullTracker, TrackingConfig, make_tracker, save_curves_plot
-from vla_pipeline.train.batch import BatchPreparer
+from vla_pipeline.provenance import collect_git, collect_gpus, collect_versions
+from vla_pipeline.tracking import MACHINE_KEYS, NullTracker, save_curves_plot
+from vla_pipeline.train.components import TrainComponents, make_components
 from vla_pipeline.train.config import TrainConfig
-from vla_pipeline.train.ema import EMA
 from vla_pipeline.train.guards import (
     check_initial_loss,
     check_normalized_ranges,
@@ -61,18 +54,17 @@ from vla_pipeline.train.guards import (
     raise_if_diverged,
     report_problems,
 )
-from vla_pipeline.train.inputs import make_inputs, require_train_inputs
-from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
 from vla_pipeline.train.perf import Interval, describe_oom
-from vla_pipeline.train.runtime import make_accelerator, seed_everything
 from vla_pipeline.train.validation_loss import compute_validation_loss
 
 GUARD_STEPS = 10  # first steps whose loss is checked against what the frozen stats imply
 
+log = logging.getLogger(__name__)
+
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) the whole fine-tuning; returns the last checkpoint's ``pretrained_model`` directory."""
-    return Trainer(cfg).fit()
+    return Trainer(cfg, make_components(cfg)).fit()
 
 
 def run_step(trainer: Trainer, batch: dict, step: int) -> dict:
@@ -84,51 +76,33 @@ def run_step(trainer: Trainer, batch: dict, step: int) -> dict:
 
 
 class Trainer:
-    """One training run. Built from the checked inputs: runtime, policy (pretrained weights loaded
-    before freezing), optimizer and schedule, and the run key that names the run in the store."""
+    """One training run, made of ``components`` (``make_components(cfg)``, or injected). Every
+    attribute is declared here; ``fit`` opens the tracker and runs the loop, ``state_dict`` /
+    ``load_state_dict`` are what a checkpoint saves and a resume restores."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, components: TrainComponents):
+        c = components
         self.cfg = cfg
-        self.stats_doc, split = require_train_inputs(cfg)
-        self.accelerator, self.runtime = make_accelerator(cfg.runtime)
-        self.is_main = self.accelerator.is_main_process
-        seed_everything(cfg.seed, self.runtime.rank, self.runtime.deterministic)
-        self.inputs = make_inputs(cfg, self.stats_doc, split, self.runtime)
-        pretrained = cfg.policy.pretrained
-        load = functools.partial(load_pretrained_weights, source=pretrained) if pretrained else None
-        built = make_policy(cfg.policy_setup(self.runtime.attention), self.inputs.pi05_config, load_weights=load)
-        self.policy, self.counts = built.policy, built.counts
-        if pretrained:
-            self.accelerator.print(f"pretrained weights from {pretrained}: {built.loaded}")
+        self.accelerator, self.runtime = c.accelerator, c.runtime
+        self.is_main: bool = c.accelerator.is_main_process
+        self.stats_doc, self.inputs = c.stats_doc, c.inputs
+        self.policy, self.counts = c.built.policy, c.built.counts
         self.wrapped = cfg.peft is not None  # LoRA adapters, injected after the pretrained weights
-        if self.wrapped:
-            self.accelerator.print(f"LoRA ({cfg.peft.preset}): {built.wrapped} modules wrapped by peft")
-        self.accelerator.print(f"parameters: {describe_trainable(self.policy)} (train.freeze={list(cfg.freeze)})")
-        self.ema = EMA.make(self.policy, cfg.ema_decay)  # of what trains, from the starting weights
-        self.optimizer, self.scheduler = make_optimizer_and_scheduler(self.policy, self.inputs.pi05_config, cfg.steps,
-                                                                      self.runtime.fused_optimizer)
-        self.config = {**cfg.resolved(), "runtime_resolved": self.runtime.to_dict()}
-        device_free = {k: v for k, v in self.runtime.to_dict().items() if k != "device"}
-        self.code = compute_code_identity(TRAIN_ENTRY)  # read once: what this process runs, whatever the disk holds later
-        self.run_key = compute_run_key({**self.config, "runtime_resolved": device_free}, self.stats_doc,
-                                       collect_versions(), self.code)
-        self.place = RunPlace.make(cfg.out_dir, cfg.live_dir, cfg.store if cfg.runs_in_store else None, self.run_key)
-        self.start, self.best, self.resumed_from = 0, None, None
-        self.prepare = BatchPreparer(self.inputs.preprocessor, cfg.trim_prompt_padding)
-
-    @property
-    def lr(self) -> float:
-        """The effective lr (configured x the runtime's scale), as LeRobot's config holds it."""
-        return self.inputs.pi05_config.optimizer_lr
-
-    @property
-    def saves_raw_weights(self) -> bool:
-        """``pretrained_model`` holds other weights than training does (the EMA, or LoRA merged)."""
-        return self.ema is not None or self.wrapped
-
-    @property
-    def global_batch(self) -> int:
-        return self.cfg.batch_size * self.runtime.world_size
+        self.step_fn = c.step  # the one training step (preflight's probe runs the same)
+        self.model, self.optimizer, self.scheduler, self.ema = c.step.model, c.step.optimizer, c.step.scheduler, c.step.ema
+        self.batches = c.batches
+        self.config, self.code, self.run_key = c.identity.config, c.identity.code, c.identity.run_key
+        self.place, self.checkpointer, self.open_tracker = c.place, c.checkpointer, c.open_tracker
+        self.tracker = NullTracker()  # opened by fit, once the resume step is known
+        self.step = 0  # optimizer steps taken (where a resumed run continues from)
+        self.start = 0  # the step this process started (or resumed) at
+        self.resumed_from: Path | None = None
+        self.batch: dict | None = None  # the last prepared batch (the first step's range check reads it)
+        self.implied_loss: float | None = None  # the initial loss the frozen stats imply
+        self.first_losses: list[float] = []
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=c.accelerator.device)  # any NaN/Inf loss so far
+        self.perf = Interval(0)
+        self.progress: tqdm | None = None
 
     def fit(self) -> Path:
         with contextlib.ExitStack() as stack:
@@ -136,15 +110,10 @@ class Trainer:
                 stack.enter_context(self.place.lock(self.run_key))
                 move_aside(self.cfg.out_dir, self.cfg.store)
             self.accelerator.wait_for_everyone()  # every process plans its resume after the move
-            self.resume_if_possible()
-            self.checkpointer = Checkpointer(self.place.run_dir, self.cfg.steps, self.cfg.save_every,
-                                             self.cfg.eval_every, self.cfg.keep_last, self.is_main,
-                                             self.accelerator.wait_for_everyone, self.best, publish=self.place.publish)
-            self.tracker = self.make_tracker()
-            self.model, self.optimizer = self.accelerator.prepare(
-                Pi05Loss(self.policy, compile_forward=self.runtime.compile), self.optimizer)
-            if self.resumed_from is not None:
-                restore_rng(self.resumed_from, self.runtime.rank)  # undo any draw made since the state was loaded
+            rng = self.resume_if_possible()
+            self.tracker = self.open_tracker(self.start if self.resumed_from else None)
+            if rng is not None:
+                deserialize_rng_state(rng)  # undo any draw made since the state was loaded
             try:
                 self.log_start()
                 with attention_kernel(self.runtime.attention):
@@ -160,8 +129,9 @@ class Trainer:
             self.accelerator.wait_for_everyone()
         return Path(self.cfg.out_dir) / read_pointer(self.cfg.out_dir, LAST_FILE)["path"] / PRETRAINED_DIR
 
-    def resume_if_possible(self) -> None:
-        """Continue this run from its newest usable checkpoint (``train.resume: auto``), else start clean."""
+    def resume_if_possible(self) -> dict | None:
+        """Continue this run from its newest usable checkpoint (``train.resume: auto``), else start clean;
+        returns the restored RNG state (None: a new run)."""
         run_dir, accelerator = self.place.run_dir, self.accelerator
         plan = plan_resume(run_dir, self.run_key, self.cfg.resume)
         accelerator.wait_for_everyone()
@@ -169,43 +139,66 @@ class Trainer:
             set_aside(run_dir, plan.discard)
         accelerator.wait_for_everyone()
         if plan.checkpoint is None:
-            return
-        step, run_state = load_state(plan.checkpoint, self.policy, self.optimizer, self.scheduler,
-                                     accelerator.process_index, raw=self.saves_raw_weights, wrapped=self.wrapped)
-        if self.ema is not None:
-            self.ema.load(plan.checkpoint)
+            return None
+        state = read_train_state(plan.checkpoint, self.state_dict(), accelerator.process_index,
+                                 raw=self.saves_raw_weights, wrapped=self.wrapped)
+        self.load_state_dict(state)
         check_resumed_stats(plan.checkpoint, self.inputs.preprocessor, self.stats_doc)
         if self.is_main:
-            repair_pointers(run_dir, plan.checkpoint, run_state)
-        print(f"resuming from {plan.checkpoint} (step {step} of {self.cfg.steps})")
-        self.start, self.best, self.resumed_from = step, run_state.get("best"), plan.checkpoint
+            repair_pointers(run_dir, plan.checkpoint, {"step": state["step"], "best": state["best"]})
+        log.info("resuming from %s (step %d of %d)", plan.checkpoint, self.step, self.cfg.steps)
+        self.resumed_from = plan.checkpoint
+        return state["rng"]
 
-    def make_tracker(self):
-        if not self.is_main:
-            return NullTracker()
-        cfg = self.cfg
-        return make_tracker(TrackingConfig(
-            live_dir=self.place.live_dir, wandb_dir=cfg.wandb_dir, wandb_project=cfg.wandb_project,
-            wandb_mode=cfg.wandb_mode, run_key=self.run_key,
-            resume_step=self.start if self.resumed_from else None, init_timeout=cfg.wandb_init_timeout,
-        ))
+    def state_dict(self) -> dict:
+        """What a resume restores, as references (torch's ``state_dict`` convention): the step, the best
+        checkpoint so far, the trainable weights, AdamW's and the schedule's state, the EMA and this
+        process's RNG streams (a checkpoint keeps the weights in ``training_state/`` only where
+        ``pretrained_model`` holds others: EMA, LoRA)."""
+        return {
+            "step": self.step, "best": self.checkpointer.best, "weights": trainable_weights(self.policy),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": serialize_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put a ``state_dict`` back (or ``read_train_state``'s reading of a checkpoint, which also holds
+        the checkpoint's whole ``model``); training then continues as if never stopped."""
+        load_weights(self.policy, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        deserialize_rng_state(state["rng"])
+        self.step = self.start = state["step"]
+        self.checkpointer.best = state["best"]
+
+    @property
+    def lr(self) -> float:
+        """The effective lr (configured x the runtime's scale), as LeRobot's config holds it."""
+        return self.inputs.pi05_config.optimizer_lr
+
+    @property
+    def saves_raw_weights(self) -> bool:
+        """``pretrained_model`` holds other weights than training does (the EMA, or LoRA merged)."""
+        return self.ema is not None or self.wrapped
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size * self.runtime.world_size
 
     def loop(self) -> None:
         cfg = self.cfg
-        workers = resolve_num_workers(cfg.num_workers, cfg.frame_cache_dir is not None)
-        pin = self.runtime.platform != "cpu" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
-        batches = make_loader(self.inputs.dataset, cfg.batch_size, cfg.seed, workers, start=self.start,
-                              rank=self.runtime.rank, world_size=self.runtime.world_size, pin_memory=pin,
-                              prefetch_factor=cfg.prefetch_factor)
-        self.implied_loss, self.first_losses = compute_implied_initial_loss(self.stats_doc,
-                                                                            cfg.policy.normalization), []
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.accelerator.device)
+        batches: Iterator[dict] = self.batches(self.start)
+        self.implied_loss = compute_implied_initial_loss(self.stats_doc, cfg.policy.normalization)
         self.perf = Interval(self.start)
         self.progress = tqdm(range(self.start + 1, cfg.steps + 1), desc="train", unit="step", initial=self.start,
                              total=cfg.steps, disable=not self.is_main)
         for step in self.progress:
             self.checkpointer.step = step
             metrics = run_step(self, next(batches), step)
+            self.step = step
             logged = self.observe(step, metrics)
             val_loss = self.validate(step, logged)
             self.tracker.log_metrics(logged, step)
@@ -214,12 +207,8 @@ class Trainer:
                     self.checkpointer.save(step, val_loss, functools.partial(self.save, step=step))
 
     def train_step(self, batch: dict) -> dict:
-        """One optimizer step on a loader batch; the metrics stay on the device (no GPU wait)."""
-        self.batch = self.prepare(batch)
-        metrics = train_step(self.model, self.batch, self.optimizer, self.scheduler, self.accelerator,
-                             grad_clip_norm=self.cfg.grad_clip_norm)
-        if self.ema is not None:
-            self.ema.update()
+        """One optimizer step on a loader batch (``TrainStep``); the metrics stay on the device (no GPU wait)."""
+        metrics, self.batch = self.step_fn(batch)
         self.nonfinite |= ~torch.isfinite(metrics["loss"])
         return metrics
 
@@ -262,17 +251,14 @@ class Trainer:
                      "sampler": {"global_batches_done": step, "batches_per_epoch": batches_per_epoch}}
         if self.is_main:
             self.save_model(tmp)
-        save_state(tmp, step, self.optimizer, self.scheduler, run_state, runtime.rank)
+        state = self.state_dict()  # after save_model: the RNG as the old save_state captured it
+        save_train_state(tmp, state, run_state, runtime.rank, raw=self.saves_raw_weights)
 
     def save_model(self, tmp: Path) -> None:
         """``pretrained_model/`` as a user deploys it (the EMA applied, the LoRA adapters merged: LeRobot
-        loads it without peft), the adapter in PEFT's format, and what a resume needs besides: the raw
-        trainable weights and the EMA."""
+        loads it without peft) and the adapter in PEFT's format; what a resume needs besides (the raw
+        trainable weights, the EMA) is in ``state_dict``."""
         cfg, inputs = self.cfg, self.inputs
-        if self.saves_raw_weights:
-            save_raw_weights(tmp, self.policy)
-        if self.ema is not None:
-            self.ema.save(tmp)
         with self.ema_applied():
             weights = None
             if self.wrapped:
@@ -298,7 +284,7 @@ class Trainer:
     def log_start(self) -> None:
         """The run's config and provenance, its inputs, and what the phase resolved to."""
         cfg, tracker, stats = self.cfg, self.tracker, self.stats_doc
-        self.accelerator.print(f"runtime: {self.runtime.describe()}; effective batch {self.global_batch}")
+        log.info("runtime: %s; effective batch %d", self.runtime.describe(), self.global_batch)
         tracker.log_config({**cfg.resolved(), "runtime_resolved": self.runtime.to_dict(), "run_key": self.run_key,
                             "effective_batch_size": self.global_batch, "lr_effective": self.lr, "git": collect_git(),
                             "versions": collect_versions(), "hardware": collect_gpus(),
