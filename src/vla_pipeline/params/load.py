@@ -3,19 +3,22 @@ dotted ``key=value`` overrides (as ``dvc exp run -S``), then the schema check, b
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from vla_pipeline.errors import ConfigError
+from vla_pipeline.params.left_keys import explain_left_keys
 from vla_pipeline.params.schema import check_params
 
 
 def load_params(path: Path, overrides: Iterable[str] = ()) -> dict:
     """Read ``path``, apply ``overrides`` (``train.lr=1e-4``; the value is read as YAML) and check the
     result. Broken YAML names the file, line and column; a mapping that does not follow the schema
-    (``params/schema.py``) lists every problem; neither runs anything."""
+    (``params/schema.py``) lists every problem, and says which unknown keys a refused ``dvc exp run -S``
+    left in the file (``params/left_keys.py``); neither runs anything."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"params file {p} not found; pass --params PATH (default: params.yaml)")
@@ -27,9 +30,10 @@ def load_params(path: Path, overrides: Iterable[str] = ()) -> dict:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file (`git diff {p}` shows your "
                           f"edits) and run again") from None
+    in_file = copy.deepcopy(params)
     for override in overrides:
         apply_override(params, override)
-    check_params(params, str(p))
+    check_params(params, str(p), explain=lambda problems: explain_left_keys(p, in_file, problems))
     return params
 
 

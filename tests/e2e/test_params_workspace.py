@@ -1,0 +1,83 @@
+"""A typo in `dvc exp run -S +key=...` does not poison the workspace: DVC writes the key into params.yaml
+before any stage runs, the stage refuses it, and the next `dvc repro` names the key as left there by the
+refused run with the one command that takes it out; once that has run, the next command works."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import TRACKED_DIRS, TRACKED_FILES, _shrink
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 600
+LEFT = "'train.lrr' was left in params.yaml by a refused `dvc exp run -S` (not in the committed file)"
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``cmd`` in its own session, the whole group killed if it outlives TIMEOUT_S."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the stage and anything it left running
+        proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _ok(cmd: list[str], cwd: Path) -> str:
+    result = _run(cmd, cwd)
+    assert result.returncode == 0, f"{shlex.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A fresh git + DVC copy of the project (nothing reproduced: every stage reads the whole params file)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for d in TRACKED_DIRS:
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+    for f in TRACKED_FILES:
+        shutil.copy(REPO / f, root / f)
+    params = _shrink(yaml.safe_load((root / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    _ok([*git, "init", "-q"], root)
+    _ok([*git, "add", "-A"], root)
+    _ok([*git, "commit", "-qm", "init"], root)
+    return root
+
+
+def test_a_key_a_refused_exp_run_left_is_named_with_the_command_that_removes_it(repo: Path) -> None:
+    committed = (repo / "params.yaml").read_text()
+    refused = _run(["dvc", "exp", "run", "-S", "+train.lrr=1e-3"], repo)
+    printed = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "unknown key 'train.lrr'; did you mean 'train.lr'?" in printed, printed
+    assert "lrr" in yaml.safe_load((repo / "params.yaml").read_text())["train"]  # DVC left it there
+
+    again = _run(["dvc", "repro", "demo_data"], repo)
+    printed = again.stdout + again.stderr
+    assert again.returncode != 0 and LEFT in printed, printed
+    assert "Traceback" not in printed
+    command = printed.split(f"{LEFT}; remove it, keeping your other edits, with:\n", 1)[1].splitlines()[0].strip()
+    assert command == "vla params unset train.lrr"
+
+    _ok(shlex.split(command), repo)  # the printed command, as the user runs it
+    assert (repo / "params.yaml").read_text() == committed  # nothing else differed: the committed file again
+    assert "demo_data" in _ok(["dvc", "repro", "demo_data"], repo)
+    assert (repo / "data/demo/meta/info.json").is_file()
