@@ -15,6 +15,8 @@ import yaml
 
 import vla_pipeline  # noqa: F401  (first: sets the offline defaults before any HF import)
 
+from procs import run_bounded
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # the store (base.store: auto) of every test and of the processes tests start: never the user's own
@@ -114,10 +116,9 @@ def write_train_params(params: dict, run: Run, work: Path, **train) -> Path:
 
 def vla(*args: str, env: dict | None = None, timeout: int = 600):
     """Run the `vla` CLI in a fresh process; returns the CompletedProcess."""
-    import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "vla_pipeline.cli", *args], capture_output=True, text=True,
+    return run_bounded([sys.executable, "-m", "vla_pipeline.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -142,7 +143,7 @@ def run_killed_before_step(cmd: list[str], step: int, env: dict | None = None, *
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join([str(SIGKILL_DIR), *filter(None, [env.get("PYTHONPATH")])])
     env["VLA_TEST_SIGKILL_AT_STEP"] = str(step)
-    proc = subprocess.run(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    proc = run_bounded(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env=env, timeout=900, **popen)
     assert proc.returncode == -signal.SIGKILL, (f"{cmd[0]} was to be killed before step {step} but exited with "
                                                 f"{proc.returncode}:\n{proc.stderr[-2000:]}")

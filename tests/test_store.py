@@ -18,6 +18,7 @@ from vla_pipeline.errors import ConfigError, TrainInputError
 from vla_pipeline.store import file_lock, resolve_store
 
 from conftest import CONTRACT, REPO, make_train_config, vla, write_train_params
+from procs import run_bounded
 
 
 def _store_config(params, tiny_run, work: Path, **overrides):
@@ -196,7 +197,7 @@ def test_vla_train_in_a_dvc_workspace_runs_in_the_store_and_publishes_like_the_s
     doc["base"]["store"] = str(tmp_path / "store")
     p.write_text(yaml.safe_dump(doc, sort_keys=False))
     (work / "dvc.yaml").write_text("stages: {}\n")
-    result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(p)], cwd=work,
+    result = run_bounded([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(p)], cwd=work,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "store" / "runs").iterdir()
@@ -212,7 +213,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(params, tiny_run, tmp_path) -> Non
     env = {**os.environ, "VLA_TEST_SIGNAL": "INT"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "sigkill"), *filter(None, [env.get("PYTHONPATH")])])
     env["VLA_TEST_SIGKILL_AT_STEP"] = "4"
-    result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(p)],
+    result = run_bounded([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(p)],
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 130, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr

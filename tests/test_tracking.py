@@ -11,6 +11,7 @@ import pytest
 from vla_pipeline.preflight.report import Check, PreflightReport
 
 from conftest import vla, write_train_params
+from procs import run_bounded
 
 SECRETS = {
     "WANDB_API_KEY": "0123456789abcdef" + "5ecre7" * 4,  # 40 characters, like a real key
@@ -53,14 +54,13 @@ def test_unreachable_online_falls_back_to_offline(online_run) -> None:
 
 
 def test_wandb_run_holds_config_commit_versions_and_artifacts(online_run) -> None:
-    import subprocess
 
     work, _ = online_run
     records = _records(work / "wandb")
     config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config"
               for item in r.config.update}
     assert config["steps"] == 6 and config["phase"] == "smoke" and config["runtime_resolved"]["precision"] == "fp32"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = run_bounded(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert config["git"]["commit"] == head and isinstance(config["git"]["dirty"], bool)
     assert config["versions"]["lerobot"] == "0.4.2" and config["versions"]["transformers"] == "4.53.3"
     assert config["versions"]["torch"] and "gpus" in config["hardware"]

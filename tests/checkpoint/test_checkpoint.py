@@ -12,6 +12,8 @@ from vla_pipeline.checkpoint.layout import CHECKPOINT_MANIFEST_FILE
 from vla_pipeline.model.build import shrunk_pi05
 from vla_pipeline.model.dims import load_dims
 
+from procs import run_bounded
+
 
 def test_lerobot_from_pretrained_loads_our_checkpoint(tiny_run) -> None:
     ours = load_checkpoint(tiny_run.checkpoint).policy
@@ -70,7 +72,6 @@ def test_best_and_last_reload_in_fresh_process_and_reproduce_val_loss(params, ti
     """LeRobot's own PI05Policy.from_pretrained + PolicyProcessorPipeline, in a new process, give the
     validation loss the training run logged for that checkpoint."""
     import json
-    import subprocess
     import sys
 
     from conftest import vla, write_train_params
@@ -83,7 +84,7 @@ def test_best_and_last_reload_in_fresh_process_and_reproduce_val_loss(params, ti
     for pointer in ("best_checkpoint.json", "last_checkpoint.json"):
         doc = json.loads((work / "train" / pointer).read_text())
         path = work / "train" / doc["path"] / "pretrained_model"
-        out = subprocess.run([sys.executable, "-c", RELOAD, str(path), str(tiny_run.norms)], capture_output=True,
+        out = run_bounded([sys.executable, "-c", RELOAD, str(path), str(tiny_run.norms)], capture_output=True,
                              text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         reloaded = json.loads(out.stdout.strip().splitlines()[-1])["val_loss"]

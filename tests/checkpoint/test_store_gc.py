@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,15 @@ from vla_pipeline.checkpoint.run_place import RunPlace
 from vla_pipeline.checkpoint.store_usage import compute_store_usage
 from vla_pipeline.cli import main
 
+from procs import run_bounded
+
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
 KEY_A, KEY_B, KEY_C = ("a" * 64, "b" * 64, "c" * 64)
 OLD_DATE = "2020-01-01T00:00:00+00:00"
 
 
 def git(repo: Path, *args: str, **env: str) -> str:
-    return subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True, text=True,
+    return run_bounded([*GIT, *args], cwd=repo, check=True, capture_output=True, text=True,
                           env={**os.environ, **env}).stdout.strip()
 
 

@@ -12,7 +12,6 @@ import os
 import pickle
 import signal
 import struct
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -31,6 +30,8 @@ from vla_pipeline.deploy.messages import (
     RefusedMessageError,
     load_message,
 )
+
+from procs import run_bounded
 
 # the functions numpy and torch pickle with, whatever this numpy calls them (numpy._core or numpy.core)
 RECONSTRUCT = np.zeros(1).__reduce__()[0]
@@ -192,7 +193,7 @@ def test_a_numpy_dtype_with_a_field_past_its_bytes_is_refused_without_a_crash():
         observation(front=Built(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (1,), fields_past_the_end("f8"), False, bytes(8)))),
     ]
     stdin = b"".join(struct.pack("<I", len(c)) + c for c in cases)
-    child = subprocess.run([sys.executable, "-c", CHILD], input=stdin, capture_output=True, timeout=300, cwd=REPO,
+    child = run_bounded([sys.executable, "-c", CHILD], input=stdin, capture_output=True, timeout=300, cwd=REPO,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = child.stdout.decode()
     assert child.returncode == 0, f"the child died ({child.returncode}): {out} {child.stderr.decode()[-2000:]}"
@@ -350,7 +351,7 @@ def test_dict_keys_are_strings_and_colliding_int_keys_stay_cheap():
 def test_the_fuzzer_finds_no_crash_hang_or_memory_overrun(tmp_path):
     """benchmarks/fuzz_messages.py for 24 s (docs/deploy.md has a 10-minute run)."""
     out = tmp_path / "fuzz.json"
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fuzz_messages.py"), "--minutes", "0.4", "--seed", "7",
+    run = run_bounded([sys.executable, str(REPO / "benchmarks" / "fuzz_messages.py"), "--minutes", "0.4", "--seed", "7",
                           "--out", str(out)], capture_output=True, timeout=600, cwd=tmp_path,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, (run.stdout.decode() + run.stderr.decode())[-4000:]

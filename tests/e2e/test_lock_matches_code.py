@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from procs import run_bounded
+
 REPO = Path(__file__).resolve().parents[2]
 CODE_ROOTS = ("src/", "stages/")
 IGNORED_PARTS = ("__pycache__",)  # .dvcignore: __pycache__/ and *.pyc
@@ -89,7 +91,6 @@ def test_dvc_lock_records_the_params_each_stage_runs_with_now(stage: str) -> Non
 def test_the_dvc_md5_reading_matches_dvc_on_a_directory(tmp_path) -> None:
     """The directory hash as DVC writes it (checked against `dvc` itself on a small tree)."""
     import os
-    import subprocess
     import sys
 
     (tmp_path / "code" / "sub").mkdir(parents=True)
@@ -100,9 +101,9 @@ def test_the_dvc_md5_reading_matches_dvc_on_a_directory(tmp_path) -> None:
     (tmp_path / "code.txt").write_text("x\n")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True, env=env, timeout=120)
+        run_bounded(cmd, cwd=tmp_path, check=True, env=env, timeout=120)
     (tmp_path / ".dvcignore").write_text((REPO / ".dvcignore").read_text())
     (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo\n    deps: [code, code.txt]\n")
-    subprocess.run(["dvc", "repro", "-q"], cwd=tmp_path, check=True, env=env, timeout=120)
+    run_bounded(["dvc", "repro", "-q"], cwd=tmp_path, check=True, env=env, timeout=120)
     recorded = {d["path"]: d["md5"] for d in yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["s"]["deps"]}
     assert recorded == {"code": dvc_md5(tmp_path / "code"), "code.txt": dvc_md5(tmp_path / "code.txt")}
