@@ -21,6 +21,7 @@ from pathlib import Path
 from vla_pipeline.cli_data import add_contract, add_dataset_tools, add_store
 from vla_pipeline.cli_deploy import add_check_compat, add_lerobot, add_serve, cmd_lerobot
 from vla_pipeline.errors import ConfigError, run_entry_point
+from vla_pipeline.logs import configure_logging
 from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
 from vla_pipeline.workspace import by_hand, tracked_by
@@ -334,7 +335,7 @@ def add_frame_cache(sub) -> None:
     s.set_defaults(func=cmd_frame_cache)
 
 
-VERBOSITY_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "-q": -1, "--quiet": -1}
 
 
 def add_verbosity(parser, default) -> None:
@@ -372,10 +373,12 @@ def subcommand_parsers(parser: argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    lead = len(list(itertools.takewhile(lambda a: a in VERBOSITY_FLAGS, argv)))
-    if argv[lead:lead + 1] == ["lerobot"]:  # the rest is LeRobot's, unparsed (its flags look like ours)
-        return run_entry_point(lambda: cmd_lerobot(argv[lead + 1:]))
+    lead = list(itertools.takewhile(lambda a: a in VERBOSITY_FLAGS, argv))
+    if argv[len(lead):len(lead) + 1] == ["lerobot"]:  # the rest is LeRobot's, unparsed (its flags look like ours)
+        configure_logging(VERBOSITY_FLAGS[lead[-1]] if lead else None)
+        return run_entry_point(lambda: cmd_lerobot(argv[len(lead) + 1:]))
     args = make_parser().parse_args(argv)
+    configure_logging(args.verbosity or None)  # no flag: VLA_LOG, else the default
     quiet_third_party()
     return run_entry_point(lambda: args.func(args))
 
