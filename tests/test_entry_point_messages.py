@@ -223,3 +223,87 @@ def test_validate_ends_with_a_sentence(demo_dataset, tmp_path, capsys) -> None:
     rc, out, err = run(capsys, "validate", demo_dataset, "--contract", wrong_fps, "--report", report)
     assert rc == 1 and err.strip().splitlines()[-1] == (
         f"Validation failed: 1 error in fps; fix it, then validate again (full report: {report}).")
+
+
+# ----------------------------------------------------------------------------- logging: the lines users see
+@pytest.fixture
+def logging_state():
+    """configure_logging changes the process's logging: put back what it was after the test."""
+    import logging
+    import warnings
+
+    root, package = logging.getLogger(), logging.getLogger("vla_pipeline")
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in
+             (root, package, logging.getLogger("__main__"))]
+    showwarning = warnings.showwarning
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+    warnings.showwarning = showwarning
+
+
+def test_log_lines_are_what_the_prints_were_at_each_verbosity(logging_state, capsys, monkeypatch) -> None:
+    import logging
+    import warnings
+
+    from vla_pipeline.errors import warn_loudly
+    from vla_pipeline.logs import STDERR, configure_logging
+
+    monkeypatch.delenv("VLA_LOG", raising=False)
+    for name in ("RANK", "LOCAL_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ours, theirs = logging.getLogger("vla_pipeline.some.module"), logging.getLogger("some_library")
+
+    def say_everything() -> tuple[str, str]:
+        ours.debug("a debug line")
+        ours.info("an info line")
+        ours.info("progress", extra=STDERR)
+        ours.warning("a warning")
+        theirs.info("their info")
+        theirs.warning("their warning")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn_explicit("warned", UserWarning, __import__("vla_pipeline.norms").norms.__file__, 1)
+        return capsys.readouterr()
+
+    configure_logging()
+    out, err = say_everything()
+    assert out == "an info line\n"
+    assert err == "progress\nwarning: a warning\nwarning: their warning\nwarning: warned\n"
+    warn_loudly("stats do not fit")
+    assert capsys.readouterr().err == f"\n{'!' * 78}\nWARNING: stats do not fit\n{'!' * 78}\n\n"
+
+    configure_logging("quiet")
+    out, err = say_everything()
+    assert out == "" and err == "warning: a warning\nwarning: their warning\nwarning: warned\n"
+
+    configure_logging("verbose")
+    out, err = say_everything()
+    assert out == "debug: vla_pipeline.some.module: a debug line\nan info line\nsome_library: their info\n"
+
+    monkeypatch.setenv("VLA_LOG", "quiet")  # the DVC stages, which take no flags
+    configure_logging()
+    assert say_everything()[0] == ""
+
+
+def test_only_rank_zero_speaks_but_every_rank_reports_its_errors(logging_state, capsys, monkeypatch) -> None:
+    import logging
+
+    from vla_pipeline.logs import configure_logging
+
+    for name in ("RANK", "LOCAL_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    configure_logging()
+    log = logging.getLogger("vla_pipeline.x")
+    for variable in ("RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(variable, "1")
+        log.info("info")
+        log.warning("warning")
+        log.error("broken")
+        assert capsys.readouterr() == ("", "error: broken\n")
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("RANK", "0")
+    log.info("info")
+    assert capsys.readouterr().out == "info\n"

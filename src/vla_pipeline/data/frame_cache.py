@@ -317,7 +317,7 @@ def load_frame_cache(cache_dir: Path, fingerprint: str, resolution: tuple[int, i
     rebuild = "rebuild it with `dvc repro -f frame_cache` (or `vla frame-cache`)"
     if not path.is_file():
         raise TrainInputError(f"frame_cache.enable is true but {cache_dir} holds no frame cache; {rebuild}")
-    manifest = read_json_artifact(path, "frame_cache", ("enable", "resolution"))
+    manifest = read_json_artifact(path, "frame_cache", ("enable",))
     if not manifest.get("enable"):
         raise TrainInputError(f"{cache_dir} was built with frame_cache.enable: false; {rebuild}")
     if find_data_mismatch(manifest, fingerprint=fingerprint) == "dataset":
