@@ -1,10 +1,12 @@
 """The one-step memory probe (``vla preflight --probe``): the configured policy built as the Trainer
-builds it (``model.setup.make_policy``: size, dtype, LoRA, freeze; the EMA; the attention kernel) with
-random weights, LeRobot's AdamW preset and the configured precision and gradient checkpointing,
-one training step per batch size on the configured device, in a child process (a probe that runs out
-of memory must not take the preflight down with it). Peak memory per batch size, and the largest
-batch that fits a budget from a straight line through the measured points (weights, gradients and
-optimizer state are the constant part, activations the per-sample part).
+builds it (``model.setup.make_policy``: size, dtype, LoRA, freeze) with random weights, the run's
+accelerator and runtime (``train.runtime.make_accelerator``: precision, gradient checkpointing, compile,
+fused AdamW, TF32), and the Trainer's own step (``train.optim.make_train_step`` and
+:class:`~vla_pipeline.train.optim.TrainStep`: the EMA, LeRobot's AdamW and schedule presets, the
+run's gradient clipping), one step per batch size under the run's attention kernel, in a child process
+(a probe that runs out of memory must not take the preflight down with it). Peak memory per batch size,
+and the largest batch that fits a budget from a straight line through the measured points (weights,
+gradients and optimizer state are the constant part, activations the per-sample part).
 
 Measured as: GPU, ``torch.cuda.max_memory_allocated`` of the step (weights included); CPU, the
 process's peak resident memory during the step (VmHWM, reset before it) above what it held before
@@ -23,7 +25,6 @@ import torch
 
 from vla_pipeline.preflight.report import Check
 from vla_pipeline.preflight.resources import MARGIN  # the share of the budget a run may use
-from vla_pipeline.train.runtime import MIXED_PRECISION  # train.precision -> accelerate's mixed_precision
 
 FULL_VOCAB = 257152
 
@@ -46,6 +47,18 @@ class ProbeSpec:
     peft: dict | None = None  # train.peft as ``asdict(LoraSpec)`` (None: full fine-tuning)
     ema_decay: float | None = None  # train.ema.decay: the EMA the run keeps (None: off)
     attention: str = "eager"  # the resolved kernel the step runs under
+    compile: bool = False  # the resolved train.compile
+    fused_optimizer: str | bool = "auto"  # train.fused_optimizer
+    tf32: str | bool = "auto"  # train.tf32
+    grad_clip_norm: float = 1.0  # train.grad_clip_norm
+
+    def runtime_options(self):
+        """The :class:`RuntimeOptions` the child's accelerator is made from (as the Trainer's is)."""
+        from vla_pipeline.train.runtime import RuntimeOptions
+
+        return RuntimeOptions(device=self.device, precision=self.precision, gradient_checkpointing=self.checkpointing,
+                              compile=self.compile, attention=self.attention, fused_optimizer=self.fused_optimizer,
+                              tf32=self.tf32)
 
     def setup(self):
         """The :class:`PolicySetup` the run builds with (model/setup.py), rebuilt from the JSON."""
@@ -171,31 +184,41 @@ def make_random_batch(spec: ProbeSpec, batch: int, vocab: int) -> dict:
     return {k: v.to(spec.device) for k, v in out.items()}
 
 
-def measure_peaks(spec: ProbeSpec) -> ProbeResult:
-    """(In the child.) The run's policy through the one builder (``make_policy``: size, dtype, LoRA,
-    freeze) and its EMA, then one optimizer step per batch size under the run's attention kernel; peak
-    bytes, None where it ran out of memory."""
-    from accelerate import Accelerator
+def prepared(batch: dict) -> dict:
+    """The probe's batches are made as the model takes them (``make_random_batch``): nothing to prepare."""
+    return batch
 
-    from vla_pipeline.model.compat.attention import attention_kernel
+
+def make_probe_step(spec: ProbeSpec):
+    """(In the child.) The run's accelerator and runtime, its policy through the one builder
+    (``make_policy``, random weights) and the Trainer's step (``make_train_step``); returns
+    (runtime, built policy, step)."""
     from vla_pipeline.model.config import PolicyConfig, make_pi05_config
-    from vla_pipeline.model.loss import Pi05Loss
     from vla_pipeline.model.setup import make_policy
-    from vla_pipeline.train.ema import EMA
-    from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
+    from vla_pipeline.train.optim import make_train_step
+    from vla_pipeline.train.runtime import make_accelerator
 
     setup = spec.setup()
+    accelerator, runtime = make_accelerator(spec.runtime_options())
     policy_cfg = PolicyConfig(dims=setup.dims, chunk_size=spec.chunk_size, n_action_steps=spec.chunk_size,
                               tokenizer_max_length=spec.prompt_tokens, dtype=spec.dtype)
-    config = make_pi05_config(policy_cfg, spec.n_joints, {k: tuple(v) for k, v in spec.cameras.items()}, spec.device,
-                              gradient_checkpointing=spec.checkpointing)
+    config = make_pi05_config(policy_cfg, spec.n_joints, {k: tuple(v) for k, v in spec.cameras.items()}, runtime.device,
+                              gradient_checkpointing=runtime.gradient_checkpointing, compile_model=runtime.compile)
+    built = make_policy(setup, config, device=runtime.device)
+    step = make_train_step(built.policy, config, 10, runtime, accelerator, ema_decay=setup.ema_decay, prepare=prepared,
+                           grad_clip_norm=spec.grad_clip_norm)
+    return runtime, built, step
+
+
+def measure_peaks(spec: ProbeSpec) -> ProbeResult:
+    """(In the child.) One Trainer step (``make_probe_step``) per batch size under the run's attention
+    kernel; peak bytes, None where it ran out of memory."""
+    from vla_pipeline.model.compat.attention import attention_kernel
+
     on_gpu = spec.device != "cpu"
     baseline = 0 if on_gpu else _rss_bytes()
-    built = make_policy(setup, config, device=spec.device)
-    ema = EMA.make(built.policy, setup.ema_decay)
-    optimizer, scheduler = make_optimizer_and_scheduler(built.policy, config, 10, fused=on_gpu)
-    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=MIXED_PRECISION[spec.precision])
-    model, optimizer = accelerator.prepare(Pi05Loss(built.policy), optimizer)
+    runtime, built, step = make_probe_step(spec)
+    setup = spec.setup()
     vocab = setup.dims.vocab_size if setup.dims else FULL_VOCAB
     peaks: dict[int, float | None] = {}
     for batch in spec.batches:
@@ -205,17 +228,15 @@ def measure_peaks(spec: ProbeSpec) -> ProbeResult:
         else:
             _reset_peak_rss()
         try:
-            with attention_kernel(setup.attention):
-                train_step(model, data, optimizer, scheduler, accelerator, grad_clip_norm=1.0)
-            if ema is not None:
-                ema.update()
+            with attention_kernel(runtime.attention):
+                step(data)
         except torch.OutOfMemoryError:
             peaks[batch] = None
             break
         peaks[batch] = float(torch.cuda.max_memory_allocated() if on_gpu else _max_rss_bytes() - baseline)
         del data
-    return ProbeResult(peaks, asdict(built.counts), {"ema_tensors": len(ema.names) if ema else 0,
-                                                      "attention": setup.attention})
+    return ProbeResult(peaks, asdict(built.counts), {"ema_tensors": len(step.ema.names) if step.ema else 0,
+                                                      "attention": runtime.attention})
 
 
 def main() -> None:

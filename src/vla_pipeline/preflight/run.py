@@ -129,7 +129,8 @@ def probe_spec(train: TrainConfig, target: Target) -> probe.ProbeSpec:
         cameras={f"{OBS_IMAGES}.{name}": [3, h, w] for name in contract.cameras}, device=target.device,
         precision=target.precision, checkpointing=target.checkpointing, freeze=list(train.freeze),
         batches=probe.make_batches(train.batch_size), peft=asdict(train.peft) if train.peft else None,
-        ema_decay=train.ema_decay, attention=target.attention)
+        ema_decay=train.ema_decay, attention=target.attention, compile=target.compile,
+        fused_optimizer=train.runtime.fused_optimizer, tf32=train.runtime.tf32, grad_clip_norm=train.grad_clip_norm)
 
 
 def host_memory_gib() -> float:

@@ -3,10 +3,10 @@
 :func:`make_components` builds, once and in this order (the RNG draws of a run depend on it), what a
 :class:`~vla_pipeline.train.trainer.Trainer` takes: the accelerator and resolved runtime, the checked
 inputs (data, LeRobot's config and processors), the policy (``model.setup.make_policy``: pretrained
-weights before LoRA and freezing), the step (:class:`TrainStep`: the EMA, LeRobot's optimizer and
+weights before LoRA and freezing), the step (``optim.TrainStep``: the EMA, LeRobot's optimizer and
 schedule presets, the loss prepared by accelerate), the loader from any step, the run key and the run's
 place, the checkpointer and the tracker. ``vla preflight --probe`` builds its step with the same
-:func:`make_train_step` and runs the same :class:`TrainStep`; evaluation builds its policy through
+``optim.make_train_step`` and runs the same ``optim.TrainStep``; evaluation builds its policy through
 ``make_policy`` too (``checkpoint.io.load_checkpoint``).
 """
 
@@ -22,52 +22,16 @@ from vla_pipeline.checkpoint.pretrained import load_pretrained_weights
 from vla_pipeline.checkpoint.run_place import RunPlace
 from vla_pipeline.data.sampler import make_loader, resolve_num_workers
 from vla_pipeline.model.freeze import describe_trainable
-from vla_pipeline.model.loss import Pi05Loss
 from vla_pipeline.model.setup import BuiltPolicy, PolicySetup, make_policy
 from vla_pipeline.provenance import TRAIN_ENTRY, collect_versions, compute_code_identity, compute_run_key
 from vla_pipeline.tracking import NullTracker, TrackingConfig, make_tracker
 from vla_pipeline.train.batch import BatchPreparer
 from vla_pipeline.train.config import TrainConfig
-from vla_pipeline.train.ema import EMA
 from vla_pipeline.train.inputs import TrainInputs, make_inputs, require_train_inputs
-from vla_pipeline.train.optim import make_optimizer_and_scheduler, train_step
+from vla_pipeline.train.optim import TrainStep, make_train_step
 from vla_pipeline.train.runtime import Runtime, make_accelerator, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainStep:
-    """One optimizer step as a run takes it: the loader batch prepared (``prepare``), LeRobot's loss,
-    backward, clipping, AdamW and the schedule (``optim.train_step``), then the EMA. The Trainer's
-    ``train_step`` and preflight's probe both call this; the metrics stay on the device."""
-
-    model: object  # Pi05Loss around the policy, prepared by accelerate
-    optimizer: object  # prepared by accelerate
-    scheduler: object
-    accelerator: object
-    ema: EMA | None
-    prepare: Callable[[dict], dict]  # loader batch -> the model's input (BatchPreparer)
-    grad_clip_norm: float
-
-    def __call__(self, batch: dict) -> tuple[dict, dict]:
-        """(metrics, the prepared batch)."""
-        prepared = self.prepare(batch)
-        metrics = train_step(self.model, prepared, self.optimizer, self.scheduler, self.accelerator,
-                             grad_clip_norm=self.grad_clip_norm)
-        if self.ema is not None:
-            self.ema.update()
-        return metrics, prepared
-
-
-def make_train_step(policy, pi05_config, steps: int, runtime: Runtime, accelerator, *, ema_decay: float | None,
-                    prepare: Callable[[dict], dict], grad_clip_norm: float) -> TrainStep:
-    """The EMA of what trains (from the starting weights), LeRobot's optimizer and schedule presets for
-    ``steps`` (fused AdamW as the runtime says) and the loss (compiled as the runtime says), prepared."""
-    ema = EMA.make(policy, ema_decay)
-    optimizer, scheduler = make_optimizer_and_scheduler(policy, pi05_config, steps, runtime.fused_optimizer)
-    model, optimizer = accelerator.prepare(Pi05Loss(policy, compile_forward=runtime.compile), optimizer)
-    return TrainStep(model, optimizer, scheduler, accelerator, ema, prepare, grad_clip_norm)
 
 
 @dataclass(frozen=True)
