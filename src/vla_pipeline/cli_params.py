@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def cmd_params_unset(args) -> int:
-    from vla_pipeline.params.edit import remove_keys
+    from vla_pipeline.params.left_keys import remove_keys
 
     removed = remove_keys(Path(args.params), args.keys)
     print(f"{args.params}: removed {', '.join(removed)}")

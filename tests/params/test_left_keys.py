@@ -1,5 +1,5 @@
 """A key a refused `dvc exp run -S` left in params.yaml: reported as such, with the one command that takes it
-out (params/left_keys.py, params/edit.py; through DVC itself: tests/e2e/test_params_workspace.py)."""
+out (params/left_keys.py; through DVC itself: tests/e2e/test_params_workspace.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dvc.utils.serialize import modify_yaml
 
 from vla_pipeline.cli_params import add_params
 from vla_pipeline.errors import ConfigError
-from vla_pipeline.params.edit import remove_keys
+from vla_pipeline.params.left_keys import remove_keys
 from vla_pipeline.params.load import load_params
 
 from conftest import REPO
