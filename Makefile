@@ -23,11 +23,17 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/dvc repro
 
+# one pytest-xdist worker per logical core (TEST_WORKERS=0: in this process), whole files per worker (module fixtures
+# are built once); each worker and what it starts get their share of the cores (tests/conftest.py).
+# Every test is bounded by pytest-timeout (pyproject.toml); the slowest 25 are listed (docs/testing.md).
+TEST_WORKERS ?= logical
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # 200 generated dataset variants through convert, contract init, validate and the run (make test: the first 15)
 test-variants: install

@@ -17,6 +17,13 @@ import vla_pipeline  # noqa: F401  (first: sets the offline defaults before any 
 
 from procs import run_bounded
 
+# under pytest-xdist (make test: -n logical), each worker and what it starts use their share of the cores
+# (as cores.py splits them between training processes): N workers each taking every core collapse
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not os.environ.get("VLA_THREADS"):
+    from vla_pipeline.cores import available_cores, compute_share
+
+    os.environ["OMP_NUM_THREADS"] = str(compute_share(available_cores(), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # the store (base.store: auto) of every test and of the processes tests start: never the user's own

@@ -25,6 +25,8 @@ from vla_pipeline.errors import ValidationError
 from conftest import REPO
 from realdata import Recording, alter_remove_videos, write_recording
 
+pytestmark = pytest.mark.slow  # end-to-end: every stage on each generated dataset (make test runs it)
+
 FRONT, WRIST, TOP = "observation.images.front", "observation.images.wrist", "observation.images.top"
 EXCLUDED = 1  # the episode whose front video is absent in the matrix's "excluded episode absent" cases
 

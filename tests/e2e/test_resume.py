@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from conftest import replayable_seed, run_killed_before_step, vla, write_train_params
 
+pytestmark = pytest.mark.slow  # end-to-end: real trainings, SIGKILLed and resumed (make test runs it)
+
 STEPS = 16
 RUN = dict(steps=STEPS, decay_steps=STEPS, save_every=2, eval_every=4, keep_last=2, log_every=1)
 VARIANTS = {  # what else a killed run must restore: the EMA and the raw weights (training_state/)
