@@ -80,8 +80,8 @@ def test_the_users_other_edits_and_comments_stay(workspace: Path) -> None:
 
 
 def test_a_key_of_the_committed_file_or_of_an_override_is_not_called_left(workspace: Path, tmp_path) -> None:
-    _refusal_override = _refusal(workspace, ["train.lrr=1"])
-    assert "unknown key 'train.lrr'" in _refusal_override and "was left" not in _refusal_override
+    overridden = _refusal(workspace, ["train.lrr=1"])
+    assert "unknown key 'train.lrr'" in overridden and "was left" not in overridden
     _dvc_set(workspace, "train.lrr", "1e-3")
     _git(workspace.parent, "commit", "-qam", "a typo committed")
     assert "was left" not in _refusal(workspace)
