@@ -5,6 +5,7 @@ has no default of its own), and a command run by hand never writes a DVC stage's
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,23 @@ def test_a_dvc_stage_output_is_written_under_by_hand_and_said(tmp_path, caplog) 
     assert (tmp_path / ".vla/.gitignore").read_text().splitlines()[-1] == "*"
     with pytest.raises(ConfigError, match="output of DVC stage 'two@b'.*give --out another"):
         refuse_stage_output(tmp_path / "art/b", "--out")
+
+
+def test_vla_train_in_a_dvc_workspace_publishes_the_stage_outputs_under_by_hand(tmp_path, monkeypatch) -> None:
+    """The run stays in the store, as the stage's; what the stage publishes to its outputs goes to .vla/by-hand/."""
+    import vla_pipeline.train.trainer as trainer
+    from vla_pipeline.cli import cmd_train
+
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: x\n    outs:\n      - ${train.out_dir}\n"
+                                       "    metrics:\n      - ${train.live_dir}/metrics.json\n")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda cfg: seen.append(cfg) or "ckpt")
+    assert cmd_train(parse("train")) == 0
+    assert (seen[0].out_dir, seen[0].live_dir) == (tmp_path / ".vla/by-hand/artifacts/train",
+                                                   tmp_path / ".vla/by-hand/artifacts/train_live")
+    assert seen[0].runs_in_store
+    assert cmd_train(parse("train", "--out", "run")) == 0 and (seen[1].out_dir, seen[1].runs_in_store) == (
+        Path("run"), False)

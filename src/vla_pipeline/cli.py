@@ -3,7 +3,7 @@
 Every subcommand that the pipeline runs as a stage (validate, norms, frame-cache, preflight, train,
 evaluate) reads one params file: ``--params FILE``, else ``params.yaml`` of the current directory.
 ``--set KEY=VALUE`` overrides its keys, then each flag given overrides the one key it stands for
-(``FLAGS`` below): a flag has no default of its own. The flags that name no params key (the run's
+(the ``*_FLAGS`` tables below): a flag has no default of its own. The flags that name no params key (the run's
 directory of ``train --out``, ``evaluate``'s ``--out``/``--pick``/``--norms``, ``--exclude`` of norms
 and frame-cache, ``frame-cache --resolution``, ``preflight --testdata``/``--allow-cuda-graphs``) say
 so in their help. A command run by hand never writes a DVC stage's output (workspace.by_hand)."""
@@ -24,7 +24,7 @@ from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.logs import configure_logging
 from vla_pipeline.params.load import load_params
 from vla_pipeline.quiet import quiet_third_party
-from vla_pipeline.workspace import by_hand, tracked_by
+from vla_pipeline.workspace import by_hand
 
 log = logging.getLogger(__name__)
 DEFAULT_PARAMS = "params.yaml"
@@ -43,8 +43,9 @@ def flag_overrides(args, flags: dict) -> list[str]:
 
 
 def read_params(args, overrides=()) -> dict:
-    """The params file (``--params``, else ./params.yaml, else the defaults the package ships), then
-    ``--set``, then ``overrides``, checked by the schema: what the stage would read."""
+    """The params file (``--params``, else ./params.yaml, else the package's shipped defaults where
+    ``params.load.load_default_params`` exists, else an error), then ``--set``, then ``overrides``, checked by
+    the schema: what the stage would read."""
     overrides = [*args.set, *overrides]
     if args.params is not None or Path(DEFAULT_PARAMS).is_file():
         return load_params(args.params or DEFAULT_PARAMS, overrides)
@@ -168,8 +169,10 @@ def make_evaluate_config(args):
 
     checkpoint, out = resolve_checkpoint(Path(args.checkpoint), args.pick), Path(args.out)
     cache = ["frame_cache.enable=true"] if args.frame_cache else []
-    if not args.frame_cache and other_dataset(args) is not None:
-        cache = ["frame_cache.enable=false"]  # the params' frame cache was decoded from the params' dataset
+    root = None if args.frame_cache else other_dataset(args)
+    if root is not None:  # the params' frame cache was decoded from the params' dataset
+        log.debug(f"--dataset {args.dataset} is not dataset.root ({root}): its frame cache is not read")
+        cache = ["frame_cache.enable=false"]
     params = read_params(args, [*flag_overrides(args, EVALUATE_FLAGS), *cache])
     cfg = EvaluateConfig.from_params(params, checkpoint, out)
     if params["evaluate"]["wandb"]["dir"] is None:
@@ -200,7 +203,9 @@ def make_frame_cache_config(args):
     from vla_pipeline.data.frame_cache import FrameCacheConfig
 
     cfg = FrameCacheConfig.from_params(stage_params(args, FRAME_CACHE_FLAGS))
-    if args.exclude is None and args.report is None and other_dataset(args) is not None:
+    root = other_dataset(args) if args.exclude is None and args.report is None else None
+    if root is not None:
+        log.debug(f"{args.dataset} is not dataset.root ({root}): its validation report is not read")
         cfg = dataclasses.replace(cfg, exclude_episodes=(), report_path=None)
     cfg = cfg if args.exclude is None else dataclasses.replace(cfg, exclude_episodes=tuple(args.exclude))
     return cfg if args.resolution is None or args.native else dataclasses.replace(cfg, resolution=tuple(args.resolution))

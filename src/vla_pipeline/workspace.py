@@ -89,7 +89,7 @@ def expansions(name: str, stage: dict, context: dict) -> list[tuple[str, dict]]:
                 for i, item in enumerate(items or [])]
     if "matrix" in stage:
         axes = {k: interpolate(v, context) for k, v in (stage["matrix"] or {}).items()}
-        combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+        combos = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
         return [(f"{name}@{'-'.join(map(str, c.values()))}", {**context, "item": c}) for c in combos]
     return [(name, context)]
 
