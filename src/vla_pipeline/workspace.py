@@ -4,7 +4,8 @@ one, or a path inside one) writes the same path under ``<workspace>/.vla/by-hand
 
 The outputs are read from the workspace's ``dvc.yaml`` (``stages.*.outs``, ``metrics`` and ``plots``,
 ``foreach``/``matrix`` stages included), with ``${...}`` resolved from its ``vars`` and ``params.yaml``,
-as DVC resolves them. The workspace is the nearest directory above the path that holds ``.dvc/``."""
+as DVC resolves them. The workspace is the nearest directory above the path that holds ``.dvc/``; only
+its root ``dvc.yaml`` is read (this project keeps one), and ``vars`` files are read whole."""
 
 from __future__ import annotations
 
