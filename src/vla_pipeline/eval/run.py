@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,8 @@ from vla_pipeline.eval.reuse import find_reusable, reuse_evaluation
 from vla_pipeline.norms import compute_split_id
 from vla_pipeline.tracking import TrackingConfig, make_tracker
 
+log = logging.getLogger(__name__)
+
 
 def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
     """Evaluate one checkpoint on its held-out episodes; returns (and writes) ``metrics.json``.
@@ -60,10 +63,10 @@ def evaluate(cfg: EvaluateConfig, reuse_from: Path | None = None) -> dict:
         protocol, why_not = find_reusable(cfg, Path(reuse_from))
         if protocol is not None:
             require_verified(pretrained_dir_of(Path(cfg.checkpoint)), "reuse the results of this checkpoint")
-            print(f"{cfg.checkpoint} was evaluated by the same protocol in {reuse_from} "
-                  f"(same checkpoint manifest, config, code and data): reusing its results, no second inference")
+            log.info("%s was evaluated by the same protocol in %s (same checkpoint manifest, config, code and "
+                     "data): reusing its results, no second inference", cfg.checkpoint, reuse_from)
             return reuse_evaluation(cfg, Path(reuse_from), protocol)
-        print(f"not reusing {reuse_from}: {why_not}; evaluating {cfg.checkpoint}")
+        log.info("not reusing %s: %s; evaluating %s", reuse_from, why_not, cfg.checkpoint)
     ckpt = load_checkpoint(cfg.checkpoint, device=cfg.device)
     split = resolve_split(ckpt, cfg.norms_dir)
     check_inputs(ckpt, cfg.dataset_root, split)

@@ -3,6 +3,7 @@ tracking) for the run the params describe, and write the report."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +28,8 @@ from vla_pipeline.preflight import (
 from vla_pipeline.preflight.report import Check, PreflightReport
 from vla_pipeline.train.config import TrainConfig
 from vla_pipeline.train.runtime import detect_platform, resolve_precision
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,8 @@ def count_parameters(cfg: TrainConfig) -> ParamCounts:
 def require_preflight(cfg: PreflightConfig, **kwargs) -> PreflightReport:
     """Run the checks, print the table; a failed check stops here (the report is written either way)."""
     report = run_preflight(cfg, **kwargs)
-    print(report.format_table())
-    print(f"preflight report: {cfg.report_path}")
+    log.info("%s", report.format_table())
+    log.info("preflight report: %s", cfg.report_path)
     if not report.ok:
         failed = [f"{c.group}/{c.name}" for c in report.checks if c.status == "fail"]
         raise PreflightError(f"preflight failed: {', '.join(failed)}; the table above says what to do for each "
