@@ -21,7 +21,7 @@ LAYERS = {
     "preflight": 7,
     "eval": 7,
     "deploy": 7,
-    "cli": 8, "cli_data": 8, "cli_deploy": 8,
+    "cli": 8, "cli_data": 8, "cli_deploy": 8, "cli_params": 8,
 }
 #: the two concerns at the top that stay apart
 TRAIN_SIDE = {"train"}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vla_pipeline.cli_data import add_contract, add_dataset_tools, add_store
 from vla_pipeline.cli_deploy import add_check_compat, add_lerobot, add_serve, cmd_lerobot
+from vla_pipeline.cli_params import add_params
 from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.logs import configure_logging
 from vla_pipeline.params.load import load_params
@@ -359,7 +360,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_verbosity(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_validate, add_norms, add_frame_cache, add_preflight, add_train, add_evaluate, add_check_compat,
-                add_dataset_tools, add_contract, add_store, add_serve, add_lerobot):
+                add_dataset_tools, add_contract, add_store, add_params, add_serve, add_lerobot):
         add(sub)
     for command in subcommand_parsers(parser):
         add_verbosity(command, argparse.SUPPRESS)
