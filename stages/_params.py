@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from vla_pipeline.cores import claim_core_share
 from vla_pipeline.errors import run_entry_point
 from vla_pipeline.logs import configure_logging
 from vla_pipeline.params.load import load_params
@@ -26,7 +27,7 @@ def run(main: Callable[[dict], str | None]) -> None:
 
 def _run_stage(main: Callable[[dict], str | None]) -> None:
     params = load_params(ROOT / "params.yaml")
-    # (the lead's core-share setup goes here: after params are read, before the stage runs)
+    claim_core_share()  # this stage's share of the cores, beside other stages and runs (dvc queue --jobs N)
     result = main(params)
     if result:
         log.info(result)

@@ -21,6 +21,7 @@ from pathlib import Path
 from vla_pipeline.cli_data import add_contract, add_dataset_tools, add_store
 from vla_pipeline.cli_deploy import add_check_compat, add_lerobot, add_serve, cmd_lerobot
 from vla_pipeline.cli_params import add_params
+from vla_pipeline.cores import claim_core_share
 from vla_pipeline.errors import ConfigError, run_entry_point
 from vla_pipeline.logs import configure_logging
 from vla_pipeline.params.load import load_params
@@ -382,10 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     lead = list(itertools.takewhile(lambda a: a in VERBOSITY_FLAGS, argv))
     if argv[len(lead):len(lead) + 1] == ["lerobot"]:  # the rest is LeRobot's, unparsed (its flags look like ours)
         configure_logging(VERBOSITY_FLAGS[lead[-1]] if lead else None)
+        claim_core_share()
         return run_entry_point(lambda: cmd_lerobot(argv[len(lead) + 1:]))
     args = make_parser().parse_args(argv)
     configure_logging(args.verbosity or None)  # no flag: VLA_LOG, else the default
     quiet_third_party()
+    claim_core_share()  # this process's share of the cores, beside other runs (docs/performance.md)
     return run_entry_point(lambda: args.func(args))
 
 

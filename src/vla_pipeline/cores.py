@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 OVERRIDE_ENV = "VLA_THREADS"
 REGISTRY_ENV = "VLA_CORES_REGISTRY"  # where registrants are listed (tests point it at a temporary dir)
 REBALANCE_EVERY_S = 2.0
+OWN_OMP_ENV = "VLA_CORE_SHARE_OMP"  # the OMP_NUM_THREADS a share set (not the user's choice)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ def count_live_peers(registry: Path) -> int:
 def _override() -> tuple[int, str] | None:
     for name in (OVERRIDE_ENV, "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
+        if name == "OMP_NUM_THREADS" and value == os.environ.get(OWN_OMP_ENV):
+            continue  # set by a share (this process's or its parent's): not an override
         if value and value != "auto":
             try:
                 return max(1, int(value)), name
@@ -94,13 +97,21 @@ class _State:
 
 
 def _apply(share: CoreShare) -> CoreShare:
+    """torch's threads, if torch is loaded; else OMP_NUM_THREADS, read when it loads (a command that never
+    imports torch, such as `vla store du`, does not pay for importing it here)."""
+    import sys
+
+    _State.share = share
+    if "torch" not in sys.modules:
+        if share.source == "share":
+            os.environ["OMP_NUM_THREADS"] = os.environ[OWN_OMP_ENV] = str(share.threads)
+        return share
     import torch
 
     if torch.get_num_threads() != share.threads:
         torch.set_num_threads(share.threads)
         log.debug("torch threads: %d (%d process(es) share %d cores; %s)", share.threads, share.peers,
                   available_cores(), share.source)
-    _State.share = share
     return share
 
 
