@@ -169,3 +169,22 @@ def test_the_run_carries_the_validation_reports_quality_score_per_episode(tiny_r
     summary = json.loads((tiny_run.live / "metrics.json").read_text())["data"]
     assert summary["quality_min"] == min(quality.values())
     assert summary["n_flagged_episodes"] == sum(q < 1 for q in quality.values())
+
+
+def test_two_queued_experiments_ending_together_do_not_fail_on_dvclives_shared_signal_file(tmp_path, monkeypatch):
+    """`dvc queue start --jobs 2`: both experiments' dvclive write and remove one VS Code signal file in the
+    main repo (DVC_ROOT); the one that loses the race between dvclive's exists() and remove() still ends."""
+    import dvclive.vscode
+
+    from vla_pipeline.tracking import DvcLiveTracker
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "main"))
+    monkeypatch.chdir(tmp_path)  # not inside this repository
+    first, second = (DvcLiveTracker(tmp_path / f"live{i}", None) for i in (0, 1))
+    for tracker in (first, second):
+        tracker.log_metrics({"train/loss": 1.0}, step=0)  # each marks the step: the file exists
+    first.close()  # removes it
+    exists = dvclive.vscode.os.path.exists  # the second saw it before the first removed it:
+    monkeypatch.setattr(dvclive.vscode.os.path, "exists", lambda p: p.endswith("DVCLIVE_STEP_COMPLETED") or exists(p))
+    second.close()
+    assert json.loads((tmp_path / "live1" / "metrics.json").read_text())["train"]["loss"] == 1.0

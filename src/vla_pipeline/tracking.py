@@ -146,6 +146,9 @@ def check_wandb_online(timeout: float) -> str | None:
     return None
 
 
+DVCLIVE_SIGNAL_FILE = "DVCLIVE_STEP_COMPLETED"
+
+
 class DvcLiveTracker:
     def __init__(self, live_dir: Path, resume_step: int | None):
         from dvclive import Live
@@ -190,7 +193,14 @@ class DvcLiveTracker:
         self.live.make_summary()
 
     def close(self) -> None:
-        self.live.end()
+        try:
+            self.live.end()
+        except FileNotFoundError as e:
+            # Live.end()'s last act removes the VS Code signal file that every experiment of a queue
+            # (`dvc queue start --jobs N`) shares in the main repo's .dvc/tmp/exps/run; when another
+            # experiment removed it between dvclive's exists() and remove(), nothing is lost
+            if Path(e.filename or "").name != DVCLIVE_SIGNAL_FILE:
+                raise
 
 
 def _merge(into: dict, new: dict) -> None:
