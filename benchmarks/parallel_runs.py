@@ -70,7 +70,8 @@ def time_mode(root: Path, mode: str, cap_s: float) -> dict:
     for name, lr in zip(names, ("1.0e-3", "3.0e-3"), strict=True):
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}"], root, extra)
     start = time.monotonic()
-    run(["dvc", "queue", "start", "--jobs", str(jobs)], root, extra)
+    subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=root, env=_env(extra), timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)  # the workers inherit a pipe
     status, stopped = "", False
     try:
         while True:

@@ -55,7 +55,7 @@ def _communicate(proc: subprocess.Popen, input, timeout: float):
             input = None  # sent by the first call
             if proc.poll() is not None:
                 kill_group(proc)
-                return proc.communicate()
+                return _drain(proc)
             if time.monotonic() >= deadline:
                 kill_group(proc)
                 e.output, e.stderr = proc.communicate()
@@ -63,9 +63,29 @@ def _communicate(proc: subprocess.Popen, input, timeout: float):
                 raise
 
 
+def _drain(proc: subprocess.Popen, within_s: float = 30.0):
+    """The rest of an exited child's output. A process outside its group that still holds the pipes (a
+    daemon it started in its own session, as `dvc queue start` starts its workers) would block the read
+    forever: that is an error naming the command, not a hang."""
+    try:
+        return proc.communicate(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{proc.args!r} exited, but a process it detached still holds its output pipes "
+                           f"after {within_s:.0f} s: send that command's output to a file") from None
+
+
 def vla_env(**extra: str) -> dict:
     """The test's environment with this venv's scripts (dvc, vla) first on PATH."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def start_queue_workers(repo: Path, jobs: int, log: Path, **env: str) -> None:
+    """``dvc queue start --jobs N``, its output to ``log``: the workers it detaches inherit it (a pipe
+    would stay open as long as they live)."""
+    with log.open("w") as out:
+        result = run_bounded(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=repo, env=vla_env(**env),
+                             stdout=out, stderr=subprocess.STDOUT, timeout=120)
+    assert result.returncode == 0, log.read_text()[-3000:]
 
 
 def stop_queue_workers(repo: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO, replayable_seed, run_killed_before_step
-from procs import run_bounded, stop_queue_workers, vla_env
+from procs import run_bounded, start_queue_workers, stop_queue_workers, vla_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the first test also builds `repo` (dvc repro)
 
@@ -254,7 +254,7 @@ def test_two_queued_experiments_build_the_frame_cache_once(repo: Path, tmp_path,
     for name, lr in zip(names, ("1.0e-3", "3.0e-3"), strict=True):
         _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}"], repo, VLA_STORE=str(store))
     try:
-        _run(["dvc", "queue", "start", "--jobs", "2"], repo, VLA_STORE=str(store))
+        start_queue_workers(repo, 2, tmp_path / "queue-start.log", VLA_STORE=str(store))
         status = ""
         for _ in range(200):  # a bound, not a measurement (the test's own timeout is 1200 s)
             status = _run(["dvc", "queue", "status"], repo)
