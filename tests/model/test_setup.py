@@ -80,12 +80,13 @@ def test_the_predicted_checkpoint_bytes_are_what_a_lora_and_ema_run_saves(params
     """Two steps with LoRA (openpi: adapters and parts trained in full) and an EMA, one save: the step
     directory's files are the prediction plus headers, processors, tokenizer and JSON files."""
     from vla_pipeline.preflight.run import count_parameters
+    from vla_pipeline.train.components import make_components
     from vla_pipeline.train.trainer import Trainer
 
     cfg = make_train_config(params, tiny_run.dataset, tmp_path, norms_dir=tiny_run.norms,
                             validation_report=tiny_run.report, peft=make_peft({"preset": "openpi"}), ema_decay=0.5,
                             steps=2, decay_steps=2, save_every=0, eval_every=0)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, make_components(cfg))
     assert trainer.counts == count_parameters(cfg)  # what preflight predicts from is what the Trainer built
     trainer.fit()
     step = tmp_path / "train" / "checkpoints" / "000002"

@@ -32,6 +32,7 @@ from lerobot.utils.constants import OBS_IMAGES, OBS_STATE
 
 from vla_pipeline.checkpoint.io import LoadedCheckpoint, load_checkpoint, resolve_checkpoint
 from vla_pipeline.checkpoint.layout import CONTRACT_FILE
+from vla_pipeline.cores import rebalance
 from vla_pipeline.data.contract import Contract, load_contract
 from vla_pipeline.deploy.adapter import ActionAdapter
 from vla_pipeline.errors import ContractError
@@ -121,6 +122,7 @@ class DeployedPolicy:
     def predict_chunk(self, observation: Mapping, task: str | None = None) -> np.ndarray:
         """(chunk, joints) in contract units for one observation; its task, else ``observation['task']``."""
         task = task if task is not None else observation.get("task")
+        rebalance()  # serve beside a training: this process's share of the cores (cores.py; throttled)
         batch = self.ckpt.preprocessor(self.make_batch(observation, task))
         chunk = self.ckpt.policy.predict_action_chunk(batch, noise=self._noise(observation))
         return self.ckpt.postprocessor(chunk).float().cpu().numpy()[0]

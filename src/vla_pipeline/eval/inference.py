@@ -15,6 +15,7 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 from tqdm import tqdm
 
+from vla_pipeline.cores import rebalance
 from vla_pipeline.data.augment import compute_sample_seed
 from vla_pipeline.data.samples import ArmOnlyDataset
 from vla_pipeline.eval.metrics import Predictions
@@ -58,6 +59,7 @@ def predict_episodes(ckpt, dataset: ArmOnlyDataset, stride: int, batch_size: int
     device = next(ckpt.policy.parameters()).device
     out: dict[str, list] = {k: [] for k in ("pred", "target", "pad", "state", "episode", "frame", "task")}
     for batch in tqdm(loader, desc="evaluate", unit="batch"):
+        rebalance()  # this process's share of the cores, as other runs start and end (cores.py; throttled)
         noise = make_noise(noise_seed, batch["episode_index"], batch["frame_index"],
                            (config.chunk_size, config.max_action_dim))
         obs = {k: v for k, v in batch.items() if k != ACTION}

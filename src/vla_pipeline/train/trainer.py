@@ -36,6 +36,7 @@ from vla_pipeline.checkpoint.resume import (
     trainable_weights,
 )
 from vla_pipeline.checkpoint.run_place import move_aside
+from vla_pipeline.cores import rebalance
 from vla_pipeline.data.sampler import compute_batches_per_epoch
 from vla_pipeline.data.tables import load_info
 from vla_pipeline.data.validation_report import read_report_json
@@ -196,6 +197,7 @@ class Trainer:
         self.progress = tqdm(range(self.start + 1, cfg.steps + 1), desc="train", unit="step", initial=self.start,
                              total=cfg.steps, disable=not self.is_main)
         for step in self.progress:
+            rebalance()  # this run's share of the cores, as other runs start and end (cores.py; throttled)
             self.checkpointer.step = step
             metrics = run_step(self, next(batches), step)
             self.step = step
