@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import CONTRACT, REPO
+from procs import run_bounded
 
 FAULTS = Path(__file__).parent / "faults"
 TIMEOUT = 300
@@ -66,15 +66,7 @@ def run(work: Path, argv: list[str], *, debug: bool = False, **variables: str) -
         env["VLA_DEBUG"] = "1"
     if any(k.startswith("VLA_TEST_") for k in variables):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, *argv], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    return run_bounded([sys.executable, *argv], cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def stage(work: Path, name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:

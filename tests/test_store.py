@@ -18,7 +18,7 @@ from vla_pipeline.errors import ConfigError, TrainInputError
 from vla_pipeline.store import file_lock, resolve_store
 
 from conftest import CONTRACT, REPO, make_train_config, vla, write_train_params
-from procs import run_bounded
+from procs import kill_group, run_bounded
 
 
 def _store_config(params, tiny_run, work: Path, **overrides):
@@ -144,8 +144,13 @@ def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_pat
     store = tmp_path / "store"
     procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(demo_dataset), str(CONTRACT),
                                str(tmp_path / f"exp{i}" / "frame_cache"), str(store)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
-    outputs = [p.communicate(timeout=600) for p in procs]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+             for i in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            kill_group(p)
     assert all(p.returncode == 0 for p in procs), outputs
     printed = "".join(out + err for out, err in outputs)
     assert printed.count("frame cache: reusing") == 1, printed  # the second builder waited, then reused

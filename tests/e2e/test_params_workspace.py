@@ -4,13 +4,9 @@ refused run with the one command that takes it out; once that has run, the next 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ import yaml
 from test_pipeline import TRACKED_DIRS, TRACKED_FILES, _shrink
 
 from conftest import REPO
+from procs import run_bounded, vla_env
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +24,7 @@ LEFT = "'train.lrr' was left in params.yaml by a refused `dvc exp run -S` (not i
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``cmd`` in its own session, the whole group killed if it outlives TIMEOUT_S."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the stage and anything it left running
-        proc.wait()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_bounded(cmd, cwd=cwd, env=vla_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
 def _ok(cmd: list[str], cwd: Path) -> str:

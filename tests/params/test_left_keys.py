@@ -4,7 +4,6 @@ out (params/left_keys.py; through DVC itself: tests/e2e/test_params_workspace.py
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,13 @@ from vla_pipeline.params.left_keys import remove_keys
 from vla_pipeline.params.load import load_params
 
 from conftest import REPO
+from procs import run_bounded
 
 LEFT = "'train.lrr' was left in params.yaml by a refused `dvc exp run -S` (not in the committed file)"
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
+    run_bounded(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
                    capture_output=True, timeout=60)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from vla_pipeline.params.models import Params, Phase, fields_of, submodel
 from vla_pipeline.params.schema import ALL_KEYS, check_params
 
 from conftest import REPO
+from procs import run_bounded
 
 SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -162,7 +162,7 @@ def test_the_cli_refuses_a_bad_params_file_in_one_message_without_traceback(tmp_
     typo.write_text(yaml.safe_dump(params))
     for path, expected in ((broken, f"error: {broken}:2:1: not valid YAML"),
                            (typo, "'train.steps' = True: an integer >= 1 or null (not bool True)")):
-        result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(path)],
+        result = run_bounded([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(path)],
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 1 and expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, make_train_config
+from procs import run_bounded
 
 SCRIPT = """
 import json, sys
@@ -50,7 +50,7 @@ def _batches(tiny_run, tmp_path: Path, name: str, augment: bool, augment_seed: i
              "out_dir": tmp_path / name, "live_dir": tmp_path / name / "live", "wandb_dir": tmp_path / name / "wb"}
     args = {"params": str(REPO / "params.yaml"), "augment": augment, "augment_seed": augment_seed,
             "workers": workers, "out": str(out), "paths": {k: str(v) for k, v in paths.items()}}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(args)], capture_output=True, text=True,
+    result = run_bounded([sys.executable, "-c", SCRIPT, json.dumps(args)], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return load_file(str(out))

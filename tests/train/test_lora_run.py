@@ -5,12 +5,12 @@ validation loss the run logged."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO, vla, write_train_params
+from procs import run_bounded
 
 # a fresh process in which `import peft` fails: LeRobot and our strict loader only
 CHILD = """
@@ -56,7 +56,7 @@ def test_the_checkpoint_holds_the_adapter_in_peft_format(lora_run) -> None:
 
 def test_lerobot_loads_the_merged_checkpoint_without_peft_and_reproduces_the_val_loss(lora_run) -> None:
     params_path, step, _ = lora_run
-    child = subprocess.run([sys.executable, "-c", CHILD, str(params_path), str(step / "pretrained_model")],
+    child = run_bounded([sys.executable, "-c", CHILD, str(params_path), str(step / "pretrained_model")],
                            capture_output=True, text=True, cwd=REPO, timeout=600)
     assert child.returncode == 0, child.stderr[-3000:]
     out = json.loads(child.stdout.strip().splitlines()[-1])

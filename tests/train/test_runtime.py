@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import types
 
@@ -17,6 +16,7 @@ from vla_pipeline.errors import ConfigError
 from vla_pipeline.train.runtime import RuntimeOptions, compute_lr_scale, resolve_precision
 
 from conftest import vla, write_train_params
+from procs import run_bounded
 
 
 def test_precision_and_lr_scale_resolution() -> None:
@@ -58,7 +58,7 @@ def test_two_processes_with_gloo(params, tiny_run, tmp_path) -> None:
     p = write_train_params(params, tiny_run, tmp_path, batch_size=2, steps=4, save_every=2, eval_every=2)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vla_pipeline.cli",
            "train", "--params", str(p)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run_bounded(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout and "effective batch 4" in result.stdout
     step_dir = tmp_path / "train/checkpoints/000004"

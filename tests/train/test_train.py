@@ -20,6 +20,7 @@ from vla_pipeline.validate.config import ValidateConfig
 from vla_pipeline.validate.run import validate_dataset
 
 from conftest import CONTRACT, make_train_config
+from procs import run_bounded
 
 
 def test_run_logs_and_saves_resolved_config(tiny_run) -> None:
@@ -113,7 +114,6 @@ def test_truncated_prompt_is_refused(params, tiny_run, tmp_path) -> None:
 
 
 def test_cli_reports_user_errors_without_traceback(tiny_run, tmp_path) -> None:
-    import subprocess
     import sys
 
     import yaml
@@ -124,7 +124,7 @@ def test_cli_reports_user_errors_without_traceback(tiny_run, tmp_path) -> None:
     params["validate"]["report"] = str(tmp_path / "missing_report.json")
     params["dataset"].update(root=str(tiny_run.dataset), contract=str(CONTRACT))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(tmp_path / "params.yaml")],
+    result = run_bounded([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(tmp_path / "params.yaml")],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 1
     assert "error: validation report" in result.stderr and "dvc repro validate" in result.stderr
