@@ -50,11 +50,7 @@ CONFIGS = [
     (PreflightConfig, "preflight", {}),
 ]
 #: library defaults that still differ from params.yaml, each with where it is fixed (an empty set is the goal)
-KNOWN_DRIFT = {
-    # train/runtime.py (outside this change): the library's own RuntimeOptions() asks for the GPU when there is
-    # one; TrainConfig's default runtime is params.yaml's (cpu). Fix: device: str = default("train.device").
-    "RuntimeOptions.device = 'auto', params.yaml: 'cpu'",
-}
+KNOWN_DRIFT: set[str] = set()  # none left
 
 
 def _plain(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vla_pipeline.checkpoint.resume import RESUME_MODES
@@ -53,11 +53,6 @@ def make_peft(section: dict | None) -> LoraSpec | None:
         raise ConfigError(f"params: train.peft: {e}") from None
 
 
-def _runtime_defaults() -> RuntimeOptions:
-    """``train.device``, ``train.precision``, ... as params.yaml ships them."""
-    return RuntimeOptions(**{f.name: default(f"train.{f.name}") for f in fields(RuntimeOptions)})
-
-
 def _switch(value):
     return value if isinstance(value, bool) else str(value)
 
@@ -90,7 +85,7 @@ class TrainConfig:
     eval_every: int  # 0: only at the end
     wandb_project: str
     wandb_mode: str
-    runtime: RuntimeOptions = field(default_factory=_runtime_defaults)
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)  # params.yaml's train.device, ...
     freeze: tuple[str, ...] = tuple(default("train.freeze"))
     resume: str = default("train.resume")
     keep_last: int = default("train.keep_last")

@@ -18,6 +18,7 @@ import torch
 
 from vla_pipeline.errors import ConfigError
 from vla_pipeline.params import choice
+from vla_pipeline.params.models import default
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -29,17 +30,18 @@ MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """What params ask for (``train.device``, ``train.precision``, ...); ``auto`` is resolved at run time."""
+    """What params ask for (``train.device``, ``train.precision``, ...; the defaults are params.yaml's, from
+    ``params.models``); ``auto`` is resolved at run time."""
 
-    device: str = "auto"
-    precision: str = "auto"
-    gradient_checkpointing: str | bool = "auto"
-    compile: str | bool = "auto"
-    deterministic: bool = False
-    lr_scaling: str = "none"
-    attention: str = "auto"  # auto (GPU: sdpa, CPU: eager) | eager | sdpa
-    fused_optimizer: str | bool = "auto"  # auto (on for GPUs) | true | false
-    tf32: str | bool = "auto"  # TF32 matmuls for the float32 parts on NVIDIA GPUs: auto (on) | true | false
+    device: str = default("train.device")  # auto (a GPU when there is one) | cpu | cuda
+    precision: str = default("train.precision")
+    gradient_checkpointing: str | bool = default("train.gradient_checkpointing")
+    compile: str | bool = default("train.compile")
+    deterministic: bool = default("train.deterministic")
+    lr_scaling: str = default("train.lr_scaling")
+    attention: str = default("train.attention")  # auto (GPU: sdpa, CPU: eager) | eager | sdpa
+    fused_optimizer: str | bool = default("train.fused_optimizer")  # auto (on for GPUs) | true | false
+    tf32: str | bool = default("train.tf32")  # TF32 matmuls for the float32 parts on NVIDIA GPUs: auto | true | false
 
     def __post_init__(self) -> None:
         choice(self.device, DEVICES, "train.device")
