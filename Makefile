@@ -23,11 +23,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/dvc repro
 
-# one pytest-xdist worker per logical core (TEST_WORKERS=0: in this process), whole files per worker (module fixtures
+# one pytest-xdist worker per logical core (TEST_WORKERS=0: in this process), whole files per worker, longest first (module fixtures
 # are built once); each worker and what it starts get their share of the cores (tests/conftest.py).
 # Every test is bounded by pytest-timeout (pyproject.toml); the slowest 25 are listed (docs/testing.md).
 TEST_WORKERS ?= logical
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 test: install
 	$(PYTEST)

@@ -154,3 +154,17 @@ def run_killed_before_step(cmd: list[str], step: int, env: dict | None = None, *
                           env=env, timeout=900, **popen)
     assert proc.returncode == -signal.SIGKILL, (f"{cmd[0]} was to be killed before step {step} but exited with "
                                                 f"{proc.returncode}:\n{proc.stderr[-2000:]}")
+
+
+# the longest modules first (make test's pytest-xdist hands out whole files in collection order, with
+# --no-loadscope-reorder): one worker starts the DVC workflows while the other takes the short files,
+# instead of the longest file starting last and running alone (docs/testing.md)
+LONGEST_FIRST = ("tests/e2e/test_pipeline.py", "tests/e2e/test_resume.py", "tests/e2e/test_cli_workspace.py",
+                 "tests/e2e/test_params_workspace.py", "tests/preflight/test_preflight.py",
+                 "tests/train/test_determinism.py", "tests/deploy/test_messages.py", "tests/train/test_runtime.py",
+                 "tests/preflight/test_probe.py", "tests/e2e/test_variants.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected

@@ -197,11 +197,12 @@ def test_a_stalled_observation_stream_is_cancelled_and_frees_its_thread(served, 
                                            pause_s=5.0))
     assert e.code() == grpc.StatusCode.CANCELLED
     assert time.monotonic() - start < 3.0, "the stalled stream was held past the idle limit"
-    # the client sees CANCELLED as the watchdog cancels; the handler's thread records why a moment later
+    # the client sees CANCELLED as the watchdog cancels; the handler's thread records why a moment later,
+    # beside what the server refused for other clients meanwhile (another's session still open, under load)
     deadline = time.monotonic() + 5.0
-    while not served.refused and time.monotonic() < deadline:
+    while not any("no chunk for" in r for r in list(served.refused)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert served.refused and "no chunk for" in served.refused[-1]
+    assert any("no chunk for" in r for r in list(served.refused)), list(served.refused)
     client.observe(good_observation())
 
 
