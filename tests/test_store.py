@@ -136,6 +136,7 @@ save_frame_cache(cfg)
 """
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_path) -> None:
     """Two frame_cache stages at once (two queued experiments), each with its own output directory."""
     from vla_pipeline.data.frame_cache import FRAME_CACHE_MANIFEST_FILE, load_frame_cache
@@ -179,6 +180,7 @@ def test_two_experiments_build_the_shared_frame_cache_once(demo_dataset, tmp_pat
         k: v for k, v in manifests[0].items() if k != "store_entry"}
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_vla_train_out_keeps_the_whole_run_together(params, tiny_run, tmp_path) -> None:
     work = tmp_path / "workspace"
     p = write_train_params(params, tiny_run, work, save_every=2, wandb_mode="offline")

@@ -68,6 +68,7 @@ print(json.dumps({"val_loss": loss}))
 """
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_best_and_last_reload_in_fresh_process_and_reproduce_val_loss(params, tiny_run, tmp_path) -> None:
     """LeRobot's own PI05Policy.from_pretrained + PolicyProcessorPipeline, in a new process, give the
     validation loss the training run logged for that checkpoint."""

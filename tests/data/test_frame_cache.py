@@ -153,6 +153,7 @@ def test_training_on_native_cache_gives_identical_losses(params, tiny_run, cache
     assert losses["decode"] == losses["cache"] and len(losses["decode"].splitlines()) == 4
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_cli_builds_cache_and_evaluate_reads_it(tiny_run, tmp_path) -> None:
     out = tmp_path / "fc"
     result = vla("frame-cache", str(tiny_run.dataset), "--contract", str(CONTRACT), "--out", str(out),

@@ -54,6 +54,7 @@ def test_trim_refuses_to_write_over_or_inside_the_source(demo_dataset, tmp_path)
         parse_trims({"3": [9, 2]})
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_vla_trim_reads_the_reports_suggestions(demo_dataset, tmp_path) -> None:
     copy = tmp_path / "demo"
     shutil.copytree(demo_dataset, copy)

@@ -153,6 +153,7 @@ def test_broken_yaml_names_file_line_and_column(tmp_path) -> None:
     assert "not valid YAML" in str(e.value)
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_the_cli_refuses_a_bad_params_file_in_one_message_without_traceback(tmp_path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: {lr: 1\n")

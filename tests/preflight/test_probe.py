@@ -41,6 +41,7 @@ def measured(demo_dataset) -> dict:
     return probe.run_probe(probe_spec(cfg.train, Target.resolve(cfg.train))).peaks
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_the_probe_measures_each_batch_and_a_bigger_batch_takes_more(measured) -> None:
     assert sorted(measured) == [1, 2, 48]
     assert all(p is not None and p > 0 for p in measured.values())
@@ -59,6 +60,7 @@ def test_a_batch_the_budget_cannot_hold_fails_naming_the_largest_that_fits(measu
     assert none.status == "fail" and "no batch fits" in none.fix
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_preflight_with_the_probe_stops_before_training_when_the_batch_does_not_fit(demo_dataset, tmp_path) -> None:
     params = load_params(REPO / "params.yaml", [f'dataset.root="{demo_dataset}"', "preflight.probe=true",
                                                 "preflight.memory_gib=0.01", f"preflight.report={tmp_path / 'r.json'}"])

@@ -65,6 +65,7 @@ def _images(batch: dict) -> list[str]:
     return [k for k in batch if ".images." in k]
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_batches_identical_across_processes_without_augmentation(tiny_run, tmp_path) -> None:
     a = _batches(tiny_run, tmp_path, "a", augment=False)
     b = _batches(tiny_run, tmp_path, "b", augment=False, workers=1)
@@ -75,6 +76,7 @@ def test_batches_identical_across_processes_without_augmentation(tiny_run, tmp_p
     _assert_equal(a, b, a)
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_augmentation_is_seeded_and_changes_only_images(tiny_run, tmp_path) -> None:
     plain = _batches(tiny_run, tmp_path, "plain", augment=False)
     a = _batches(tiny_run, tmp_path, "a", augment=True, augment_seed=0)

@@ -80,6 +80,7 @@ def test_gpu_speed_options_resolve_per_platform() -> None:
         RuntimeOptions(attention="flash")
 
 
+@pytest.mark.slow  # tens of seconds: real processes or trainings (make test runs it)
 def test_sdpa_and_fused_adamw_train_like_eager_and_foreach(params, tiny_run, tmp_path) -> None:
     """The speed options change float rounding only: 4 steps give the same losses to 1e-4."""
     losses = {}
