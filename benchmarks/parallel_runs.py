@@ -67,7 +67,8 @@ def make_workspace(root: Path, steps: int) -> None:
 def time_mode(root: Path, mode: str, cap_s: float) -> dict:
     jobs, extra = MODES[mode]
     names = [f"{mode}-a", f"{mode}-b"]
-    for name, lr in zip(names, ("1.0e-3", "3.0e-3"), strict=True):
+    k = list(MODES).index(mode)  # learning rates of their own: DVC's run cache would restore another mode's run
+    for name, lr in zip(names, (f"{1 + k}.0e-3", f"{1 + k}.5e-3"), strict=True):
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}"], root, extra)
     start = time.monotonic()
     subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=root, env=_env(extra), timeout=300,
@@ -89,7 +90,7 @@ def time_mode(root: Path, mode: str, cap_s: float) -> dict:
     rates = []
     for name in names:
         log = run(["dvc", "queue", "logs", name], root) if not stopped else ""
-        rates += [float(r) for r in re.findall(r"([\d.]+)it/s\]", log)[-1:]]  # tqdm's last rate of train
+        rates += [float(r) for r in re.findall(r"([\d.]+)step/s, loss", log)[-1:]]  # tqdm's last rate of train
     return {"mode": mode, "jobs": jobs, "env": extra, "wall_s": round(wall, 1), "succeeded": ok, "stopped": stopped,
             "train_steps_per_s": rates}
 
