@@ -12,11 +12,24 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(STAMP)
 
-# the locked environment (requirements.lock), then the project itself without re-resolving
+# the locked environment (requirements.lock), then the project itself without re-resolving.
+# uv installs the same pins as pip, the whole lock in about 25 s instead of about 2 min. It is given
+# pip's index settings (PIP_* in the environment, else `pip config`) and, like pip, takes the best
+# match across the indexes. Where uv cannot install the lock, pip does; UV=0 uses pip only.
+UV_VERSION := 0.13.10
+UV ?= 1
+pip_setting = "$${PIP_$(2):-$$($(BIN)/pip config get global.$(1) 2>/dev/null)}"
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.lock
+	@if [ "$(UV)" = 1 ] && $(BIN)/pip install --quiet uv==$(UV_VERSION); then \
+	  index=$(call pip_setting,index-url,INDEX_URL); \
+	  UV_DEFAULT_INDEX="$${index:-https://pypi.org/simple}" \
+	  UV_EXTRA_INDEX_URL=$(call pip_setting,extra-index-url,EXTRA_INDEX_URL) \
+	  UV_FIND_LINKS=$(call pip_setting,find-links,FIND_LINKS) UV_INDEX_STRATEGY=unsafe-best-match \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock \
+	  || { echo "uv could not install requirements.lock (above); installing it with pip"; \
+	       $(BIN)/pip install --quiet -r requirements.lock; }; \
+	else $(BIN)/pip install --quiet -r requirements.lock; fi
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
