@@ -16,9 +16,9 @@ from lerobot.async_inference.helpers import RemotePolicyConfig, TimedObservation
 from lerobot.transport import services_pb2, services_pb2_grpc
 
 from vla_pipeline.checkpoint.io import compute_checkpoint_id
-from vla_pipeline.deploy.messages import MessageLimits
+from vla_pipeline.deploy.messages import MessageLimits, OverLimitError
 from vla_pipeline.deploy.server import ServeConfig, make_server
-from vla_pipeline.deploy.session import SessionLimits
+from vla_pipeline.deploy.session import STREAM_SLOT_WAIT_S, SessionLimits, Sessions
 
 LEKIWI = ["arm_shoulder_pan.pos", "arm_shoulder_lift.pos", "arm_elbow_flex.pos", "arm_wrist_flex.pos",
           "arm_wrist_roll.pos", "arm_gripper.pos", "x.vel", "y.vel", "theta.vel"]
@@ -216,6 +216,23 @@ def test_observations_over_the_chunk_and_byte_limits_are_refused(served, client)
     e = refused(lambda: client.send_chunks([(services_pb2.TRANSFER_END, bytes(LIMITS.grpc_message_bytes + 1))]))
     assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     client.observe(good_observation())
+
+
+def test_a_stream_over_the_limit_gets_the_slot_a_leaving_stream_frees_or_is_refused() -> None:
+    """gRPC refuses an oversized message to the client before the refused stream's handler has left: the
+    client's next observation must not be refused for a stream that is closing."""
+    sessions = Sessions(SessionLimits())
+    session = sessions.start("robot")
+    first = sessions.stream(session)
+    first.__enter__()
+    threading.Timer(0.2, first.__exit__, (None, None, None)).start()
+    with sessions.stream(session):  # waits for the first to leave
+        assert session.streams == 1
+        start = time.monotonic()
+        with pytest.raises(OverLimitError, match="1 observation streams already open"), sessions.stream(session):
+            pass
+        assert time.monotonic() - start >= STREAM_SLOT_WAIT_S - 0.05  # refused once the wait ran out
+    assert session.streams == 0
 
 
 def test_idle_streams_from_other_clients_do_not_hold_the_server(served, client):

@@ -50,6 +50,9 @@ class SessionLimits:
                 raise ValueError(f"SessionLimits.{name} must be positive, got {getattr(self, name)}")
 
 
+STREAM_SLOT_WAIT_S = 1.0  # how long a stream over the limit waits for an open one to leave
+
+
 class SessionError(VlaError):
     """A call that breaks the session's rules: another robot holds it, no robot connected yet, or
     another action order (gRPC ``FAILED_PRECONDITION``)."""
@@ -85,6 +88,7 @@ class Sessions:
         self.clock = clock
         self.current: RobotSession | None = None
         self._lock = threading.Lock()
+        self._slots = threading.Condition(self._lock)  # an observation stream's slot coming free
 
     def start(self, peer: str) -> RobotSession:
         """``Ready`` from ``peer``: a new session, unless another client's session is still live."""
@@ -129,16 +133,20 @@ class Sessions:
 
     @contextlib.contextmanager
     def stream(self, session: RobotSession) -> Iterator[None]:
-        with self._lock:
-            if session.streams >= self.limits.streams_per_peer:
+        """One observation stream. A full set waits up to ``STREAM_SLOT_WAIT_S`` for a slot: gRPC refuses an
+        oversized message to the client before the refused stream's handler has left, so the client's
+        next observation can arrive while the server still counts that stream as open."""
+        with self._slots:
+            if not self._slots.wait_for(lambda: session.streams < self.limits.streams_per_peer, STREAM_SLOT_WAIT_S):
                 raise OverLimitError(f"{session.streams} observation streams already open (limit "
                                      f"{self.limits.streams_per_peer}); send one observation at a time")
             session.streams += 1
         try:
             yield
         finally:
-            with self._lock:
+            with self._slots:
                 session.streams -= 1
+                self._slots.notify_all()
 
 
 class StreamWatch:
@@ -150,6 +158,7 @@ class StreamWatch:
         self.poll_s = poll_s
         self._streams: dict[int, list] = {}  # id -> [context, started, last chunk, reason cancelled]
         self._lock = threading.Lock()
+        self._slots = threading.Condition(self._lock)  # an observation stream's slot coming free
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
