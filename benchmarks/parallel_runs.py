@@ -28,11 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
-TRACKED_DIRS = ("src", "stages", "contracts", ".dvc")
-TRACKED_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
+sys.path.insert(0, str(REPO / "tests"))
+
+from pipeline import make_workspace  # noqa: E402  (the tests' workspace copy)
+
 MODES = {"jobs1": (1, {}), "jobs2": (2, {}), "jobs2-noshare": (2, {"VLA_THREADS": str(os.cpu_count() or 1)})}
 
 
@@ -50,18 +50,11 @@ def run(cmd: list[str], cwd: Path, extra: dict | None = None, timeout: float = 3
     return result.stdout
 
 
-def make_workspace(root: Path, steps: int) -> None:
-    root.mkdir(parents=True)
-    for d in TRACKED_DIRS:
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-    for f in TRACKED_FILES:
-        shutil.copy(REPO / f, root / f)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"].update(steps=steps, decay_steps=steps)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "init"]):
-        run(cmd, root)
+def make_steps_workspace(root: Path, steps: int) -> None:
+    def edit(params: dict) -> dict:
+        params["train"].update(steps=steps, decay_steps=steps)
+        return params
+    make_workspace(root, edit)
 
 
 def time_mode(root: Path, mode: str, cap_s: float) -> dict:
@@ -104,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="vla-parallel-")) / "ws"
     try:
-        make_workspace(root, args.steps)
+        make_steps_workspace(root, args.steps)
         t0 = time.monotonic()
         run(["dvc", "repro"], root)
         print(f"baseline dvc repro: {time.monotonic() - t0:.0f} s", flush=True)

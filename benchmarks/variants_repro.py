@@ -29,27 +29,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from pipeline import make_workspace  # noqa: E402  (the tests' workspace copy)
 from variants import draw_variants, write_variant  # noqa: E402  (the tests' generator)
-
-TRACKED_DIRS = ("src", "stages", "contracts", ".dvc")
-TRACKED_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-
-
-def make_workspace(root: Path) -> None:
-    root.mkdir(parents=True)
-    for d in TRACKED_DIRS:
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-    for f in TRACKED_FILES:
-        shutil.copy(REPO / f, root / f)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=b@b", "-c", "user.name=b",
-                                                             "commit", "-qm", "init"]):
-        run(cmd, root)
 
 
 def point_params(root: Path, contract: Path, cache: bool) -> None:
@@ -68,7 +55,7 @@ def point_params(root: Path, contract: Path, cache: bool) -> None:
 
 def repro_variant(index: int, variant, work: Path) -> list[str]:
     root = work / f"v{index:03d}"
-    make_workspace(root)
+    make_workspace(root, edit=None)
     data = root / "data" / "variant"
     recorded = write_variant(root / "data" / ("recorded" if variant.version == "v2.1" else "variant"), variant)
     vla = str(Path(sys.executable).parent / "vla")

@@ -6,21 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import TRACKED_DIRS, TRACKED_FILES, _shrink
 
-from conftest import REPO
+from pipeline import commit_all, make_workspace
+
 from procs import run_bounded
 
 pytestmark = pytest.mark.slow
 
-GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 600):
@@ -42,20 +40,9 @@ def vla(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A git + DVC copy of the repository with shrunk params, its stages up to preflight and norms reproduced."""
-    root = tmp_path_factory.mktemp("workspace") / "repo"
-    root.mkdir()
-    for d in TRACKED_DIRS:
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-    for f in TRACKED_FILES:
-        shutil.copy(REPO / f, root / f)
-    params = _shrink(yaml.safe_load((root / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ok(["git", "init", "-q"], root)
-    ok([*GIT, "add", "-A"], root)
-    ok([*GIT, "commit", "-qm", "init"], root)
+    root = make_workspace(tmp_path_factory.mktemp("workspace") / "repo")
     ok([sys.executable, "-m", "dvc", "repro", "norms", "preflight"], root)
-    ok([*GIT, "add", "-A"], root)
-    ok([*GIT, "commit", "-qm", "repro"], root)
+    commit_all(root, "repro")
     return root
 
 

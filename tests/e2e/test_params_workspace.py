@@ -5,15 +5,14 @@ refused run with the one command that takes it out; once that has run, the next 
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import TRACKED_DIRS, TRACKED_FILES, _shrink
 
-from conftest import REPO
+from pipeline import make_workspace
+
 from procs import run_bounded, vla_env
 
 pytestmark = pytest.mark.slow
@@ -36,19 +35,7 @@ def _ok(cmd: list[str], cwd: Path) -> str:
 @pytest.fixture
 def repo(tmp_path) -> Path:
     """A fresh git + DVC copy of the project (nothing reproduced: every stage reads the whole params file)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for d in TRACKED_DIRS:
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-    for f in TRACKED_FILES:
-        shutil.copy(REPO / f, root / f)
-    params = _shrink(yaml.safe_load((root / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    _ok([*git, "init", "-q"], root)
-    _ok([*git, "add", "-A"], root)
-    _ok([*git, "commit", "-qm", "init"], root)
-    return root
+    return make_workspace(tmp_path / "repo")
 
 
 def test_a_key_a_refused_exp_run_left_is_named_with_the_command_that_removes_it(repo: Path) -> None:

@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, replayable_seed, run_killed_before_step
+from pipeline import commit_all, make_workspace
+
+from conftest import replayable_seed, run_killed_before_step
 from procs import run_bounded, start_queue_workers, stop_queue_workers, vla_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the first test also builds `repo` (dvc repro)
-
-TRACKED_DIRS = ("src", "stages", "contracts", ".dvc")
-TRACKED_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
-
 
 SECRETS = {"WANDB_API_KEY": "0123456789abcdef" + "5ecre7" * 4, "HF_TOKEN": "hf_" + "Sup3rSecretT0ken" * 2}
 
@@ -31,31 +29,11 @@ def _run(cmd: list[str], cwd: Path, **env_extra: str) -> str:
     return result.stdout
 
 
-def _shrink(params: dict) -> dict:
-    params["demo"].update(num_episodes=6, min_length=20, max_length=32, image_height=32, image_width=40)
-    params["norms"].update(val_fraction=0.34, split_seed=2)  # episodes 0 and 5 of 6 validate
-    params["train"].update(steps=6, batch_size=4, warmup_steps=1, decay_steps=6, num_workers=0, log_every=2,
-                           val_samples=8)
-    params["evaluate"]["stride"] = 4
-    return params
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clone") / "repo"
-    root.mkdir()
-    for d in TRACKED_DIRS:
-        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-    for f in TRACKED_FILES:
-        shutil.copy(REPO / f, root / f)
-    params = _shrink(yaml.safe_load((root / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], root)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
+    root = make_workspace(tmp_path_factory.mktemp("clone") / "repo")
     _run(["dvc", "repro"], root, **SECRETS)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], root)
+    commit_all(root, "repro")
     return root
 
 

@@ -50,11 +50,19 @@ def run_reference(path: Path, kernel: str, device: str, compiled: bool = False) 
 
 
 def compiled_errors(testdata: Path, name: str, kernel: str, device: str) -> list:
-    """Errors of the compiled forward. Inductor computes a bf16 model's pointwise ops in fp32, so a
-    compiled bf16 forward lands between the bf16 reference (eager's roundings) and the fp32 one (the
-    exact math; the two differ by up to 1.8e-2): each output passes within the bf16 tolerance of either."""
-    outputs, errors = run_reference(testdata / name, kernel, device, compiled=True)
-    if load_reference(testdata / name)[0]["dtype"] != "bfloat16":
+    """Errors of the compiled forward (``compare_compiled``)."""
+    outputs, _ = run_reference(testdata / name, kernel, device, compiled=True)
+    return compare_compiled(outputs, testdata, name)
+
+
+def compare_compiled(outputs: dict, testdata: Path, name: str) -> list:
+    """Errors of compiled ``outputs`` against reference ``name``. Inductor computes a bf16 model's
+    pointwise ops in fp32, so a compiled bf16 forward lands between the bf16 reference (eager's
+    roundings) and the fp32 one (the exact math; the two differ by up to 1.8e-2): each output passes
+    within the bf16 tolerance of either."""
+    meta, tensors = load_reference(testdata / name)
+    errors = compute_errors(outputs, tensors, TOLERANCES[meta["dtype"]])
+    if meta["dtype"] != "bfloat16":
         return errors
     exact = compute_errors(outputs, load_reference(testdata / REFERENCES[0])[1], TOLERANCES["bfloat16"])
     exact = [OutputError(f"{e.name} vs the float32 reference", e.max_abs_error, e.atol) for e in exact]
