@@ -129,7 +129,11 @@ def vla(*args: str, env: dict | None = None, timeout: int = 600):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-SIGKILL_DIR = Path(__file__).parent / "sigkill"
+def with_faults(env: dict, **variables: str) -> dict:
+    """``env`` with ``variables`` (``VLA_TEST_*``) and tests/inject/ first on ``PYTHONPATH``: its
+    sitecustomize.py puts those faults into every Python process started with it."""
+    inject = Path(__file__).parent / "inject"
+    return {**env, **variables, "PYTHONPATH": os.pathsep.join(filter(None, [str(inject), env.get("PYTHONPATH")]))}
 
 
 def replayable_seed() -> int:
@@ -143,13 +147,11 @@ def replayable_seed() -> int:
 
 def run_killed_before_step(cmd: list[str], step: int, env: dict | None = None, **popen) -> None:
     """Run ``cmd`` and SIGKILL its whole process group exactly when its training loop is about to run
-    ``step`` (tests/sigkill/sitecustomize.py): no polling, the same kill point on every replay."""
+    ``step`` (tests/inject/sitecustomize.py): no polling, the same kill point on every replay."""
     import signal
     import subprocess
 
-    env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = os.pathsep.join([str(SIGKILL_DIR), *filter(None, [env.get("PYTHONPATH")])])
-    env["VLA_TEST_SIGKILL_AT_STEP"] = str(step)
+    env = with_faults(dict(os.environ if env is None else env), VLA_TEST_SIGKILL_AT_STEP=str(step))
     proc = run_bounded(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env=env, timeout=900, **popen)
     assert proc.returncode == -signal.SIGKILL, (f"{cmd[0]} was to be killed before step {step} but exited with "
@@ -162,7 +164,11 @@ def run_killed_before_step(cmd: list[str], step: int, env: dict | None = None, *
 LONGEST_FIRST = ("tests/e2e/test_pipeline.py", "tests/e2e/test_resume.py", "tests/e2e/test_cli_workspace.py",
                  "tests/e2e/test_params_workspace.py", "tests/preflight/test_preflight.py",
                  "tests/train/test_determinism.py", "tests/deploy/test_messages.py", "tests/train/test_runtime.py",
-                 "tests/preflight/test_probe.py", "tests/e2e/test_variants.py")
+                 "tests/preflight/test_probe.py", "tests/e2e/test_variants.py",
+                 # then the longest of `make test-fast` (tens of seconds each), so its short files come last
+                 "tests/test_error_boundary.py", "tests/test_store.py", "tests/deploy/test_lerobot_tools.py",
+                 "tests/checkpoint/test_checkpoint_trust.py", "tests/data/test_frame_cache.py",
+                 "tests/checkpoint/test_checkpoint.py", "tests/train/test_lora_run.py", "tests/eval/test_evaluate.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -3,7 +3,7 @@ script (``python stages/<x>.py`` in a copy of the workspace, as DVC runs it) or 
 An expected failure ends with one ``error: <message>`` line and exit code 1, never a traceback: a user error, a
 torn or foreign artifact (naming the stage to re-run), out of memory, permission denied, a full disk.
 ``VLA_DEBUG=1`` shows the traceback; a bug keeps its traceback. Failures are injected where a real run meets
-them (tests/faults/sitecustomize.py), never by mocking the model."""
+them (tests/inject/sitecustomize.py), never by mocking the model."""
 
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONTRACT, REPO
+from conftest import CONTRACT, REPO, with_faults
 from procs import run_bounded
 
-FAULTS = Path(__file__).parent / "faults"
 TIMEOUT = 300
 
 
@@ -58,14 +57,14 @@ def work(tmp_path, demo_dataset, good_report) -> Path:
 
 def run(work: Path, argv: list[str], *, debug: bool = False, **variables: str) -> subprocess.CompletedProcess:
     """``argv`` (a stage script of ``work`` or ``-m vla_pipeline.cli ...``) in its own process group, killed
-    as a group past the timeout; ``variables``: the environment's additions (tests/faults/sitecustomize.py's
+    as a group past the timeout; ``variables``: the environment's additions (tests/inject/sitecustomize.py's
     ``VLA_TEST_*`` put it on the path)."""
     env = {k: v for k, v in os.environ.items() if k not in ("VLA_DEBUG", "VLA_LOG")}
     env.update(OMP_NUM_THREADS="1", **variables)
     if debug:
         env["VLA_DEBUG"] = "1"
     if any(k.startswith("VLA_TEST_") for k in variables):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))
+        env = with_faults(env)
     return run_bounded([sys.executable, *argv], cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 

@@ -17,7 +17,7 @@ from vla_pipeline.checkpoint.layout import BEST_FILE, LAST_FILE, read_pointer
 from vla_pipeline.errors import ConfigError, TrainInputError
 from vla_pipeline.store import file_lock, resolve_store
 
-from conftest import CONTRACT, REPO, make_train_config, vla, write_train_params
+from conftest import CONTRACT, REPO, make_train_config, vla, with_faults, write_train_params
 from procs import kill_group, run_bounded
 
 
@@ -217,9 +217,7 @@ def test_vla_train_in_a_dvc_workspace_runs_in_the_store_and_publishes_like_the_s
 
 def test_ctrl_c_prints_one_line_and_exits_130(params, tiny_run, tmp_path) -> None:
     p = write_train_params(params, tiny_run, tmp_path, steps=6, decay_steps=6, save_every=2)
-    env = {**os.environ, "VLA_TEST_SIGNAL": "INT"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "sigkill"), *filter(None, [env.get("PYTHONPATH")])])
-    env["VLA_TEST_SIGKILL_AT_STEP"] = "4"
+    env = with_faults(dict(os.environ), VLA_TEST_SIGNAL="INT", VLA_TEST_SIGKILL_AT_STEP="4")
     result = run_bounded([sys.executable, "-m", "vla_pipeline.cli", "train", "--params", str(p)],
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 130, result.stderr[-3000:]
