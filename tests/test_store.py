@@ -193,6 +193,7 @@ def test_vla_train_out_keeps_the_whole_run_together(params, tiny_run, tmp_path) 
     assert not any((work / name).exists() for name in ("train", "live", "wandb"))  # the params' paths: untouched
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_vla_train_in_a_dvc_workspace_runs_in_the_store_and_publishes_like_the_stage(params, tiny_run,
                                                                                       tmp_path) -> None:
     """A train.out_dir inside the DVC workspace is the stage's output, which DVC deletes before the stage

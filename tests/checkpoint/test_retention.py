@@ -117,6 +117,7 @@ def test_retained_steps_rule() -> None:
     assert retained_steps([100, 150, 200, 300], 999, 100, 2) == {200, 300}  # a best not on disk is no reason to keep
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_real_run_keeps_the_periodic_checkpoints(params, tiny_run, tmp_path) -> None:
     """`vla train` on the tiny model, 6 steps: periodic saves at 3 and 6, validation every 2 steps (a
     new lowest loss saves at 2 and 4); what is left is the rule applied to the logged losses."""

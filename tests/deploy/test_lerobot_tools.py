@@ -19,6 +19,7 @@ from vla_pipeline.data.contract import load_contract
 from conftest import CONTRACT, vla
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_a_lerobot_cli_runs_with_its_own_arguments_and_unknown_tools_are_refused(capsys):
     out = vla("lerobot", "record", "--help", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -63,6 +64,7 @@ def record(pretrained, dataset, episode: int, out):
                timeout=600)
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_record_runs_our_checkpoint_arm_only_through_the_strict_loader(tiny_run, tmp_path):
     pretrained = pretrained_dir_of(resolve_checkpoint(tiny_run.train, "last"))
     out = record(pretrained, tiny_run.dataset, 0, tmp_path / "rec")
@@ -79,6 +81,7 @@ def test_record_runs_our_checkpoint_arm_only_through_the_strict_loader(tiny_run,
     assert len(np.unique(actions[:, :6], axis=0)) > 1  # the policy drives the arm
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_record_refuses_a_checkpoint_whose_weights_fail_strict_loading(tiny_run, tmp_path):
     pretrained = tmp_path / "pretrained_model"
     shutil.copytree(pretrained_dir_of(resolve_checkpoint(tiny_run.train, "last")), pretrained)
@@ -124,6 +127,7 @@ def test_lerobots_pipeline_loader_takes_a_verified_checkpoint_and_allowed_steps_
     assert not planted.exists()
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_record_refuses_processors_that_name_a_class_without_running_them(tiny_run, tmp_path):
     """Through the installed patches, in LeRobot's own record tool: the policy loads (weights from elsewhere,
     no manifest), its processors do not."""

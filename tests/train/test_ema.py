@@ -40,6 +40,7 @@ def test_decay_outside_0_1_is_refused(params, tmp_path) -> None:
         make_train_config(params, tmp_path, tmp_path, ema_decay=1.0)
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_a_run_with_ema_saves_and_validates_with_the_ema_weights(params, tiny_run, tmp_path) -> None:
     p = write_train_params(params, tiny_run, tmp_path, ema={"decay": 0.5}, steps=4, save_every=0, eval_every=2)
     result = vla("train", "--params", str(p))

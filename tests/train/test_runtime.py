@@ -29,6 +29,7 @@ def test_precision_and_lr_scale_resolution() -> None:
         RuntimeOptions(precision="fp8")
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_frozen_vision_tower_does_not_change(params, tiny_run, tmp_path) -> None:
     """Start from the tiny run's checkpoint with `train.freeze: [vision]`: the vision tower's weights stay
     bit-identical while the action expert trains."""
@@ -44,6 +45,7 @@ def test_frozen_vision_tower_does_not_change(params, tiny_run, tmp_path) -> None
     assert "vision 0%, language 100%, expert 100%, projections 100%" in result.stdout
 
 
+@pytest.mark.slow  # about ten seconds or more: a real training or LeRobot process (make test runs it)
 def test_bf16_autocast_trains_on_cpu(params, tiny_run, tmp_path) -> None:
     result = vla("train", "--params", str(write_train_params(params, tiny_run, tmp_path, precision="bf16")))
     assert result.returncode == 0, result.stderr[-3000:]
