@@ -164,11 +164,7 @@ def run_killed_before_step(cmd: list[str], step: int, env: dict | None = None, *
 LONGEST_FIRST = ("tests/e2e/test_pipeline.py", "tests/e2e/test_resume.py", "tests/e2e/test_cli_workspace.py",
                  "tests/e2e/test_params_workspace.py", "tests/preflight/test_preflight.py",
                  "tests/train/test_determinism.py", "tests/deploy/test_messages.py", "tests/train/test_runtime.py",
-                 "tests/preflight/test_probe.py", "tests/e2e/test_variants.py",
-                 # then the longest of `make test-fast` (tens of seconds each), so its short files come last
-                 "tests/test_error_boundary.py", "tests/test_store.py", "tests/deploy/test_lerobot_tools.py",
-                 "tests/checkpoint/test_checkpoint_trust.py", "tests/data/test_frame_cache.py",
-                 "tests/checkpoint/test_checkpoint.py", "tests/train/test_lora_run.py", "tests/eval/test_evaluate.py")
+                 "tests/preflight/test_probe.py", "tests/e2e/test_variants.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
