@@ -40,11 +40,8 @@ demo: install
 # one pytest-xdist worker per logical core (TEST_WORKERS=0: in this process), whole files per worker, longest first (module fixtures
 # are built once); each worker and what it starts get their share of the cores (tests/conftest.py).
 # Every test is bounded by pytest-timeout (pyproject.toml); the slowest 25 are listed (docs/testing.md).
-# Bytecode is cached (into __pycache__, ignored by git and DVC) even where PYTHONDONTWRITEBYTECODE is set:
-# otherwise every worker rewrites every test module's asserts again and every process the tests start
-# compiles vla_pipeline from source again (tests/checkpoint/test_checkpoint_trust.py: 58.5 s -> 55.5 s).
 TEST_WORKERS ?= logical
-PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 test: install
 	$(PYTEST)
