@@ -158,7 +158,6 @@ class StreamWatch:
         self.poll_s = poll_s
         self._streams: dict[int, list] = {}  # id -> [context, started, last chunk, reason cancelled]
         self._lock = threading.Lock()
-        self._slots = threading.Condition(self._lock)  # an observation stream's slot coming free
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
